@@ -1,0 +1,29 @@
+# Two entry points, each working on a fresh machine:
+#   make demo   prepare the MNIST sample, pack it, read it back (and, as the
+#               project grows, train, export and predict)
+#   make test   the whole test suite (what CI runs, through .ci/run)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint clean
+
+$(STAMP): setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip>=23"
+	$(PY) -m pip install --quiet -e ".[test,sample]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	PYTHON=$(PY) bash tools/demo.sh
+
+lint: install
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf demo-output data/mnist-sample data/packed
