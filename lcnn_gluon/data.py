@@ -70,7 +70,6 @@ def check_rec(rec: str, data_shape: Shape, resize: int = 0) -> int:
             raise ValueError(f"{idx}: index is empty")
         _, payload = mx.recordio.unpack(reader.read_idx(reader.keys[0]))
         img = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored
-        num = len(reader.keys)
     except (mx.base.MXNetError, struct.error) as e:
         raise ValueError(f"{rec}: not a readable image RecordIO file ({e})") from e
     finally:
@@ -87,16 +86,87 @@ def check_rec(rec: str, data_shape: Shape, resize: int = 0) -> int:
     if h < data_shape[1] or w < data_shape[2]:
         raise ValueError(f"{rec}: first image is {h}x{w} (after resize {resize}), smaller than "
                          f"--image-shape {data_shape[1]}x{data_shape[2]}")
-    return num
+    return count_records(rec)
 
 
-def _common(rec: str, batch_size: int, preset: Preset, data_shape: Shape, num_parts: int,
+def count_records(rec: str) -> int:
+    """Number of records in ``rec``, from its ``.idx`` (one line per record)."""
+    with open(os.path.splitext(rec)[0] + ".idx", "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def shard_size(num_records: int, num_parts: int, part_index: int) -> int:
+    """Records in one shard: ImageRecordIter gives part ``i`` the ``i``-th block of ceil(n/parts)."""
+    chunk = -(-num_records // num_parts)
+    return max(0, min(num_records, (part_index + 1) * chunk) - part_index * chunk)
+
+
+class RecordIter(mx.io.DataIter):
+    """``ImageRecordIter`` over one shard, with exact epochs and reproducible shuffles.
+
+    MXNet's ``round_batch=True`` wraps the last batch around, which costs about an
+    extra pass of decoding on a small file and makes the next epoch start late;
+    ``round_batch=False`` fills the last batch with stale samples and reports
+    ``pad=0``. So this class runs ``round_batch=False``, knows the shard size and
+    sets ``pad`` itself. Each epoch gets a fresh C++ iterator seeded from
+    ``(seed, epoch)``: epoch ``e`` is identical whether a run started at 0 or
+    resumed at ``e``. ``num_batches`` larger than the shard needs (distributed
+    workers must take equal steps) continues into a reshuffled pass with ``pad=0``.
+    """
+
+    def __init__(self, params: dict, num_records: int, seed: Optional[int] = None, epoch: int = 0,
+                 num_batches: Optional[int] = None):
+        super().__init__(params["batch_size"])
+        self._params, self._seed = params, seed
+        self.shard = shard_size(num_records, params.get("num_parts", 1), params.get("part_index", 0))
+        self.num_batches = num_batches or -(-self.shard // self.batch_size)
+        self.epoch, self._it, self._served, self._restarts = epoch, None, 0, 0
+        self._start()
+
+    def _start(self) -> None:
+        params = dict(self._params)
+        if self._seed is not None:
+            mixed = (self._seed * 1_000_003 + self.epoch * 7919 + self._restarts) % (2 ** 31)
+            params.update(seed=mixed, seed_aug=mixed)
+        self._it = None  # free the previous C++ iterator (and its threads) first
+        self._it = mx.io.ImageRecordIter(**params)
+
+    @property
+    def provide_data(self):
+        return self._it.provide_data
+
+    @property
+    def provide_label(self):
+        return self._it.provide_label
+
+    def reset(self) -> None:
+        """Start the next epoch (a no-op before the current one has served a batch)."""
+        if self._served:
+            self.epoch, self._served, self._restarts = self.epoch + 1, 0, 0
+            self._start()
+
+    def next(self) -> mx.io.DataBatch:
+        if self._served >= self.num_batches:
+            raise StopIteration
+        try:
+            batch = self._it.next()
+        except StopIteration:  # shard exhausted before num_batches: another shuffled pass
+            self._restarts += 1
+            self._start()
+            batch = self._it.next()
+        self._served += 1
+        own = -(-self.shard // self.batch_size)
+        pad = self._served * self.batch_size - self.shard if self._served == own else 0
+        return mx.io.DataBatch(data=batch.data, label=batch.label, pad=pad)
+
+
+def _params(rec: str, batch_size: int, preset: Preset, data_shape: Shape, num_parts: int,
             part_index: int) -> dict:
     if not 0 <= part_index < num_parts:
         raise ValueError(f"part_index {part_index} must be in 0..{num_parts - 1}")
     kw = dict(path_imgrec=rec, path_imgidx=os.path.splitext(rec)[0] + ".idx",
               data_shape=data_shape, batch_size=batch_size, num_parts=num_parts,
-              part_index=part_index, round_batch=True, label_width=1,
+              part_index=part_index, round_batch=False, label_width=1,
               # ctx='cpu' lets the iterator decode with OpenMP threads; without it
               # it uses one thread on a 2-core machine (MXNET-NOTES.md)
               ctx="cpu", preprocess_threads=os.cpu_count() or 1)
@@ -109,20 +179,20 @@ def _common(rec: str, batch_size: int, preset: Preset, data_shape: Shape, num_pa
 
 def train_iter(rec: str, batch_size: int, dataset: str = "imagenet",
                data_shape: Optional[Shape] = None, num_parts: int = 1, part_index: int = 0,
-               seed: int = 0, random_resized_crop: bool = False,
-               color_jitter: float = 0.0) -> mx.io.DataIter:
-    """Shuffled, augmented training batches from ``rec``.
+               seed: int = 0, epoch: int = 0, num_batches: Optional[int] = None,
+               random_resized_crop: bool = False, color_jitter: float = 0.0) -> RecordIter:
+    """Shuffled, augmented training batches from this worker's shard of ``rec``.
 
     ImageNet: random ``data_shape`` crop of the image resized to 256 on its short
     side (or a random-resized crop, 8%-100% area, 3/4-4/3 aspect), random flip,
     optional brightness/contrast/saturation jitter of strength ``color_jitter``.
-    MNIST: no crop or flip. ``seed`` fixes both the order and the augmentation;
-    ``num_parts``/``part_index`` select this worker's shard.
+    MNIST: no crop or flip. Order and augmentation of epoch ``e`` depend only on
+    ``(seed, e)``; ``epoch`` is the first epoch served (for resuming).
     """
     preset = get_preset(dataset)
     data_shape = tuple(data_shape or preset.data_shape)
-    kw = _common(rec, batch_size, preset, data_shape, num_parts, part_index)
-    kw.update(shuffle=True, seed=seed, seed_aug=seed, rand_mirror=preset.flip)
+    kw = _params(rec, batch_size, preset, data_shape, num_parts, part_index)
+    kw.update(shuffle=True, rand_mirror=preset.flip)
     if random_resized_crop:
         kw.update(random_resized_crop=True, min_random_area=0.08, max_random_area=1.0,
                   min_aspect_ratio=3 / 4, max_aspect_ratio=4 / 3)
@@ -131,17 +201,17 @@ def train_iter(rec: str, batch_size: int, dataset: str = "imagenet",
         kw["rand_crop"] = True
     if color_jitter:
         kw.update(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
-    return mx.io.ImageRecordIter(**kw)
+    return RecordIter(kw, count_records(rec), seed=seed, epoch=epoch, num_batches=num_batches)
 
 
 def val_iter(rec: str, batch_size: int, dataset: str = "imagenet",
              data_shape: Optional[Shape] = None, num_parts: int = 1,
-             part_index: int = 0) -> mx.io.DataIter:
+             part_index: int = 0) -> RecordIter:
     """Validation batches from ``rec`` in stored order: resize, centre crop, normalise."""
     preset = get_preset(dataset)
     data_shape = tuple(data_shape or preset.data_shape)
-    return mx.io.ImageRecordIter(**_common(rec, batch_size, preset, data_shape, num_parts,
-                                           part_index))
+    return RecordIter(_params(rec, batch_size, preset, data_shape, num_parts, part_index),
+                      count_records(rec))
 
 
 def read_report(it: mx.io.DataIter, max_batches: int = 0) -> dict:

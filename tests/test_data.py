@@ -112,3 +112,36 @@ def test_small_images_packed_then_read_by_train_iter(tmp_path):
     x, y = collect(data.train_iter(prefix + ".rec", 2, "imagenet"))  # upscaled to 256, cropped
     assert x.shape == (4, 3, 224, 224) and sorted(y.tolist()) == [0, 0, 1, 1]
     assert os.path.isfile(prefix + ".classes.txt")
+
+
+def test_every_epoch_is_exact_and_pad_is_true(mnist_rec):
+    it = data.val_iter(mnist_rec + "_val.rec", 96, "mnist")  # 1000 = 10 * 96 + 40
+    first = collect(it)
+    it.reset()
+    second = collect(it)
+    assert len(first[1]) == len(second[1]) == 1000
+    np.testing.assert_array_equal(first[0], second[0])
+    assert np.bincount(first[1].astype(int)).tolist() == [100] * 10
+
+
+def test_resumed_epoch_equals_uninterrupted_epoch(mnist_rec):
+    run_from_start = data.train_iter(mnist_rec + "_val.rec", 64, "mnist", seed=9)
+    epochs = []
+    for _ in range(3):
+        epochs.append(collect(run_from_start)[1])
+        run_from_start.reset()
+    resumed = data.train_iter(mnist_rec + "_val.rec", 64, "mnist", seed=9, epoch=2)
+    np.testing.assert_array_equal(collect(resumed)[1], epochs[2])
+    assert not np.array_equal(epochs[1], epochs[2])
+
+
+def test_equal_steps_on_unequal_shards(mnist_rec):
+    # 1000 records in 3 parts: 334, 334, 332; every worker must take the same number of steps
+    its = [data.train_iter(mnist_rec + "_val.rec", 100, "mnist", num_parts=3, part_index=i,
+                           num_batches=5) for i in range(3)]
+    assert [it.shard for it in its] == [334, 334, 332]
+    for it in its:
+        batches = [(b.data[0].shape[0], b.pad) for b in it]
+        assert len(batches) == 5 and all(n == 100 for n, _ in batches)
+        assert batches[3][1] == 400 - it.shard  # only the tail of the shard's last batch is padding
+        assert batches[4][1] == 0  # the fifth step comes from a reshuffled pass: real samples
