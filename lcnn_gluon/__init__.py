@@ -17,7 +17,7 @@ if hasattr(os, "sched_getaffinity"):
 _LAZY = {
     "get_model": "lcnn_gluon.model_zoo",
     "list_models": "lcnn_gluon.model_zoo",
-    "convert": "lcnn_gluon.convert",
+    "convert": "lcnn_gluon.conversion",
     "sparsify": "lcnn_gluon.export",
 }
 

@@ -1,0 +1,98 @@
+"""Checkpoints: ``PREFIX-%04d.params`` + ``.states`` (trainer) + ``.json`` (what was trained).
+
+Epoch ``N`` is the state after ``N`` finished epochs, as in MXNet's ``fit.py``
+(``--load-epoch N`` resumes at epoch ``N``). Each file is written under a
+temporary name and renamed; the ``.json`` is written last and marks the
+checkpoint complete. Loading checks that the parameters belong to the network.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import mxnet as mx
+from mxnet import gluon
+
+
+def paths(prefix: str, epoch: int) -> dict:
+    stem = f"{prefix}-{epoch:04d}"
+    return {"params": stem + ".params", "states": stem + ".states", "json": stem + ".json"}
+
+
+def _atomic(path: str, write) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save(prefix: str, epoch: int, net: gluon.Block, trainer: Optional[gluon.Trainer],
+         meta: dict) -> str:
+    """Write the checkpoint for ``epoch`` finished epochs; return the params path."""
+    p = paths(prefix, epoch)
+    folder = os.path.dirname(os.path.abspath(p["params"]))
+    os.makedirs(folder, exist_ok=True)
+    _atomic(p["params"], net.save_parameters)
+    if trainer is not None:
+        _atomic(p["states"], trainer.save_states)
+
+    def write_json(tmp):
+        with open(tmp, "w") as f:
+            json.dump(dict(meta, epoch=epoch), f, indent=1, sort_keys=True)
+    _atomic(p["json"], write_json)
+    return p["params"]
+
+
+def read_meta(params_path: str) -> dict:
+    """The ``.json`` beside a ``.params`` file, or ``{}`` when there is none."""
+    if not os.path.isfile(params_path):
+        raise ValueError(f"{params_path}: no such parameter file")
+    meta_path = os.path.splitext(params_path)[0] + ".json"
+    if not os.path.isfile(meta_path):
+        return {}
+    with open(meta_path) as f:
+        return json.load(f)
+
+
+def load_params(net: gluon.Block, params_path: str, network: Optional[str] = None,
+                ctx=None) -> None:
+    """Load ``params_path`` into ``net``; a file from another network is a ``ValueError``
+    naming the network it came from or the parameters that do not fit."""
+    meta = read_meta(params_path)
+    if network and meta.get("network") and meta["network"] != network:
+        raise ValueError(f"{params_path} holds network {meta['network']!r}, not {network!r}")
+    try:
+        saved = mx.nd.load(params_path)
+    except mx.base.MXNetError as e:
+        raise ValueError(f"{params_path}: not an MXNet parameter file ({e})") from e
+    expected = net._collect_params_with_prefix()
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    wrong = [f"{name} {saved[name].shape} vs {expected[name].shape}" for name in expected
+             if name in saved and all(d > 0 for d in expected[name].shape)  # 0: deferred
+             and saved[name].shape != expected[name].shape]
+    if missing or unexpected or wrong:
+        details = "; ".join(filter(None, [
+            f"missing {', '.join(missing[:4])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:4])}" if unexpected else "",
+            f"shape {', '.join(wrong[:4])}" if wrong else ""]))
+        raise ValueError(f"{params_path} does not fit network {network or type(net).__name__}: "
+                         f"{details}")
+    net.load_parameters(params_path, ctx=ctx)
+
+
+def load(prefix: str, epoch: int, net: gluon.Block, trainer: gluon.Trainer, network: str,
+         ctx=None) -> dict:
+    """Restore weights and trainer state of epoch ``epoch``; return its metadata."""
+    p = paths(prefix, epoch)
+    for kind in ("json", "params", "states"):
+        if not os.path.isfile(p[kind]):
+            raise ValueError(f"--load-epoch {epoch}: {p[kind]} is missing (checkpoint incomplete "
+                             "or never written)")
+    load_params(net, p["params"], network, ctx)
+    trainer.load_states(p["states"])
+    return read_meta(p["params"])

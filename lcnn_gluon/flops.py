@@ -1,0 +1,174 @@
+"""Counting multiplications the paper's way, per layer, for any Gluon network.
+
+A dense convolution costs ``out_elements * m * kh * kw`` (per group), a dense
+fully connected layer its weight count, a lookup layer ``Hp * Wp * k * m`` (the
+dictionary's 1x1 convolution over the padded input) plus
+``out_elements * kh * kw * k * density(P)``; everything else counts zero. All
+counts are for one image (batch 1).
+
+    python -m lcnn_gluon.flops --network resnet18_lcnn_fast [--params FILE] [--image-shape 3,224,224]
+prints a table per layer and ends with ``speedup: X``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from typing import List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock, nn
+
+from .nn import LookupConv2D, LookupDense, _Lookup
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Layer:
+    """A layer that multiplies, with the shapes it saw for one image."""
+
+    name: str
+    block: HybridBlock
+    in_shape: Tuple[int, ...]  # (C, H, W) or (features,)
+    out_shape: Tuple[int, ...]
+
+
+def trace(net: HybridBlock, data_shape: Sequence[int], ctx: Optional[mx.Context] = None) -> List[Layer]:
+    """Run one image of shape ``data_shape`` (C, H, W) through ``net`` and record each
+    convolution, dense and lookup layer with its input and output shapes.
+
+    ``net`` must be initialised and not hybridized (hooks do not fire inside a
+    cached graph). Lookup layers run in their two-stage form meanwhile, which is
+    cheap at batch 1.
+    """
+    if getattr(net, "_active", False):
+        raise ValueError("trace() needs a network that is not hybridized yet")
+    layers, handles, forms = [], [], {}
+
+    def hook(block, inputs, output):
+        layers.append(Layer(block.name, block, tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
+
+    stack = [net]
+    while stack:
+        block = stack.pop()
+        if isinstance(block, (nn.Conv2D, nn.Dense, _Lookup)):
+            handles.append(block.register_forward_hook(hook))
+            if isinstance(block, _Lookup):
+                forms[block] = block.form
+                block._set_form("two_stage")
+        else:
+            stack.extend(block._children.values())
+    try:
+        net(mx.nd.zeros((1,) + tuple(data_shape), ctx=ctx or mx.cpu())).wait_to_read()
+    finally:
+        for h in handles:
+            h.detach()
+        for block, form in forms.items():
+            block._set_form(form)
+    return layers
+
+
+@dataclasses.dataclass
+class Count:
+    """Multiplications of one layer for one image."""
+
+    name: str
+    kind: str
+    dense: int  # as a dense layer of the same shape
+    lcnn: int  # as it is (equal to dense for non-lookup layers)
+    density: Optional[float]  # fraction of non-zeros of P, lookup layers only
+
+
+def count(layers: Sequence[Layer]) -> List[Count]:
+    """Multiplication counts from a :func:`trace`, with each lookup layer's current density."""
+    rows = []
+    for layer in layers:
+        b, out = layer.block, int(np.prod(layer.out_shape))
+        if isinstance(b, LookupConv2D):
+            m, (h, w) = layer.in_shape[0], layer.in_shape[1:]
+            kh, kw = b.kernel
+            (ph, pw), k, d = b.padding, b.dictionary_size, b.density()
+            rows.append(Count(layer.name, "lookup conv", out * m * kh * kw,
+                              int(round((h + 2 * ph) * (w + 2 * pw) * k * m + out * kh * kw * k * d)), d))
+        elif isinstance(b, LookupDense):
+            m, k, d = int(np.prod(layer.in_shape)), b.dictionary_size, b.density()
+            rows.append(Count(layer.name, "lookup dense", out * m, int(round(k * m + out * k * d)), d))
+        elif isinstance(b, nn.Conv2D):
+            per_output = int(np.prod(b.weight.shape[1:]))  # (m / groups) * kh * kw
+            rows.append(Count(layer.name, "conv", out * per_output, out * per_output, None))
+        else:
+            rows.append(Count(layer.name, "dense", b.weight.data().size, b.weight.data().size, None))
+    return rows
+
+
+def speedup(rows: Sequence[Count]) -> float:
+    """Dense multiplications over LCNN multiplications, whole network."""
+    return sum(r.dense for r in rows) / max(1, sum(r.lcnn for r in rows))
+
+
+def choose_forms(layers: Sequence[Layer], batch_size: int) -> dict:
+    """Set each lookup layer's training form to the cheaper one for ``batch_size``.
+
+    ``composed`` builds ``W = P x D`` once per step (``n*k*kh*kw*m``) and runs a
+    dense convolution; ``two_stage`` runs the 1x1 dictionary convolution and a
+    ``kh x kw`` convolution over ``k`` channels, both per image. Call before
+    ``hybridize()``. Returns ``{layer name: form}``.
+    """
+    chosen = {}
+    for layer in layers:
+        b = layer.block
+        if not isinstance(b, _Lookup):
+            continue
+        conv = isinstance(b, LookupConv2D)
+        m = layer.in_shape[0] if conv else int(np.prod(layer.in_shape))
+        pixels = int(np.prod(layer.in_shape[1:])) if conv else 1
+        out, n, k, (kh, kw) = int(np.prod(layer.out_shape)), b.channels, b.dictionary_size, b.kernel
+        composed = n * k * kh * kw * m + batch_size * out * m * kh * kw
+        two_stage = batch_size * (pixels * k * m + out * k * kh * kw)
+        b._set_form("two_stage" if two_stage < composed else "composed")
+        chosen[layer.name] = b.form
+    return chosen
+
+
+def format_table(rows: Sequence[Count]) -> str:
+    lines = [f"{'layer':<36}{'kind':<14}{'dense mults':>16}{'LCNN mults':>16}{'density':>10}"]
+    for r in rows:
+        density = f"{r.density:.4f}" if r.density is not None else "-"
+        lines.append(f"{r.name:<36}{r.kind:<14}{r.dense:>16,}{r.lcnn:>16,}{density:>10}")
+    lines.append(f"{'total':<50}{sum(r.dense for r in rows):>16,}{sum(r.lcnn for r in rows):>16,}")
+    lines.append(f"speedup: {speedup(rows):.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    from . import checkpoint
+    from .model_zoo import get_model, list_models
+
+    parser = argparse.ArgumentParser(description="Count multiplications per layer (the paper's "
+                                                 "formula) and the LCNN speedup.")
+    parser.add_argument("--network", required=True, help=f"one of: {', '.join(list_models())}")
+    parser.add_argument("--params", help="trained parameters (densities are read from them)")
+    parser.add_argument("--image-shape", help="C,H,W (default: 1,28,28 for lenet*, else 3,224,224)")
+    parser.add_argument("--num-classes", type=int, default=None)
+    args = parser.parse_args(argv)
+    shape = (tuple(int(x) for x in args.image_shape.split(",")) if args.image_shape
+             else (1, 28, 28) if args.network.startswith("lenet") else (3, 224, 224))
+    try:
+        meta = checkpoint.read_meta(args.params) if args.params else {}
+        classes = args.num_classes or meta.get("num_classes") or (10 if shape[0] == 1 else 1000)
+        net = get_model(args.network, classes=classes, **meta.get("model_kwargs", {}))
+        net.initialize()
+        if args.params:
+            checkpoint.load_params(net, args.params, args.network)
+        rows = count(trace(net, shape))
+    except (ValueError, OSError, json.JSONDecodeError) as e:
+        parser.error(str(e))
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

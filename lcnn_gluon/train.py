@@ -1,0 +1,215 @@
+"""Train a dense or LCNN network on ``.rec`` data, in the style of MXNet's image-classification example.
+
+    python -m lcnn_gluon.train --network lenet_lcnn_fast --dataset mnist \\
+        --data-train data/packed/mnist_train.rec --data-val data/packed/mnist_val.rec \\
+        --batch-size 64 --num-epochs 20 --lr 0.1 --lr-step-epochs 12,16 --model-prefix out/lenet
+
+Checkpoints ``PREFIX-%04d.params/.states/.json`` after each epoch; ``--load-epoch N``
+resumes exactly from epoch N (weights, optimizer state, schedule, data order).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from typing import List
+
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from . import checkpoint, data, fit, flops
+from .distributed import Cluster, add_dist_args
+from .model_zoo import get_model, list_models
+
+log = logging.getLogger("lcnn_gluon.train")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Data")
+    g.add_argument("--data-train", help="training .rec (its .idx beside it)")
+    g.add_argument("--data-val", help="validation .rec")
+    g.add_argument("--dataset", default="imagenet", choices=sorted(data.PRESETS),
+                   help="preprocessing preset (mean, std, resize, crop, flip)")
+    g.add_argument("--image-shape", help="C,H,W fed to the network (default: the dataset's)")
+    g.add_argument("--num-classes", type=int, help="default: 10 for mnist, 1000 for imagenet")
+    g.add_argument("--random-resized-crop", action="store_true", help="8-100%% area crops")
+    g.add_argument("--color-jitter", type=float, default=0.0, help="brightness/contrast/saturation")
+    g.add_argument("--test-io", action="store_true", help="only read the training data, report speed")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Model")
+    g.add_argument("--network", required=True, help=f"one of: {', '.join(list_models())}")
+    g.add_argument("--dictionary-sizes", help="comma-separated k per lookup layer (preset's by default)")
+    g.add_argument("--lambda", dest="lambda_", type=float, help="L1 strength lambda' (preset's)")
+    g.add_argument("--initial-sparsity", type=float, help="c in eps = c / sqrt(kh*kw*k) (preset's)")
+
+
+def add_fit_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Training")
+    g.add_argument("--gpus", default="", help="comma-separated GPU ids; CPU when empty")
+    g.add_argument("--kv-store", default="device",
+                   choices=["local", "device", "dist_sync", "dist_async", "dist_device_sync"])
+    g.add_argument("--batch-size", type=int, default=128, help="per worker, over all its devices")
+    g.add_argument("--num-epochs", type=int, default=10)
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "nag"])
+    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--lr-mode", default="step", choices=["step", "cosine"])
+    g.add_argument("--lr-factor", type=float, default=0.1)
+    g.add_argument("--lr-step-epochs", default="", help="e.g. 30,60 (step mode)")
+    g.add_argument("--warmup-epochs", type=float, default=0.0)
+    g.add_argument("--warmup-lr", type=float, default=0.0, help="learning rate at the start of warm-up")
+    g.add_argument("--mom", type=float, default=0.9)
+    g.add_argument("--wd", type=float, default=1e-4)
+    g.add_argument("--model-prefix", help="checkpoint prefix; none saved when empty")
+    g.add_argument("--load-epoch", type=int, help="resume from PREFIX-%%04d.* of this epoch")
+    g.add_argument("--disp-batches", type=int, default=20, help="log every this many batches")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for add in (add_data_args, add_model_args, add_fit_args, add_dist_args):
+        add(parser)
+    args = parser.parse_args(argv)
+    preset = data.get_preset(args.dataset)
+    try:
+        args.image_shape = (tuple(int(x) for x in args.image_shape.split(","))
+                            if args.image_shape else preset.data_shape)
+        args.lr_step_epochs = [int(x) for x in args.lr_step_epochs.split(",") if x]
+        args.dictionary_sizes = ([int(x) for x in args.dictionary_sizes.split(",")]
+                                 if args.dictionary_sizes else None)
+    except ValueError as e:
+        parser.error(f"bad number in a comma-separated flag: {e}")
+    if len(args.image_shape) != 3:
+        parser.error(f"--image-shape {args.image_shape}: must be C,H,W")
+    args.num_classes = args.num_classes or (10 if args.dataset == "mnist" else 1000)
+    if args.network not in list_models():
+        parser.error(f"unknown --network {args.network!r}; available: {', '.join(list_models())}")
+    if not args.data_train:
+        parser.error("--data-train is required")
+    for flag, rec in (("--data-train", args.data_train), ("--data-val", args.data_val)):
+        if rec:
+            try:
+                data.check_rec(rec, args.image_shape, preset.resize)
+            except ValueError as e:
+                parser.error(f"{flag}: {e}")
+    if args.load_epoch is not None and not args.model_prefix:
+        parser.error("--load-epoch needs --model-prefix")
+    return args
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """The LCNN flags given on the command line, as model keyword arguments."""
+    given = dict(dictionary_sizes=args.dictionary_sizes, lambda_=args.lambda_,
+                 initial_sparsity=args.initial_sparsity)
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def contexts(args: argparse.Namespace) -> List[mx.Context]:
+    return [mx.gpu(int(i)) for i in args.gpus.split(",") if i.strip()] or [mx.cpu()]
+
+
+def build_net(args: argparse.Namespace, ctxs: List[mx.Context]):
+    """The network, initialised on ``ctxs``, forms chosen, hybridized; and its layer trace."""
+    net = get_model(args.network, classes=args.num_classes, **model_kwargs(args))
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctxs)
+    layers = flops.trace(net, args.image_shape, ctx=ctxs[0])
+    forms = flops.choose_forms(layers, max(1, args.batch_size // len(ctxs)))
+    if forms:
+        log.info("lookup layer forms for batch %d: %s", args.batch_size, forms)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net, layers
+
+
+def make_data(args: argparse.Namespace, cluster: Cluster):
+    """This worker's shard of the training data (equal steps on every worker) and the validation data."""
+    # every worker takes as many steps as the largest shard (the first) needs
+    largest = data.shard_size(data.count_records(args.data_train), cluster.num_workers, 0)
+    train = data.train_iter(args.data_train, args.batch_size, args.dataset, args.image_shape,
+                            num_parts=cluster.num_workers, part_index=cluster.rank, seed=args.seed,
+                            epoch=args.load_epoch or 0, num_batches=-(-largest // args.batch_size),
+                            random_resized_crop=args.random_resized_crop,
+                            color_jitter=args.color_jitter)
+    val = (data.val_iter(args.data_val, args.batch_size, args.dataset, args.image_shape)
+           if args.data_val else None)
+    return train, val
+
+
+def make_trainer(args: argparse.Namespace, net, cluster: Cluster, steps_per_epoch: int) -> gluon.Trainer:
+    sched = fit.lr_scheduler(args.lr_mode, args.lr, steps_per_epoch, args.num_epochs,
+                             args.lr_step_epochs, args.lr_factor, args.warmup_epochs, args.warmup_lr)
+    opt = dict(learning_rate=args.lr, wd=args.wd, lr_scheduler=sched, momentum=args.mom)
+    return cluster.trainer(net.collect_params(), args.optimizer, opt)
+
+
+def lcnn_report(epoch: int, layers: List[flops.Layer]) -> dict:
+    """Log each lookup layer's density and the counted speedup; return them."""
+    rows = flops.count(layers)
+    densities = {r.name: round(r.density, 5) for r in rows if r.density is not None}
+    if densities:
+        log.info("Epoch[%d] density %s", epoch, " ".join(f"{k}={v:.4f}" for k, v in densities.items()))
+        log.info("Epoch[%d] counted speedup=%.2f", epoch, flops.speedup(rows))
+    return dict(densities=densities, speedup=flops.speedup(rows))
+
+
+def run(args: argparse.Namespace, cluster: Cluster) -> dict:
+    ctxs = contexts(args)
+    net, layers = build_net(args, ctxs)
+    train, val = make_data(args, cluster)
+    if args.test_io:
+        report = data.read_report(train)
+        log.info("test-io: %(images)d images, %(img_per_s).1f samples/sec", report)
+        return report
+    trainer = make_trainer(args, net, cluster, train.num_batches)
+    if args.load_epoch is not None:
+        checkpoint.load(args.model_prefix, args.load_epoch, net, trainer, args.network, ctxs)
+        log.info("resumed from %s-%04d", args.model_prefix, args.load_epoch)
+    cluster.start(net, trainer)
+    metric, result = fit.metrics(args.num_classes), {}
+    for epoch in range(args.load_epoch or 0, args.num_epochs):
+        seed_everything(args.seed * 1000 + epoch)  # dropout of epoch e is the same after a resume
+        fit.train_epoch(epoch, net, trainer, train, ctxs, metric, cluster.step_size(args.batch_size),
+                        args.disp_batches)
+        result = lcnn_report(epoch, layers)
+        if val is not None:
+            result["validation"] = dict(fit.evaluate(net, val, ctxs, metric))
+            for name, value in result["validation"].items():
+                log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
+        if args.model_prefix and cluster.rank == 0:
+            meta = dict(network=args.network, num_classes=args.num_classes, dataset=args.dataset,
+                        image_shape=list(args.image_shape), model_kwargs=model_kwargs(args), **result)
+            checkpoint.save(args.model_prefix, epoch + 1, net, trainer, meta)
+    return result
+
+
+def seed_everything(seed: int) -> None:
+    mx.random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    random.seed(seed)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    log.info("arguments: %s", vars(args))
+    seed_everything(args.seed)
+    cluster = Cluster.create(args)
+    start = time.time()
+    try:
+        run(args, cluster)
+    except ValueError as e:  # bad input found after start-up (labels, checkpoints)
+        log.error("%s", e)
+        return 2
+    finally:
+        cluster.close()
+    log.info("done in %.1f s", time.time() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
