@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint sshd clean
 
 $(STAMP): setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,7 +22,12 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 
-test: lint
+# the ssh launcher test starts a real sshd on 127.0.0.1 (Debian's openssh-server)
+sshd:
+	@test -x /usr/sbin/sshd || command -v sshd >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server)
+
+test: lint sshd
 	$(PY) -m pytest -q tests
 
 clean:

@@ -85,14 +85,19 @@ def load_params(net: gluon.Block, params_path: str, network: Optional[str] = Non
     net.load_parameters(params_path, ctx=ctx)
 
 
-def load(prefix: str, epoch: int, net: gluon.Block, trainer: gluon.Trainer, network: str,
+def load(prefix: str, epoch: int, net: gluon.Block, network: str, with_states: bool = True,
          ctx=None) -> dict:
-    """Restore weights and trainer state of epoch ``epoch``; return its metadata."""
+    """Restore the weights of epoch ``epoch`` (after checking that the checkpoint is
+    complete, with its trainer state when ``with_states``); return the metadata."""
     p = paths(prefix, epoch)
-    for kind in ("json", "params", "states"):
+    for kind in ("json", "params") + (("states",) if with_states else ()):
         if not os.path.isfile(p[kind]):
             raise ValueError(f"--load-epoch {epoch}: {p[kind]} is missing (checkpoint incomplete "
                              "or never written)")
     load_params(net, p["params"], network, ctx)
-    trainer.load_states(p["states"])
     return read_meta(p["params"])
+
+
+def load_trainer(prefix: str, epoch: int, trainer: gluon.Trainer) -> None:
+    """Restore optimizer state (momentum, update count, schedule) of epoch ``epoch``."""
+    trainer.load_states(paths(prefix, epoch)["states"])

@@ -112,6 +112,12 @@ class RecordIter(mx.io.DataIter):
     ``(seed, epoch)``: epoch ``e`` is identical whether a run started at 0 or
     resumed at ``e``. ``num_batches`` larger than the shard needs (distributed
     workers must take equal steps) continues into a reshuffled pass with ``pad=0``.
+
+    The C++ iterator refills its output arrays in place, outside MXNet's engine:
+    before fetching, ``next`` waits for pending operations (``mx.nd.waitall``; MXNet
+    1.x has no per-array wait for readers), so an asynchronous training loop never
+    sees a batch overwritten under it. Loops that read metrics every step are
+    synchronous anyway.
     """
 
     def __init__(self, params: dict, num_records: int, seed: Optional[int] = None, epoch: int = 0,
@@ -124,6 +130,7 @@ class RecordIter(mx.io.DataIter):
         self._start()
 
     def _start(self) -> None:
+        mx.nd.waitall()  # see the class docstring
         params = dict(self._params)
         if self._seed is not None:
             mixed = (self._seed * 1_000_003 + self.epoch * 7919 + self._restarts) % (2 ** 31)
@@ -148,6 +155,7 @@ class RecordIter(mx.io.DataIter):
     def next(self) -> mx.io.DataBatch:
         if self._served >= self.num_batches:
             raise StopIteration
+        mx.nd.waitall()  # see the class docstring
         try:
             batch = self._it.next()
         except StopIteration:  # shard exhausted before num_batches: another shuffled pass

@@ -4,6 +4,7 @@ Log lines (read by MXNet's ``tools/parse_log.py``)::
 
     Epoch[3] Batch [100]	Speed: 1234.56 samples/sec	accuracy=0.912000	top_k_accuracy_5=0.990000
     Epoch[3] Train-accuracy=0.915000
+    Epoch[3] Train-loss=0.271000
     Epoch[3] Time cost=12.345
     Epoch[3] Validation-accuracy=0.975000
 """
@@ -56,9 +57,12 @@ def _split(batch: mx.io.DataBatch, ctxs: List[mx.Context]):
             load(weight, ctxs, even_split=False))
 
 
+def _gather(arrays) -> mx.nd.NDArray:
+    return mx.nd.concat(*[a.as_in_context(mx.cpu()) for a in arrays], dim=0)
+
+
 def _update(metric: mx.metric.EvalMetric, labels, outputs, pad: int) -> None:
-    label = mx.nd.concat(*[y.as_in_context(mx.cpu()) for y in labels], dim=0)
-    out = mx.nd.concat(*[o.as_in_context(mx.cpu()) for o in outputs], dim=0)
+    label, out = _gather(labels), _gather(outputs)
     real = label.shape[0] - pad
     metric.update([label[:real]], [out[:real]])
 
@@ -66,8 +70,8 @@ def _update(metric: mx.metric.EvalMetric, labels, outputs, pad: int) -> None:
 def train_step(net: gluon.Block, trainer: gluon.Trainer, loss_fn: gluon.loss.Loss,
                layers: Sequence, batch: mx.io.DataBatch, ctxs: List[mx.Context],
                step_size: int) -> tuple:
-    """Forward, backward, L1 on the lookups, update, prune. Returns outputs and labels
-    (lists, one entry per device).
+    """Forward, backward, L1 on the lookups, update, prune. Returns outputs, labels and
+    per-sample losses (lists, one entry per device).
 
     ``step_size`` is what ``trainer.step`` divides the summed gradients by: the
     global batch size (this worker's batch times the number of workers that sum).
@@ -80,7 +84,7 @@ def train_step(net: gluon.Block, trainer: gluon.Trainer, loss_fn: gluon.loss.Los
     lnn.add_l1_grad(layers, batch.data[0].shape[0] / len(ctxs))
     trainer.step(step_size)
     lnn.prune(layers)
-    return outputs, labels
+    return outputs, labels, losses
 
 
 def evaluate(net: gluon.Block, data: mx.io.DataIter, ctxs: List[mx.Context],
@@ -100,14 +104,16 @@ def train_epoch(epoch: int, net: gluon.Block, trainer: gluon.Trainer, data: mx.i
     """One epoch over ``data``; logs speed and metrics every ``disp_batches``. Returns seconds."""
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     layers = lnn.lookup_layers(net)
+    mean_loss = mx.metric.Loss("loss")
     metric.reset()
     data.reset()
     start = tic = time.time()
     bar = tqdm(total=getattr(data, "num_batches", None), desc=f"epoch {epoch}", unit="batch",
                disable=None, leave=False)
     for i, batch in enumerate(data):
-        outputs, labels = train_step(net, trainer, loss_fn, layers, batch, ctxs, step_size)
+        outputs, labels, losses = train_step(net, trainer, loss_fn, layers, batch, ctxs, step_size)
         _update(metric, labels, outputs, batch.pad)
+        mean_loss.update(None, [_gather(losses)[:batch.data[0].shape[0] - batch.pad]])
         bar.update(1)
         if disp_batches and (i + 1) % disp_batches == 0:
             speed = disp_batches * batch.data[0].shape[0] / (time.time() - tic)
@@ -115,7 +121,7 @@ def train_epoch(epoch: int, net: gluon.Block, trainer: gluon.Trainer, data: mx.i
             log.info("Epoch[%d] Batch [%d]\tSpeed: %.2f samples/sec\t%s", epoch, i + 1, speed, values)
             tic = time.time()
     bar.close()
-    for name, value in metric.get_name_value():
+    for name, value in metric.get_name_value() + mean_loss.get_name_value():
         log.info("Epoch[%d] Train-%s=%f", epoch, name, value)
     elapsed = time.time() - start
     log.info("Epoch[%d] Time cost=%.3f", epoch, elapsed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import time
@@ -166,10 +167,15 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
         log.info("test-io: %(images)d images, %(img_per_s).1f samples/sec", report)
         return report
     trainer = make_trainer(args, net, cluster, train.num_batches)
+    states = trainer if cluster.saves_trainer_states else None
     if args.load_epoch is not None:
-        checkpoint.load(args.model_prefix, args.load_epoch, net, trainer, args.network, ctxs)
-        log.info("resumed from %s-%04d", args.model_prefix, args.load_epoch)
-    cluster.start(net, trainer)
+        checkpoint.load(args.model_prefix, args.load_epoch, net, args.network, states is not None, ctxs)
+    cluster.start(trainer, args.batch_size)  # after the weights are loaded: the others take rank 0's
+    if args.load_epoch is not None:
+        if states is not None:
+            checkpoint.load_trainer(args.model_prefix, args.load_epoch, trainer)
+        log.info("resumed from %s-%04d%s", args.model_prefix, args.load_epoch,
+                 "" if states else " (weights only: dist_async keeps optimizer state on the servers)")
     metric, result = fit.metrics(args.num_classes), {}
     for epoch in range(args.load_epoch or 0, args.num_epochs):
         seed_everything(args.seed * 1000 + epoch)  # dropout of epoch e is the same after a resume
@@ -183,7 +189,7 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
         if args.model_prefix and cluster.rank == 0:
             meta = dict(network=args.network, num_classes=args.num_classes, dataset=args.dataset,
                         image_shape=list(args.image_shape), model_kwargs=model_kwargs(args), **result)
-            checkpoint.save(args.model_prefix, epoch + 1, net, trainer, meta)
+            checkpoint.save(args.model_prefix, epoch + 1, net, states, meta)
     return result
 
 
@@ -193,20 +199,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def _exit(args: argparse.Namespace, status: int) -> int:
+    """A failed distributed worker leaves at once: ps-lite's shutdown at interpreter exit
+    would wait for peers that are waiting for it."""
+    if args.kv_store.startswith("dist"):
+        logging.shutdown()
+        os._exit(status)
+    return status
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     log.info("arguments: %s", vars(args))
     seed_everything(args.seed)
-    cluster = Cluster.create(args)
     start = time.time()
     try:
+        cluster = Cluster.create(args)
         run(args, cluster)
+        cluster.close()  # not after an error: the other workers would wait for this one
     except ValueError as e:  # bad input found after start-up (labels, checkpoints)
         log.error("%s", e)
-        return 2
-    finally:
-        cluster.close()
+        return _exit(args, 2)
+    except BaseException:
+        log.exception("training failed")
+        return _exit(args, 1)
     log.info("done in %.1f s", time.time() - start)
     return 0
 

@@ -2,6 +2,7 @@
 import os
 
 import cv2
+import mxnet as mx
 import numpy as np
 import pytest
 from conftest import PY, im2rec, run, write_images
@@ -30,7 +31,6 @@ def packed(image_folder, tmp_path_factory):
 def test_val_iter_is_resize_then_centre_crop(packed):
     x, y = collect(data.val_iter(packed + ".rec", 4, "imagenet"))
     assert x.shape == (15, 3, 224, 224) and len(y) == 15
-    import mxnet as mx
     reader = mx.recordio.MXIndexedRecordIO(packed + ".idx", packed + ".rec", "r")
     header, bgr = mx.recordio.unpack_img(reader.read_idx(reader.keys[0]))
     h, w = bgr.shape[:2]
@@ -145,3 +145,4 @@ def test_equal_steps_on_unequal_shards(mnist_rec):
         assert len(batches) == 5 and all(n == 100 for n, _ in batches)
         assert batches[3][1] == 400 - it.shard  # only the tail of the shard's last batch is padding
         assert batches[4][1] == 0  # the fifth step comes from a reshuffled pass: real samples
+
