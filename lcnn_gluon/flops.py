@@ -115,7 +115,8 @@ def choose_forms(layers: Sequence[Layer], batch_size: int) -> dict:
     ``composed`` builds ``W = P x D`` once per step (``n*k*kh*kw*m``) and runs a
     dense convolution; ``two_stage`` runs the 1x1 dictionary convolution and a
     ``kh x kw`` convolution over ``k`` channels, both per image. Call before
-    ``hybridize()``. Returns ``{layer name: form}``.
+    ``hybridize()``. A convolution whose kernel covers its whole unpadded input
+    (AlexNet's fc6) also runs as a fully connected layer. Returns ``{layer name: form}``.
     """
     chosen = {}
     for layer in layers:
@@ -129,7 +130,9 @@ def choose_forms(layers: Sequence[Layer], batch_size: int) -> dict:
         composed = n * k * kh * kw * m + batch_size * out * m * kh * kw
         two_stage = batch_size * (pixels * k * m + out * k * kh * kw)
         b._set_form("two_stage" if two_stage < composed else "composed")
-        chosen[layer.name] = b.form
+        if conv:
+            b.as_fc = tuple(layer.in_shape[1:]) == b.kernel and b.padding == (0, 0)
+        chosen[layer.name] = b.form + (" as fc" if conv and b.as_fc else "")
     return chosen
 
 

@@ -88,7 +88,9 @@ class _Lookup(HybridBlock):
         return w.reshape((w.shape[0], -1)) if p.ndim == 2 else w
 
     def _masked(self, F, lookup, alive):
-        return lookup * alive * (F.abs(lookup) > self.eps)
+        # the mask is a constant for autograd (alive has no gradient, comparisons none):
+        # P's gradient is masked by one multiplication
+        return lookup * (alive * (F.abs(lookup) > self.eps))
 
     def _act(self, F, y):
         return F.Activation(y, act_type=self.activation) if self.activation else y
@@ -113,12 +115,15 @@ class LookupConv2D(_Lookup):
                  activation: Optional[str] = None, **kwargs):
         kernel = _pair(kernel_size)
         self.strides, self.padding = _pair(strides), _pair(padding)
+        self.as_fc = False  # set by flops.choose_forms when the kernel covers the input
         super().__init__(channels, kernel, dictionary_size, lambda_, initial_sparsity, use_bias,
                          in_channels, d_shape=(dictionary_size, in_channels, 1, 1),
                          p_shape=(channels, dictionary_size) + kernel, activation=activation, **kwargs)
 
     def hybrid_forward(self, F, x, dictionary, lookup, alive, bias=None):
         p = self._masked(F, lookup, alive)
+        if self.as_fc:
+            return self._as_fully_connected(F, x, dictionary, p, bias)
         conv = dict(kernel=self.kernel, stride=self.strides, pad=self.padding,
                     num_filter=self.channels, no_bias=bias is None)
         if self.form == "two_stage":
@@ -129,14 +134,36 @@ class LookupConv2D(_Lookup):
         d = F.reshape(dictionary, shape=(0, -1))  # (k, m)
         w = F.transpose(F.dot(F.transpose(p, axes=(0, 2, 3, 1)), d), axes=(0, 3, 1, 2))
         y = F.Convolution(x, w, bias, **conv) if bias is not None else F.Convolution(x, w, **conv)
-        if not self.in_channels:
-            # dot() cannot infer m backwards for deferred initialisation: tie D to x's
-            # channels through a 1x1 convolution of one pixel, weighted by zero
-            pixel = F.slice(x, begin=(0, None, 0, 0), end=(1, None, 1, 1))
-            hint = F.Convolution(pixel, dictionary, kernel=(1, 1), num_filter=self.dictionary_size,
-                                 no_bias=True)
-            y = F.broadcast_add(y, F.reshape(F.sum(hint) * 0, shape=(1, 1, 1, 1)))
-        return self._act(F, y)
+        return self._act(F, self._tie_deferred_shape(F, x, dictionary, y))
+
+    def _tie_deferred_shape(self, F, x, dictionary, y):
+        """With ``in_channels=0``, the composed form leaves D's ``m`` uninferable (``dot``
+        does not infer backwards): tie it to x's channels through a 1x1 convolution of
+        one pixel, weighted by zero."""
+        if self.in_channels:
+            return y
+        pixel = F.slice(x, begin=(0, None, 0, 0), end=(1, None, 1, 1))
+        hint = F.Convolution(pixel, dictionary, kernel=(1, 1), num_filter=self.dictionary_size,
+                             no_bias=True)
+        return F.broadcast_add(y, F.reshape(F.sum(hint) * 0, shape=(1, 1, 1, 1)))
+
+    def _as_fully_connected(self, F, x, dictionary, p, bias):
+        """The same layer when the kernel covers the whole unpadded input (AlexNet's fc6):
+        a fully connected layer on the flattened map, much faster than such a convolution."""
+        fc = dict(num_hidden=self.channels, no_bias=bias is None)
+        tie = None
+        if self.form == "two_stage":
+            x = F.Convolution(x, dictionary, kernel=(1, 1), num_filter=self.dictionary_size,
+                              no_bias=True)
+            w = F.reshape(p, shape=(0, -1))  # (n, k*kh*kw), matching the flattened (k, kh, kw) map
+        else:
+            tie = x
+            d = F.reshape(dictionary, shape=(0, -1))
+            w = F.reshape(F.transpose(F.dot(F.transpose(p, axes=(0, 2, 3, 1)), d), axes=(0, 3, 1, 2)),
+                          shape=(0, -1))
+        y = F.FullyConnected(x, w, bias, **fc) if bias is not None else F.FullyConnected(x, w, **fc)
+        y = F.reshape(y, shape=(0, -1, 1, 1))
+        return self._act(F, y if tie is None else self._tie_deferred_shape(F, tie, dictionary, y))
 
     def __repr__(self) -> str:
         return (f"{self.__class__.__name__}({self.in_channels or None} -> {self.channels}, "
@@ -204,7 +231,7 @@ def lookup_layers(net: HybridBlock) -> List[_Lookup]:
 
 
 def add_l1_grad(layers: Iterable[_Lookup], samples_per_device: float) -> None:
-    """Add the L1 term ``lambda * eps * sign(P)`` to P's gradient, on live entries.
+    """Add the L1 term ``lambda * eps * sign(P)`` to P's gradient, on entries above eps.
 
     Gluon's ``trainer.step(batch_size)`` divides gradients by the global batch size
     after summing them over devices (and workers); each device adds the term times
@@ -214,8 +241,9 @@ def add_l1_grad(layers: Iterable[_Lookup], samples_per_device: float) -> None:
         if not layer.lambda_:
             continue
         strength = layer.lambda_ * layer.eps * samples_per_device
-        for p, a, g in zip(layer.lookup.list_data(), layer.alive.list_data(), layer.lookup.list_grad()):
-            g += strength * mx.nd.sign(p) * a * (mx.nd.abs(p) > layer.eps)
+        for p, g in zip(layer.lookup.list_data(), layer.lookup.list_grad()):
+            # sign(P) on live entries; retired entries are exactly 0 since the last prune()
+            g += strength * ((p > layer.eps) - (p < -layer.eps))
 
 
 def prune(layers: Iterable[_Lookup]) -> None:

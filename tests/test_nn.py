@@ -37,6 +37,7 @@ def test_conv_equals_dense_and_two_stage_reference(m, n, k, kernel, stride, pad,
     layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, initial_sparsity=0.4)
     layer.initialize()
     layer._set_form(form)
+    layer.as_fc = size == kernel and pad == 0  # fc6-style: also run as a fully connected layer
     x = np.random.RandomState(2).randn(2, m, size, size).astype(np.float32)
     layer(mx.nd.array(x))  # deferred shapes
     layer.bias.set_data(mx.nd.array(np.random.RandomState(3).randn(n)))
