@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint sshd clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py operators/Makefile operators/*.cc
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 	$(PY) -m pip install --quiet -e ".[test,sample]"
+	$(MAKE) -C operators PYTHON=$(abspath $(PY))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,3 +33,4 @@ test: lint sshd
 
 clean:
 	rm -rf demo-output data/mnist-sample data/packed
+	$(MAKE) -C operators clean

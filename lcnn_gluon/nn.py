@@ -28,6 +28,7 @@ import math
 from typing import Iterable, List, Optional, Tuple, Union
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
 IntPair = Union[int, Tuple[int, int]]
@@ -256,3 +257,15 @@ def prune(layers: Iterable[_Lookup]) -> None:
         for p, a in zip(layer.lookup.list_data(), layer.alive.list_data()):
             a *= mx.nd.abs(p) > layer.eps
             p *= a
+
+
+def set_random_lookup(layer: _Lookup, density: float, seed: int = 0) -> None:
+    """Give ``layer`` a random P in which each entry is live with probability ``density``,
+    with magnitude above eps (benchmarks and tests of the inference form use it)."""
+    rng = np.random.RandomState(seed)
+    shape = layer.lookup.shape
+    live = (rng.random_sample(shape) < density).astype(np.float32)
+    magnitude = layer.eps + rng.random_sample(shape).astype(np.float32) / np.sqrt(np.prod(shape[1:]))
+    sign = np.where(rng.random_sample(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+    layer.lookup.set_data(mx.nd.array(sign * magnitude * live))
+    layer.alive.set_data(mx.nd.array(live))

@@ -46,6 +46,14 @@ def write_images(root, counts, seed=0, ext=".jpg", size_range=(40, 90)):
 
 
 @pytest.fixture(scope="session")
+def lcnn_ops():
+    """The compiled operator library, loaded into this process (`make test` builds it)."""
+    from lcnn_gluon import ops
+
+    return ops.load()
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """3 classes of 5, 4 and 6 small JPEGs of random sizes (40-89 px)."""
     return write_images(tmp_path_factory.mktemp("images"), [5, 4, 6])

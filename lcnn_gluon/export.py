@@ -1,0 +1,224 @@
+"""The inference form of an LCNN network, and its export for MXNet runtimes.
+
+``sparsify(net)`` returns a copy of ``net`` in which every lookup layer is the C++
+operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its effective P packed as
+CSR by :func:`pack_csr`; a BatchNorm right after a lookup layer is folded into its
+coefficients and bias, and a ReLU after that into the operator. ``densify(net)``
+gives the same function with plain ``Convolution``/``FullyConnected`` weights
+``W = P x D`` instead, for runtimes without the library.
+
+    python -m lcnn_gluon.export --network lenet_lcnn_fast --params out/fast-0030.params \\
+        --image-shape 1,28,28 --output out/fast [--dense]
+
+writes ``PREFIX-symbol.json``, ``PREFIX-0000.params`` and ``PREFIX-meta.json``
+(input shape, preprocessing, the library needed), then reloads the export with
+``SymbolBlock.imports`` and checks it against the training form.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+from typing import Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon.contrib.nn import Identity
+
+from . import checkpoint, data, ops
+from .nn import LookupConv2D, LookupDense, _Lookup
+
+log = logging.getLogger(__name__)
+
+
+def pack_csr(lookup: np.ndarray, scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, ...]:
+    """CSR rows of P per output channel: ``(indptr (n+1,), indices (nnz,), coefs (nnz,))``.
+
+    ``lookup`` is the effective P, ``(n, k, kh, kw)`` (or ``(n, k)``); an index packs
+    ``(d * kh + r) * kw + c``; ``scale`` (n,) multiplies each row (a folded BatchNorm).
+    MXNet 1.x cannot hold zero-length arrays, so a P without entries is stored as
+    one zero coefficient.
+    """
+    flat = lookup.reshape(lookup.shape[0], -1)
+    rows, cols = np.nonzero(flat)
+    coefs = flat[rows, cols] * (scale[rows] if scale is not None else 1.0)
+    indptr = np.zeros(flat.shape[0] + 1, np.int32)
+    np.cumsum(np.bincount(rows, minlength=flat.shape[0]), out=indptr[1:])
+    if not len(cols):
+        rows, cols, coefs = np.array([flat.shape[0] - 1]), np.array([0]), np.array([0.0])
+        indptr[-1] = 1
+    return indptr, cols.astype(np.int32), coefs.astype(np.float32)
+
+
+class SparseLookup(HybridBlock):
+    """A lookup layer in inference form: the ``lcnn_lookup_conv`` operator on CSR lookups.
+
+    Input and output as the lookup layer it replaces (a dense layer's input is
+    flattened and treated as a 1x1 map).
+    """
+
+    def __init__(self, layer: _Lookup, scale: Optional[np.ndarray], shift: Optional[np.ndarray],
+                 relu: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = isinstance(layer, LookupDense)
+        conv = not self.dense
+        self.attrs = dict(kernel=layer.kernel, stride=layer.strides if conv else (1, 1),
+                          pad=layer.padding if conv else (0, 0), num_filter=layer.channels,
+                          act="relu" if relu else "none")
+        indptr, indices, coefs = pack_csr(layer.effective_lookup().asnumpy(), scale)
+        bias = layer.bias.data().asnumpy() if layer.bias is not None else np.zeros(layer.channels)
+        if scale is not None:
+            bias = bias * scale + shift
+        arrays = dict(dictionary=layer.dictionary.data().asnumpy().reshape(layer.dictionary_size, -1),
+                      indptr=indptr, indices=indices, coefs=coefs, bias=bias.astype(np.float32))
+        with self.name_scope():
+            for name, value in arrays.items():
+                param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
+                                        differentiable=False)
+                param.initialize(init=mx.init.Constant(0))
+                param.set_data(mx.nd.array(value, dtype=value.dtype))
+                setattr(self, name, param)
+        self.density = float(np.count_nonzero(coefs)) / layer.lookup.data().size
+
+    def hybrid_forward(self, F, x, dictionary, indptr, indices, coefs, bias):
+        if self.dense:
+            x = F.reshape(x, shape=(0, -1, 1, 1))
+        y = F.lcnn_lookup_conv(x, dictionary, indptr, indices, coefs, bias, **self.attrs)
+        return F.flatten(y) if self.dense else y
+
+
+def _fold(bn: nn.BatchNorm) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) with ``bn(y) = y * scale + shift`` at inference."""
+    gamma = (np.ones(bn.gamma.shape, np.float32) if bn._kwargs.get("fix_gamma")
+             else bn.gamma.data().asnumpy())
+    scale = gamma / np.sqrt(bn.running_var.data().asnumpy() + bn._kwargs["eps"])
+    return scale, bn.beta.data().asnumpy() - bn.running_mean.data().asnumpy() * scale
+
+
+def _replace(parent: HybridBlock, key: str, new: HybridBlock) -> None:
+    old = parent._children[key]
+    parent._children[key] = new
+    for attr, value in list(vars(parent).items()):
+        if value is old:
+            object.__setattr__(parent, attr, new)
+
+
+def _convert_children(block: HybridBlock, make) -> None:
+    """Replace each lookup layer below ``block`` by ``make(layer, bn, relu)``; in sequential
+    containers a BatchNorm (and a ReLU after it) right after the layer is absorbed."""
+    items = list(block._children.items())
+    sequential = isinstance(block, (nn.HybridSequential, nn.Sequential))
+    for i, (key, child) in enumerate(items):
+        if not isinstance(child, _Lookup):
+            _convert_children(child, make)
+            continue
+        follow = [c for _, c in items[i + 1:i + 3]] if sequential else []
+        bn = follow[0] if follow and isinstance(follow[0], nn.BatchNorm) else None
+        relu = (bn is not None and not child.activation and len(follow) > 1
+                and isinstance(follow[1], nn.Activation) and follow[1]._act_type == "relu")
+        new, absorbed = make(child, bn, relu)
+        _replace(block, key, new)
+        for j in range(absorbed):
+            _replace(block, items[i + 1 + j][0], Identity())
+
+
+def sparsify(net: HybridBlock) -> HybridBlock:
+    """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator."""
+    ops.load()
+    net = copy.deepcopy(net)
+
+    def make(layer, bn, relu):
+        if layer.activation not in (None, "relu"):
+            raise ValueError(f"{layer.name}: activation {layer.activation} cannot be fused")
+        scale, shift = _fold(bn) if bn is not None else (None, None)
+        return SparseLookup(layer, scale, shift, relu or layer.activation == "relu",
+                            prefix=layer.prefix), (bn is not None) + relu
+    _convert_children(net, make)
+    return net
+
+
+def densify(net: HybridBlock) -> HybridBlock:
+    """A copy of ``net`` with each lookup layer as a plain layer of weight ``W = P x D``."""
+    net = copy.deepcopy(net)
+
+    def make(layer, bn, relu):
+        w = layer.dense_weight()
+        kw = dict(activation=layer.activation, use_bias=layer.bias is not None, prefix=layer.prefix)
+        if isinstance(layer, LookupConv2D):
+            dense = nn.Conv2D(layer.channels, layer.kernel, layer.strides, layer.padding,
+                              in_channels=w.shape[1], **kw)
+        else:
+            dense = nn.Dense(layer.channels, in_units=w.shape[1], **kw)
+        dense.initialize()
+        dense.weight.set_data(w)
+        if layer.bias is not None:
+            dense.bias.set_data(layer.bias.data())
+        return dense, 0
+    _convert_children(net, make)
+    return net
+
+
+def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict) -> dict:
+    """Hybridize and export ``net`` for one ``(1,) + data_shape`` input; write the meta JSON."""
+    net.hybridize(static_alloc=True, static_shape=True)
+    net(mx.nd.zeros((1,) + tuple(data_shape))).wait_to_read()
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    net.export(prefix, epoch=0)
+    meta = dict(meta, input_shape=[1] + list(data_shape), symbol=prefix + "-symbol.json",
+                params=prefix + "-0000.params", mxnet=mx.__version__)
+    checkpoint._atomic(prefix + "-meta.json",
+                       lambda tmp: json.dump(meta, open(tmp, "w"), indent=1, sort_keys=True))
+    return meta
+
+
+def load_exported(prefix: str) -> HybridBlock:
+    """``SymbolBlock.imports`` of an export (loading the operator library when it needs it)."""
+    with open(prefix + "-meta.json") as f:
+        meta = json.load(f)
+    if meta.get("library"):
+        ops.load()
+    return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+
+
+def main(argv=None) -> None:
+    from .model_zoo import get_model, list_models
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--network", required=True, help=f"one of: {', '.join(list_models())}")
+    parser.add_argument("--params", required=True, help="trained parameters (PREFIX-NNNN.params)")
+    parser.add_argument("--image-shape", help="C,H,W (default: from the checkpoint's metadata)")
+    parser.add_argument("--output", required=True, help="prefix of the exported files")
+    parser.add_argument("--dense", action="store_true", help="plain MXNet operators, W = P x D")
+    parser.add_argument("--num-classes", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        meta = checkpoint.read_meta(args.params)
+        shape = (tuple(int(x) for x in args.image_shape.split(",")) if args.image_shape
+                 else tuple(meta.get("image_shape", ())))
+        if len(shape) != 3:
+            raise ValueError("--image-shape C,H,W is needed (the checkpoint has no metadata)")
+        net = get_model(args.network, classes=args.num_classes or meta.get("num_classes", 1000),
+                        **meta.get("model_kwargs", {}))
+        net.initialize()
+        checkpoint.load_params(net, args.params, args.network)
+        inference = densify(net) if args.dense else sparsify(net)
+    except (ValueError, OSError, FileNotFoundError, RuntimeError) as e:
+        parser.error(str(e))
+    dataset = meta.get("dataset") or ("mnist" if shape[0] == 1 else "imagenet")
+    preset = data.get_preset(dataset)
+    written = export(inference, args.output, shape, dict(
+        network=args.network, dataset=dataset, mean=list(preset.mean), std=list(preset.std),
+        resize=preset.resize, library=None if args.dense else os.path.basename(ops.path()),
+        operator=None if args.dense else ops.OP_NAME))
+    x = mx.nd.random.normal(shape=(2,) + shape)
+    diff = float((load_exported(args.output)(x) - net(x)).abs().max().asscalar())
+    log.info("exported %s and %s; max |exported - training form| = %.2e on random input",
+             written["symbol"], written["params"], diff)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The C++ operator library (``operators/``): where it is, building it, loading it once.
+
+    import lcnn_gluon.ops
+    lcnn_gluon.ops.load()        # registers mx.nd.lcnn_lookup_conv / F.lcnn_lookup_conv
+
+    python -m lcnn_gluon.ops --build     # the same as: make -C operators PYTHON=<this python>
+
+The library is looked for in ``$LCNN_OPS_DIR``, then in the installed package
+(``lcnn_gluon/_ops``), then in ``operators/build`` of a source checkout.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Optional
+
+import mxnet as mx
+
+LIBRARY = "liblcnn_ops.so"
+PREDICTOR = "lcnn-predict"
+FMA_PEAK = "fma-peak"
+OP_NAME = "lcnn_lookup_conv"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.path.join(os.path.dirname(_HERE), "operators")
+_loaded: Optional[str] = None
+
+
+def build_dir() -> str:
+    """The folder holding the built library, predictor and BUILD_INFO."""
+    candidates = [os.environ.get("LCNN_OPS_DIR", ""), os.path.join(_HERE, "_ops"),
+                  os.path.join(SOURCE_DIR, "build")]
+    for folder in filter(None, candidates):
+        if os.path.isfile(os.path.join(folder, LIBRARY)):
+            return folder
+    raise FileNotFoundError(
+        f"{LIBRARY} is not built (looked in {', '.join(filter(None, candidates))}): run "
+        f"`make -C operators PYTHON={sys.executable}` or `python -m lcnn_gluon.ops --build`")
+
+
+def path(name: str = LIBRARY) -> str:
+    """Absolute path of a built artefact: the library, ``lcnn-predict`` or ``fma-peak``."""
+    return os.path.abspath(os.path.join(build_dir(), name))
+
+
+def _check_built_for_this_mxnet(folder: str) -> None:
+    info = os.path.join(folder, "BUILD_INFO")
+    built = {}
+    if os.path.isfile(info):
+        with open(info) as f:
+            built = dict(line.split(" ", 1) for line in f.read().splitlines() if " " in line)
+    if built.get("mxnet") != mx.__version__:
+        raise RuntimeError(f"{folder}/{LIBRARY} was built for mxnet {built.get('mxnet', '(unknown)')}, "
+                           f"this is mxnet {mx.__version__}: rebuild it with `make -C operators`")
+
+
+def load() -> str:
+    """Load the library into this process (once); return its path."""
+    global _loaded
+    if _loaded is None:
+        folder = build_dir()
+        _check_built_for_this_mxnet(folder)
+        lib = path(LIBRARY)
+        mx.library.load(lib, verbose=False)
+        _loaded = lib
+    return _loaded
+
+
+def build(python: str = sys.executable) -> None:
+    """Build the library, predictor and FMA probe into ``operators/build``."""
+    subprocess.run(["make", "-C", SOURCE_DIR, f"PYTHON={python}"], check=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", action="store_true", help="build with make -C operators")
+    args = parser.parse_args(argv)
+    if args.build:
+        build()
+    print(load())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+// lcnn_lookup_conv: the sparse lookup convolution of LCNN, for inference, as an MXNet
+// 1.9 custom-operator library (lib_api). Laid out as MXNet's gemm_lib.cc example:
+// kernels, forward, parse attributes, infer type, infer shape, registration, initialize.
+//
+// Inputs (see Forward): data (N, m, H, W) float32; dictionary (k, m) or (k, m, 1, 1)
+// float32; indptr (n+1,) int32 and indices (nnz,) int32 and coefs (nnz,) float32, the
+// CSR rows of P per output channel, an index packing (dictionary entry d, tap r, c) as
+// (d * kh + r) * kw + c; bias (n,) float32. Output (N, n, Ho, Wo) float32.
+//
+//   S = D x pad(X)   (a dense 1x1 product, computed as one GEMM)
+//   Y[f] = act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c)))
+//
+// Strided layers split pad(X) into stride-phase planes first, so that every tap reads
+// contiguous rows; each output plane is accumulated in 64-float register tiles over all
+// of its channel's entries; the offsets are computed once per shape and CSR content.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "mxnet/lib_api.h"
+
+using namespace mxnet::ext;  // NOLINT
+
+extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                            const float* a, int lda, const float* b, int ldb, float beta, float* c,
+                            int ldc);  // the OpenBLAS that libmxnet.so already loads
+static const int kRowMajor = 101, kNoTrans = 111;
+static const int kTile = 64;  // floats per register tile: 8 AVX registers
+
+// ------------------------------------------------------------------ attributes
+struct Params {
+  int kh, kw, sh, sw, ph, pw, num_filter;
+  bool relu;
+};
+
+static bool ParsePair(const std::string& text, int* a, int* b) {
+  std::string s;
+  for (char ch : text) s += (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',') ? ' ' : ch;
+  std::istringstream in(s);
+  if (!(in >> *a)) return false;
+  if (!(in >> *b)) *b = *a;
+  std::string rest;
+  return !(in >> rest);
+}
+
+static MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
+                               Params* p) {
+  static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act"};
+  for (const auto& kv : attrs) {
+    if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
+    if (std::find_if(std::begin(known), std::end(known),
+                     [&](const char* k) { return kv.first == k; }) == std::end(known)) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: unknown attribute '" << kv.first << "'";
+      return MX_FAIL;
+    }
+  }
+  auto get = [&](const char* key, const char* fallback) {
+    auto it = attrs.find(key);
+    return it == attrs.end() ? std::string(fallback) : it->second;
+  };
+  if (!attrs.count("kernel") || !attrs.count("num_filter")) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: attributes 'kernel' and 'num_filter' are required";
+    return MX_FAIL;
+  }
+  if (!ParsePair(get("kernel", ""), &p->kh, &p->kw) || !ParsePair(get("stride", "1"), &p->sh, &p->sw) ||
+      !ParsePair(get("pad", "0"), &p->ph, &p->pw)) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: kernel/stride/pad must be 'K' or '(K1, K2)'";
+    return MX_FAIL;
+  }
+  std::istringstream nf(get("num_filter", ""));
+  std::string extra;
+  if (!(nf >> p->num_filter) || (nf >> extra) || p->num_filter < 1) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: num_filter must be a positive integer";
+    return MX_FAIL;
+  }
+  std::string act = get("act", "none");
+  if (act != "none" && act != "relu") {
+    MX_ERROR_MSG << "lcnn_lookup_conv: act must be 'none' or 'relu', got '" << act << "'";
+    return MX_FAIL;
+  }
+  p->relu = act == "relu";
+  if (p->kh < 1 || p->kw < 1 || p->sh < 1 || p->sw < 1 || p->ph < 0 || p->pw < 0) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: kernel and stride must be >= 1, pad >= 0";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+// ------------------------------------------------------------------ kernels
+// acc[0..V) += coef * s[off .. off + 8V) for every entry; the V accumulators stay in registers.
+template <int V>
+static inline void AccumulateTile(const float* s, const int* off, const float* coef, int nnz,
+                                  float* out) {
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int j = 0; j < nnz; ++j) {
+    const __m256 c = _mm256_broadcast_ss(coef + j);
+    const float* src = s + off[j];
+    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(c, _mm256_loadu_ps(src + 8 * v), acc[v]);
+  }
+  for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+}
+
+// sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
+static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i shift = _mm256_set1_epi32(e);
+  int j = 0;
+  for (; j + 8 <= nnz; j += 8) {
+    __m256i idx = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + j)), shift);
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(coef + j), _mm256_i32gather_ps(s, idx, 4), acc);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+  for (; j < nnz; ++j) total += coef[j] * s[off[j] + e];
+  return total;
+}
+
+// ------------------------------------------------------------------ the operator
+class LookupConv : public CustomStatefulOp {
+ public:
+  explicit LookupConv(const Params& p) : p_(p) {}
+
+  // inputs: [0] data, [1] dictionary, [2] indptr, [3] indices, [4] coefs, [5] bias; outputs: [0] y
+  MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                        const OpResource& res) override {
+    MXTensor &x = (*inputs)[0], &dict = (*inputs)[1];
+    if (Prepare(*inputs) != MX_SUCCESS) return MX_FAIL;
+    const int64_t batch = x.shape[0];
+    const float* xd = x.data<float>();
+    const float* bias = (*inputs)[5].data<float>();
+    const float* coefs = (*inputs)[4].data<float>();
+    const int* indptr = (*inputs)[2].data<int>();
+    float* y = (*outputs)[0].data<float>();
+    const int threads = std::max(1, omp_get_max_threads());
+    scratch_.resize(static_cast<size_t>(threads) * ext_alloc_);
+    for (int64_t b = 0; b < batch; ++b) {
+      SplitPhases(xd + b * m_ * h_ * w_);
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, dict.data<float>(), m_,
+                  xp_.data(), cols_, 0.f, s_.data(), cols_);
+      float* yb = y + b * static_cast<int64_t>(p_.num_filter) * ho_ * wo_;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+      for (int f = 0; f < p_.num_filter; ++f) {
+        float* ext = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * ext_alloc_;
+        Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, yb + f * ho_ * wo_);
+      }
+    }
+    return MX_SUCCESS;
+  }
+
+ private:
+  // Geometry for the input shape, offsets for the CSR content: recomputed only on change.
+  MXReturnValue Prepare(std::vector<MXTensor>& in) {
+    const int m = in[0].shape[1], h = in[0].shape[2], w = in[0].shape[3], k = in[1].shape[0];
+    if (m != m_ || h != h_ || w != w_ || k != k_) {
+      m_ = m, h_ = h, w_ = w, k_ = k;
+      hp_ = h + 2 * p_.ph, wp_ = w + 2 * p_.pw;
+      ho_ = (hp_ - p_.kh) / p_.sh + 1, wo_ = (wp_ - p_.kw) / p_.sw + 1;
+      hq_ = (hp_ + p_.sh - 1) / p_.sh, wq_ = (wp_ + p_.sw - 1) / p_.sw;
+      plane_ = static_cast<int64_t>(hq_ + 1) * wq_;  // one spare row: tiles may run past the end
+      cols_ = p_.sh * p_.sw * plane_;
+      xp_.assign(static_cast<size_t>(m_) * cols_, 0.f);
+      s_.assign(static_cast<size_t>(k_) * cols_ + 2 * kTile, 0.f);
+      ext_ = ho_ * wq_;
+      ext_alloc_ = (ext_ + kTile - 1) / kTile * kTile;
+      if (static_cast<int64_t>(k_) * cols_ >= (1LL << 31)) {
+        MX_ERROR_MSG << "lcnn_lookup_conv: input too large for 32-bit offsets";
+        return MX_FAIL;
+      }
+      indptr_.clear();  // forces the offsets to be rebuilt for this geometry
+    }
+    MXTensor &ptr = in[2], &idx = in[3];
+    const size_t n1 = ptr.shape[0], nnz = idx.shape[0];
+    if (indptr_.size() == n1 && indices_.size() == nnz &&
+        !std::memcmp(indptr_.data(), ptr.data<int>(), n1 * sizeof(int)) &&
+        !std::memcmp(indices_.data(), idx.data<int>(), nnz * sizeof(int)))
+      return MX_SUCCESS;
+    return BuildOffsets(ptr.data<int>(), n1, idx.data<int>(), nnz);
+  }
+
+  MXReturnValue BuildOffsets(const int* ptr, size_t n1, const int* idx, size_t nnz) {
+    if (ptr[0] != 0 || ptr[n1 - 1] != static_cast<int>(nnz)) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: indptr must start at 0 and end at len(indices) = " << nnz
+                   << ", got " << ptr[0] << " .. " << ptr[n1 - 1];
+      return MX_FAIL;
+    }
+    for (size_t f = 0; f + 1 < n1; ++f) {
+      if (ptr[f + 1] < ptr[f]) {
+        MX_ERROR_MSG << "lcnn_lookup_conv: indptr decreases at row " << f;
+        return MX_FAIL;
+      }
+    }
+    const int taps = p_.kh * p_.kw, limit = k_ * taps;
+    offsets_.resize(nnz);
+    for (size_t j = 0; j < nnz; ++j) {
+      if (idx[j] < 0 || idx[j] >= limit) {
+        MX_ERROR_MSG << "lcnn_lookup_conv: index " << idx[j] << " at entry " << j
+                     << " is outside [0, k*kh*kw = " << limit << ")";
+        return MX_FAIL;
+      }
+      const int d = idx[j] / taps, r = idx[j] % taps / p_.kw, c = idx[j] % p_.kw;
+      const int phase = (r % p_.sh) * p_.sw + c % p_.sw;
+      offsets_[j] = static_cast<int>(d * cols_ + phase * plane_ + (r / p_.sh) * wq_ + c / p_.sw);
+    }
+    indptr_.assign(ptr, ptr + n1);
+    indices_.assign(idx, idx + nnz);
+    return MX_SUCCESS;
+  }
+
+  // pad(X) split into stride phases: xp[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw]
+  void SplitPhases(const float* x) {
+#pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
+    for (int c = 0; c < m_; ++c) {
+      for (int py = 0; py < p_.sh; ++py)
+        for (int px = 0; px < p_.sw; ++px) {
+          float* dst = xp_.data() + c * cols_ + (py * p_.sw + px) * plane_;
+          for (int yq = 0; yq < hq_; ++yq) {
+            const int yi = yq * p_.sh + py - p_.ph;
+            float* row = dst + yq * wq_;
+            if (yi < 0 || yi >= h_) {
+              std::fill(row, row + wq_, 0.f);
+              continue;
+            }
+            const float* src = x + (static_cast<int64_t>(c) * h_ + yi) * w_;
+            for (int xq = 0; xq < wq_; ++xq) {
+              const int xi = xq * p_.sw + px - p_.pw;
+              row[xq] = (xi >= 0 && xi < w_) ? src[xi] : 0.f;
+            }
+          }
+        }
+    }
+  }
+
+  // One output channel: accumulate its entries over the extended plane (ho x wq), keep wo columns.
+  void Channel(int f, int start, int nnz, const float* coefs, float bias, float* ext, float* out) {
+    const int* off = offsets_.data() + start;
+    const float* coef = coefs + start;
+    if (nnz == 0) {
+      std::fill(ext, ext + ext_, 0.f);
+    } else if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
+      for (int e = 0; e < ext_; ++e) ext[e] = GatherDot(s_.data(), off, coef, nnz, e);
+    } else {
+      for (int t = 0; t < ext_; t += kTile) {
+        const int v = std::min(8, (ext_ - t + 7) / 8);
+        const float* s = s_.data() + t;
+        switch (v) {
+          case 1: AccumulateTile<1>(s, off, coef, nnz, ext + t); break;
+          case 2: AccumulateTile<2>(s, off, coef, nnz, ext + t); break;
+          case 3: AccumulateTile<3>(s, off, coef, nnz, ext + t); break;
+          case 4: AccumulateTile<4>(s, off, coef, nnz, ext + t); break;
+          case 5: AccumulateTile<5>(s, off, coef, nnz, ext + t); break;
+          case 6: AccumulateTile<6>(s, off, coef, nnz, ext + t); break;
+          case 7: AccumulateTile<7>(s, off, coef, nnz, ext + t); break;
+          default: AccumulateTile<8>(s, off, coef, nnz, ext + t);
+        }
+      }
+    }
+    for (int oy = 0; oy < ho_; ++oy)
+      for (int ox = 0; ox < wo_; ++ox) {
+        const float v = ext[oy * wq_ + ox] + bias;
+        out[oy * wo_ + ox] = (p_.relu && v < 0.f) ? 0.f : v;
+      }
+  }
+
+  Params p_;
+  int m_ = -1, h_ = -1, w_ = -1, k_ = -1, hp_ = 0, wp_ = 0, ho_ = 0, wo_ = 0, hq_ = 0, wq_ = 0;
+  int ext_ = 0, ext_alloc_ = 0;
+  int64_t plane_ = 0, cols_ = 0;
+  std::vector<float> xp_, s_, scratch_;
+  std::vector<int> indptr_, indices_, offsets_;
+};
+
+// ------------------------------------------------------------------ registration
+static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                                int* num_in, int* num_out) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  *num_in = 6;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
+                               std::vector<int>* in, std::vector<int>* out) {
+  static const char* names[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias"};
+  static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32};
+  for (int i = 0; i < 6; ++i) {
+    if ((*in)[i] != want[i]) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: input '" << names[i] << "' must be "
+                   << (want[i] == kFloat32 ? "float32" : "int32") << ", got dtype code " << (*in)[i];
+      return MX_FAIL;
+    }
+  }
+  (*out)[0] = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
+                                std::vector<std::vector<unsigned int>>* in,
+                                std::vector<std::vector<unsigned int>>* out) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  const auto &x = (*in)[0], &d = (*in)[1], &ptr = (*in)[2], &idx = (*in)[3], &coef = (*in)[4],
+             &bias = (*in)[5];
+  if (x.size() != 4) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: data must be 4-D (N, C, H, W), got " << x.size() << "-D";
+    return MX_FAIL;
+  }
+  const bool dict_ok = d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1);
+  if (!dict_ok || d[1] != x[1]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary must be (k, m) with m = data channels (" << x[1]
+                 << ")" << (dict_ok ? ", got m = " + std::to_string(d[1]) : ", got another rank");
+    return MX_FAIL;
+  }
+  if (ptr.size() != 1 || ptr[0] != static_cast<unsigned>(p.num_filter) + 1) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: indptr must have num_filter + 1 = " << p.num_filter + 1
+                 << " entries";
+    return MX_FAIL;
+  }
+  if (idx.size() != 1 || coef.size() != 1 || idx[0] != coef[0]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: indices and coefs must be 1-D of the same length";
+    return MX_FAIL;
+  }
+  if (bias.size() != 1 || bias[0] != static_cast<unsigned>(p.num_filter)) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: bias must have num_filter = " << p.num_filter << " entries";
+    return MX_FAIL;
+  }
+  const int hp = x[2] + 2 * p.ph, wp = x[3] + 2 * p.pw;
+  if (hp < p.kh || wp < p.kw) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: kernel " << p.kh << "x" << p.kw << " is larger than the "
+                 << "padded input " << hp << "x" << wp;
+    return MX_FAIL;
+  }
+  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>((hp - p.kh) / p.sh + 1),
+               static_cast<unsigned>((wp - p.kw) / p.sw + 1)};
+  return MX_SUCCESS;
+}
+
+static MXReturnValue CreateState(const std::unordered_map<std::string, std::string>& attrs,
+                                 const MXContext& ctx, const std::vector<std::vector<unsigned int>>& in,
+                                 const std::vector<int> types, CustomStatefulOp** op) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  *op = CustomStatefulOp::create<LookupConv>(p);
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(lcnn_lookup_conv)
+    .setParseAttrs(ParseAttrs)
+    .setInferType(InferType)
+    .setInferShape(InferShape)
+    .setCreateOpState(CreateState, "cpu");
+
+#ifndef LCNN_MXNET_VERSION
+#error "build with -DLCNN_MXNET_VERSION=<mxnet version as an integer, e.g. 10901>"
+#endif
+
+MXReturnValue initialize(int version) {
+  if (version != LCNN_MXNET_VERSION) {
+    MX_ERROR_MSG << "liblcnn_ops was built for MXNet " << LCNN_MXNET_VERSION << ", this is MXNet "
+                 << version << ": rebuild it (make -C operators)";
+    return MX_FAIL;
+  }
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    MX_ERROR_MSG << "liblcnn_ops needs a CPU with AVX2 and FMA";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}

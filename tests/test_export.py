@@ -1,0 +1,108 @@
+"""Sparse and dense export: the exported models equal the training form; the C++ predictor
+prints what Python computes."""
+import os
+import re
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+from conftest import PY, run
+
+import lcnn_gluon
+from lcnn_gluon import checkpoint, export, ops
+from lcnn_gluon import nn as lnn
+
+
+def random_lcnn(name, density=0.1, classes=10):
+    """A preset with random sparse lookups and non-trivial BatchNorm statistics."""
+    mx.random.seed(1)
+    net = lcnn_gluon.get_model(name, classes=classes)
+    net.initialize(mx.init.Xavier())
+    shape = (1, 28, 28) if name.startswith("lenet") else (3, 224, 224)
+    net(mx.nd.zeros((1,) + shape))
+    for i, layer in enumerate(lnn.lookup_layers(net)):
+        lnn.set_random_lookup(layer, density, seed=i)
+    for p in net.collect_params(".*running_var").values():
+        p.set_data(mx.nd.random.uniform(0.5, 2.0, shape=p.shape))
+    for p in net.collect_params(".*running_mean|.*beta").values():
+        p.set_data(mx.nd.random.normal(scale=0.1, shape=p.shape))
+    return net, shape
+
+
+@pytest.mark.parametrize("name", ["lenet_lcnn_fast", "lenet_lcnn_accurate", "alexnet_lcnn_fast",
+                                  "resnet18_lcnn_fast", "resnet18_lcnn_accurate"])
+def test_exported_network_equals_training_form(lcnn_ops, tmp_path, name):
+    net, shape = random_lcnn(name)
+    x = mx.nd.random.normal(shape=(2,) + shape)
+    reference = net(x).asnumpy()
+    for kind, convert in (("sparse", export.sparsify), ("dense", export.densify)):
+        prefix = str(tmp_path / kind)
+        meta = export.export(convert(net), prefix, shape,
+                             dict(library="liblcnn_ops.so" if kind == "sparse" else None))
+        with open(meta["symbol"]) as f:
+            uses_op = '"op": "lcnn_lookup_conv"' in f.read()
+        assert uses_op == (kind == "sparse")
+        out = export.load_exported(prefix)(x).asnumpy()
+        err = np.abs(out - reference).max() / np.abs(reference).max()
+        assert err <= 1e-4, (kind, err)
+
+
+@pytest.fixture(scope="module")
+def exported_lenet(lcnn_ops, mnist_sample, tmp_path_factory):
+    """A lenet_lcnn_fast checkpoint exported by the command line, and a test digit."""
+    folder = tmp_path_factory.mktemp("export")
+    net, shape = random_lcnn("lenet_lcnn_fast", density=0.2)
+    meta = dict(network="lenet_lcnn_fast", num_classes=10, dataset="mnist", image_shape=list(shape))
+    params = checkpoint.save(str(folder / "fast"), 5, net, None, meta)
+    prefix = str(folder / "exported")
+    out = run(PY, "-m", "lcnn_gluon.export", "--network", "lenet_lcnn_fast", "--params", params,
+              "--output", prefix).stdout
+    assert "max |exported - training form|" in out
+    from lcnn_gluon.mnist import load_split
+    digits, _ = load_split(mnist_sample, "t10k")
+    cv2.imwrite(str(folder / "digit.png"), digits[7])
+    pixels = (digits[7].astype(np.float32) - 33.318) / 78.567
+    np.save(str(folder / "digit.npy"), pixels[None].astype(np.float32))
+    return prefix, folder, pixels
+
+
+def predictor(prefix, *args, library=True):
+    cmd = [ops.path(ops.PREDICTOR), "--symbol", prefix + "-symbol.json", "--params", prefix + "-0000.params"]
+    if library:
+        cmd += ["--library", ops.path()]
+    return run(*cmd, *args, check=False)
+
+
+@pytest.mark.parametrize("source", ["png", "npy"])
+def test_cpp_predictor_prints_what_python_computes(exported_lenet, source):
+    prefix, folder, pixels = exported_lenet
+    scores = mx.nd.softmax(export.load_exported(prefix)(mx.nd.array(pixels[None, None]))).asnumpy()[0]
+    expected = np.argsort(-scores)[:5]
+    args = ["--input", folder / f"digit.{source}", "--repeat", "3"]
+    if source == "png":
+        args += ["--shape", "1,28,28", "--mean", "33.318", "--std", "78.567"]
+    proc = predictor(prefix, *args)
+    assert proc.returncode == 0, proc.stdout
+    found = re.findall(r"\d+\. class (\d+) score ([\d.]+)", proc.stdout)
+    assert [int(c) for c, _ in found] == list(expected)
+    np.testing.assert_allclose([float(s) for _, s in found], scores[expected], atol=1e-4)
+    assert re.search(r"latency: [\d.]+ ms \(mean of 3 runs\)", proc.stdout)
+
+
+def test_predictor_errors_are_clear(exported_lenet):
+    prefix, folder, _ = exported_lenet
+    proc = predictor(prefix, "--input", folder / "digit.npy", library=False)
+    assert proc.returncode == 2 and "lcnn_lookup_conv is not registered" in proc.stdout
+    proc = predictor(prefix, "--input", folder / "digit.png", "--shape", "1,28")
+    assert proc.returncode == 2 and "--shape C,H,W is required" in proc.stdout
+    proc = predictor(prefix, "--input", folder / "missing.npy")
+    assert proc.returncode == 2 and "cannot read" in proc.stdout
+
+
+def test_export_refuses_params_of_another_network(exported_lenet, tmp_path):
+    _, folder, _ = exported_lenet
+    proc = run(PY, "-m", "lcnn_gluon.export", "--network", "lenet_lcnn_accurate", "--params",
+               folder / "fast-0005.params", "--output", tmp_path / "x", check=False)
+    assert proc.returncode == 2 and "holds network 'lenet_lcnn_fast'" in proc.stdout
+    assert not os.path.exists(tmp_path / "x-symbol.json")

@@ -1,0 +1,127 @@
+"""The C++ operator lcnn_lookup_conv against the training-form layer, and its errors."""
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import gluon
+
+from lcnn_gluon import export
+from lcnn_gluon import nn as lnn
+
+SHAPES = [  # (m, n, k, kernel, stride, pad, size)
+    (6, 8, 4, 1, 1, 0, 9), (5, 7, 3, 3, 1, 1, 10), (5, 7, 3, 3, 2, 1, 11), (4, 6, 5, 5, 2, 2, 13),
+    (3, 16, 3, 11, 4, 2, 35), (6, 5, 4, 3, 4, 0, 17), (8, 16, 6, 3, 4, 1, 19), (7, 9, 5, 5, 1, 0, 9),
+    (8, 16, 6, 6, 1, 0, 6),  # fc6-style: a 6x6 kernel on the 6x6 map
+]
+
+
+def compare(layer, x, scale=None, shift=None, relu=False):
+    ref = layer(x)
+    if scale is not None:
+        ref = ref * mx.nd.array(scale).reshape((1, -1, 1, 1)) + mx.nd.array(shift).reshape((1, -1, 1, 1))
+    if relu:
+        ref = mx.nd.relu(ref)
+    out = export.SparseLookup(layer, scale, shift, relu)(x)
+    assert out.shape == ref.shape
+    err = float((out - ref).abs().max().asscalar()) / max(float(ref.abs().max().asscalar()), 1e-12)
+    assert err <= 1e-4, err
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SHAPES)
+def test_op_equals_training_form(lcnn_ops, m, n, k, kernel, stride, pad, size, batch):
+    mx.random.seed(size)
+    layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.3, seed=size)
+    alive = layer.alive.data().asnumpy()
+    alive[1] = 0  # an output channel with no lookups
+    layer.alive.set_data(mx.nd.array(alive))
+    layer.lookup.set_data(layer.lookup.data() * layer.alive.data())
+    layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
+    compare(layer, mx.nd.random.normal(shape=(batch, m, size, size)))
+
+
+@pytest.mark.parametrize("density", [0.0, 1.0], ids=["all-zero P", "dense P"])
+def test_extreme_densities(lcnn_ops, density):
+    layer = lnn.LookupConv2D(6, 3, 1, 1, dictionary_size=4, in_channels=5, initial_sparsity=0.0)
+    layer.initialize()
+    lnn.set_random_lookup(layer, density)
+    layer.bias.set_data(mx.nd.arange(6))
+    compare(layer, mx.nd.random.normal(shape=(2, 5, 7, 7)))
+
+
+def test_dense_layer_and_folded_batchnorm_with_relu(lcnn_ops):
+    dense = lnn.LookupDense(10, dictionary_size=4, in_units=24)
+    dense.initialize()
+    lnn.set_random_lookup(dense, 0.5)
+    x = mx.nd.random.normal(shape=(3, 24))
+    np.testing.assert_allclose(export.SparseLookup(dense, None, None, False)(x).asnumpy(),
+                               dense(x).asnumpy(), rtol=1e-4, atol=1e-5)
+    conv = lnn.LookupConv2D(6, 3, 2, 1, dictionary_size=3, in_channels=4)
+    conv.initialize()
+    lnn.set_random_lookup(conv, 0.4)
+    rng = np.random.RandomState(0)
+    compare(conv, mx.nd.random.normal(shape=(2, 4, 9, 9)), scale=rng.rand(6) + 0.5,
+            shift=rng.randn(6), relu=True)
+
+
+def test_sparsify_folds_batchnorm_in_a_network(lcnn_ops):
+    net = gluon.nn.HybridSequential()
+    net.add(lnn.LookupConv2D(8, 3, padding=1, dictionary_size=3, in_channels=3, use_bias=False),
+            gluon.nn.BatchNorm(), gluon.nn.Activation("relu"), gluon.nn.Dense(5))
+    net.initialize()
+    x = mx.nd.random.normal(shape=(2, 3, 8, 8))
+    net(x)
+    bn = net[1]
+    bn.running_mean.set_data(mx.nd.random.normal(shape=(8,)))
+    bn.running_var.set_data(mx.nd.random.uniform(0.5, 2, shape=(8,)))
+    bn.gamma.set_data(mx.nd.random.uniform(0.5, 2, shape=(8,)))
+    bn.beta.set_data(mx.nd.random.normal(shape=(8,)))
+    sparse = export.sparsify(net)
+    assert isinstance(sparse[0], export.SparseLookup) and sparse[0].attrs["act"] == "relu"
+    assert not isinstance(net[0], export.SparseLookup)  # the training form is left alone
+    np.testing.assert_allclose(sparse(x).asnumpy(), net(x).asnumpy(), rtol=1e-4, atol=1e-5)
+
+
+def op_inputs(**change):
+    """Valid inputs for a 3x3 layer (m=4, k=2, n=3), with some replaced."""
+    arrays = dict(data=mx.nd.ones((1, 4, 5, 5)), dictionary=mx.nd.ones((2, 4)),
+                  indptr=mx.nd.array([0, 1, 1, 2], dtype="int32"),
+                  indices=mx.nd.array([0, 17], dtype="int32"), coefs=mx.nd.array([1.0, 2.0]),
+                  bias=mx.nd.zeros((3,)))
+    arrays.update(change)
+    return arrays
+
+
+def run_op(attrs=None, **change):
+    a = op_inputs(**change)
+    kw = dict(dict(kernel=(3, 3), pad=(1, 1), num_filter=3), **(attrs or {}))
+    return mx.nd.lcnn_lookup_conv(a["data"], a["dictionary"], a["indptr"], a["indices"], a["coefs"],
+                                  a["bias"], **kw).asnumpy()
+
+
+@pytest.mark.parametrize("change,attrs,message", [
+    (dict(data=mx.nd.ones((4, 5, 5))), None, "data must be 4-D"),
+    (dict(dictionary=mx.nd.ones((2, 3))), None, "m = data channels (4)"),
+    (dict(indices=mx.nd.array([0, 18], dtype="int32")), None, "index 18 at entry 1 is outside"),
+    (dict(indptr=mx.nd.array([0, -1, 1, 2], dtype="int32")), None, "indptr decreases"),
+    (dict(indptr=mx.nd.array([0, 1, 1, 5], dtype="int32")), None, "end at len(indices) = 2"),
+    (dict(data=mx.nd.ones((1, 4, 5, 5), dtype="float64")), None, "'data' must be float32"),
+    (dict(indices=mx.nd.array([0, 1], dtype="float32")), None, "'indices' must be int32"),
+    ({}, dict(dilate=(2, 2)), "unknown attribute 'dilate'"),
+    ({}, dict(act="tanh"), "act must be 'none' or 'relu'"),
+    ({}, dict(kernel=(9, 9)), "larger than the padded input"),
+])
+def test_bad_input_is_an_error_not_a_crash(lcnn_ops, change, attrs, message):
+    with pytest.raises(mx.base.MXNetError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run_op(attrs, **change)
+    assert run_op().shape == (1, 3, 5, 5)  # the process and the operator still work
+
+
+def test_valid_call_matches_hand_computation(lcnn_ops):
+    out = run_op()
+    # channel 0: entry 0 = (d=0, r=0, c=0) coef 1: S[0] shifted by (-1, -1); S = 4 (sum of 4 ones)
+    assert out[0, 0, 1, 1] == 4 and out[0, 0, 0, 0] == 0
+    assert np.all(out[0, 1] == 0)  # no lookups: bias only
+    # channel 2: entry 17 = (d=1, r=2, c=2) coef 2
+    assert out[0, 2, 3, 3] == 8 and out[0, 2, 4, 4] == 0
