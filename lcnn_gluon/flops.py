@@ -82,19 +82,23 @@ class Count:
     density: Optional[float]  # fraction of non-zeros of P, lookup layers only
 
 
-def count(layers: Sequence[Layer]) -> List[Count]:
-    """Multiplication counts from a :func:`trace`, with each lookup layer's current density."""
+def count(layers: Sequence[Layer], densities: Optional[dict] = None) -> List[Count]:
+    """Multiplication counts from a :func:`trace`, with each lookup layer's current density
+    (or ``densities[layer name]`` where given)."""
+    densities = densities or {}
     rows = []
     for layer in layers:
         b, out = layer.block, int(np.prod(layer.out_shape))
+        if isinstance(b, _Lookup):
+            d = densities[layer.name] if layer.name in densities else b.density()
         if isinstance(b, LookupConv2D):
             m, (h, w) = layer.in_shape[0], layer.in_shape[1:]
             kh, kw = b.kernel
-            (ph, pw), k, d = b.padding, b.dictionary_size, b.density()
+            (ph, pw), k = b.padding, b.dictionary_size
             rows.append(Count(layer.name, "lookup conv", out * m * kh * kw,
                               int(round((h + 2 * ph) * (w + 2 * pw) * k * m + out * kh * kw * k * d)), d))
         elif isinstance(b, LookupDense):
-            m, k, d = int(np.prod(layer.in_shape)), b.dictionary_size, b.density()
+            m, k = int(np.prod(layer.in_shape)), b.dictionary_size
             rows.append(Count(layer.name, "lookup dense", out * m, int(round(k * m + out * k * d)), d))
         elif isinstance(b, nn.Conv2D):
             per_output = int(np.prod(b.weight.shape[1:]))  # (m / groups) * kh * kw
