@@ -8,7 +8,9 @@
 // (d * kh + r) * kw + c; bias (n,) float32. Output (N, n, Ho, Wo) float32.
 //
 //   S = D x pad(X)   (a dense 1x1 product, computed as one GEMM)
-//   Y[f] = act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c)))
+//   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
+// with the optional act (relu) and max-pooling fused (attributes act, pool_kernel,
+// pool_stride, pool_pad: the BatchNorm + ReLU + MaxPool that follow a lookup layer).
 //
 // Strided layers split pad(X) into stride-phase planes first, so that every tap reads
 // contiguous rows; each output plane is accumulated in 64-float register tiles over all
@@ -30,6 +32,8 @@ using namespace mxnet::ext;  // NOLINT
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
                             int ldc);  // the OpenBLAS that libmxnet.so already loads
+extern "C" void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda,
+                            const float* x, int incx, float beta, float* y, int incy);
 static const int kRowMajor = 101, kNoTrans = 111;
 static const int kTile = 64;  // floats per register tile: 8 AVX registers
 
@@ -37,6 +41,7 @@ static const int kTile = 64;  // floats per register tile: 8 AVX registers
 struct Params {
   int kh, kw, sh, sw, ph, pw, num_filter;
   bool relu;
+  int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
 };
 
 static bool ParsePair(const std::string& text, int* a, int* b) {
@@ -51,7 +56,8 @@ static bool ParsePair(const std::string& text, int* a, int* b) {
 
 static MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
                                Params* p) {
-  static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act"};
+  static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act", "pool_kernel",
+                                "pool_stride", "pool_pad"};
   for (const auto& kv : attrs) {
     if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
     if (std::find_if(std::begin(known), std::end(known),
@@ -85,12 +91,28 @@ static MXReturnValue GetParams(const std::unordered_map<std::string, std::string
     return MX_FAIL;
   }
   p->relu = act == "relu";
+  if (attrs.count("pool_kernel")) {
+    if (!ParsePair(get("pool_kernel", ""), &p->pool_kh, &p->pool_kw) ||
+        !ParsePair(get("pool_stride", "1"), &p->pool_sh, &p->pool_sw) ||
+        !ParsePair(get("pool_pad", "0"), &p->pool_ph, &p->pool_pw) || p->pool_kh < 1 ||
+        p->pool_kw < 1 || p->pool_sh < 1 || p->pool_sw < 1 || p->pool_ph < 0 || p->pool_pw < 0 ||
+        p->pool_ph >= p->pool_kh || p->pool_pw >= p->pool_kw) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel/pool_stride must be >= 1 and pool_pad in [0, pool_kernel)";
+      return MX_FAIL;
+    }
+  } else if (attrs.count("pool_stride") || attrs.count("pool_pad")) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: pool_stride/pool_pad given without pool_kernel";
+    return MX_FAIL;
+  }
   if (p->kh < 1 || p->kw < 1 || p->sh < 1 || p->sw < 1 || p->ph < 0 || p->pw < 0) {
     MX_ERROR_MSG << "lcnn_lookup_conv: kernel and stride must be >= 1, pad >= 0";
     return MX_FAIL;
   }
   return MX_SUCCESS;
 }
+
+// Output size of a convolution or pooling window over n inputs (MXNet's 'valid' convention).
+static inline int OutSize(int n, int kernel, int stride, int pad) { return (n + 2 * pad - kernel) / stride + 1; }
 
 // ------------------------------------------------------------------ kernels
 // acc[0..V) += coef * s[off .. off + 8V) for every entry; the V accumulators stay in registers.
@@ -140,16 +162,18 @@ class LookupConv : public CustomStatefulOp {
     const int* indptr = (*inputs)[2].data<int>();
     float* y = (*outputs)[0].data<float>();
     const int threads = std::max(1, omp_get_max_threads());
-    scratch_.resize(static_cast<size_t>(threads) * ext_alloc_);
+    const size_t per_thread = ext_alloc_ + (p_.pool_kh ? static_cast<size_t>(ho_) * wo_ : 0);
+    scratch_.resize(static_cast<size_t>(threads) * per_thread);
+    const int64_t out_plane = static_cast<int64_t>(yo_) * xo_;
     for (int64_t b = 0; b < batch; ++b) {
       SplitPhases(xd + b * m_ * h_ * w_);
-      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, dict.data<float>(), m_,
-                  xp_.data(), cols_, 0.f, s_.data(), cols_);
-      float* yb = y + b * static_cast<int64_t>(p_.num_filter) * ho_ * wo_;
+      DictionaryProduct(dict.data<float>());
+      float* yb = y + b * static_cast<int64_t>(p_.num_filter) * out_plane;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
       for (int f = 0; f < p_.num_filter; ++f) {
-        float* ext = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * ext_alloc_;
-        Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, yb + f * ho_ * wo_);
+        float* ext = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+        Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, ext + ext_alloc_,
+                yb + f * out_plane);
       }
     }
     return MX_SUCCESS;
@@ -162,13 +186,16 @@ class LookupConv : public CustomStatefulOp {
     if (m != m_ || h != h_ || w != w_ || k != k_) {
       m_ = m, h_ = h, w_ = w, k_ = k;
       hp_ = h + 2 * p_.ph, wp_ = w + 2 * p_.pw;
-      ho_ = (hp_ - p_.kh) / p_.sh + 1, wo_ = (wp_ - p_.kw) / p_.sw + 1;
+      ho_ = OutSize(h, p_.kh, p_.sh, p_.ph), wo_ = OutSize(w, p_.kw, p_.sw, p_.pw);
+      yo_ = p_.pool_kh ? OutSize(ho_, p_.pool_kh, p_.pool_sh, p_.pool_ph) : ho_;
+      xo_ = p_.pool_kw ? OutSize(wo_, p_.pool_kw, p_.pool_sw, p_.pool_pw) : wo_;
       hq_ = (hp_ + p_.sh - 1) / p_.sh, wq_ = (wp_ + p_.sw - 1) / p_.sw;
-      plane_ = static_cast<int64_t>(hq_ + 1) * wq_;  // one spare row: tiles may run past the end
+      ext_ = ho_ * wq_;
+      // register tiles may read past a plane's end: one spare row (not needed by the gathers)
+      plane_ = static_cast<int64_t>(hq_ + (ext_ >= 16 ? 1 : 0)) * wq_;
       cols_ = p_.sh * p_.sw * plane_;
       xp_.assign(static_cast<size_t>(m_) * cols_, 0.f);
       s_.assign(static_cast<size_t>(k_) * cols_ + 2 * kTile, 0.f);
-      ext_ = ho_ * wq_;
       ext_alloc_ = (ext_ + kTile - 1) / kTile * kTile;
       if (static_cast<int64_t>(k_) * cols_ >= (1LL << 31)) {
         MX_ERROR_MSG << "lcnn_lookup_conv: input too large for 32-bit offsets";
@@ -229,22 +256,55 @@ class LookupConv : public CustomStatefulOp {
               continue;
             }
             const float* src = x + (static_cast<int64_t>(c) * h_ + yi) * w_;
-            for (int xq = 0; xq < wq_; ++xq) {
-              const int xi = xq * p_.sw + px - p_.pw;
-              row[xq] = (xi >= 0 && xi < w_) ? src[xi] : 0.f;
-            }
+            // columns xq with 0 <= xq * sw + px - pw < w: [lo, hi)
+            const int lo = std::min(wq_, std::max(0, (p_.pw - px + p_.sw - 1) / p_.sw));
+            const int hi = std::max(lo, std::min(wq_, (w_ + p_.pw - px + p_.sw - 1) / p_.sw));
+            std::fill(row, row + lo, 0.f);
+            std::fill(row + hi, row + wq_, 0.f);
+            const float* in = src + lo * p_.sw + px - p_.pw;
+            if (p_.sw == 1)
+              std::memcpy(row + lo, in, (hi - lo) * sizeof(float));
+            else
+              for (int xq = lo; xq < hi; ++xq) row[xq] = in[(xq - lo) * p_.sw];
           }
         }
     }
   }
 
-  // One output channel: accumulate its entries over the extended plane (ho x wq), keep wo columns.
-  void Channel(int f, int start, int nnz, const float* coefs, float bias, float* ext, float* out) {
+  // S (k x cols) = D (k x m) x Xp (m x cols): OpenBLAS, except for tiny dictionaries (the
+  // first layer's 3x3), where its call overhead dominates, and single columns (a GEMV).
+  void DictionaryProduct(const float* d) {
+    if (m_ > 8) {
+      if (cols_ == 1)
+        cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, xp_.data(), 1, 0.f, s_.data(), 1);
+      else
+        cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, d, m_, xp_.data(), cols_, 0.f,
+                    s_.data(), cols_);
+      return;
+    }
+#pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
+    for (int r = 0; r < k_; ++r) {
+      float* out = s_.data() + r * cols_;
+      std::fill(out, out + cols_, 0.f);
+      for (int c = 0; c < m_; ++c) {
+        const float coef = d[r * m_ + c];
+        const float* in = xp_.data() + c * cols_;
+        for (int64_t i = 0; i < cols_; ++i) out[i] += coef * in[i];
+      }
+    }
+  }
+
+  // One output channel: accumulate its entries over the extended plane (ho x wq), then add the
+  // bias, apply act, and keep wo columns (into ``plane``, max-pooled into ``out``, if pooling).
+  void Channel(int f, int start, int nnz, const float* coefs, float bias, float* ext, float* plane,
+               float* out) {
     const int* off = offsets_.data() + start;
     const float* coef = coefs + start;
-    if (nnz == 0) {
-      std::fill(ext, ext + ext_, 0.f);
-    } else if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
+    if (nnz == 0) {  // no lookups: the channel is pool(act(bias)), a constant
+      std::fill(out, out + yo_ * xo_, p_.relu ? std::max(bias, 0.f) : bias);
+      return;
+    }
+    if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
       for (int e = 0; e < ext_; ++e) ext[e] = GatherDot(s_.data(), off, coef, nnz, e);
     } else {
       for (int t = 0; t < ext_; t += kTile) {
@@ -262,15 +322,47 @@ class LookupConv : public CustomStatefulOp {
         }
       }
     }
-    for (int oy = 0; oy < ho_; ++oy)
-      for (int ox = 0; ox < wo_; ++ox) {
-        const float v = ext[oy * wq_ + ox] + bias;
-        out[oy * wo_ + ox] = (p_.relu && v < 0.f) ? 0.f : v;
+    float* dst = p_.pool_kh ? plane : out;
+    const __m256 b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
+    for (int oy = 0; oy < ho_; ++oy) {
+      const float* src = ext + oy * wq_;
+      float* row = dst + oy * wo_;
+      int ox = 0;
+      for (; ox + 8 <= wo_; ox += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(src + ox), b);
+        _mm256_storeu_ps(row + ox, p_.relu ? _mm256_max_ps(v, zero) : v);
       }
+      for (; ox < wo_; ++ox) row[ox] = p_.relu ? std::max(src[ox] + bias, 0.f) : src[ox] + bias;
+    }
+    if (p_.pool_kh) MaxPool(plane, out, ext);
+  }
+
+  // Max pooling of the (ho x wo) plane: the window's rows first (vectorised), then its columns.
+  void MaxPool(const float* in, float* out, float* rows) const {
+    for (int py = 0; py < yo_; ++py) {
+      const int y0 = std::max(0, py * p_.pool_sh - p_.pool_ph);
+      const int y1 = std::min(ho_, py * p_.pool_sh - p_.pool_ph + p_.pool_kh);
+      std::copy_n(in + y0 * wo_, wo_, rows);
+      for (int y = y0 + 1; y < y1; ++y) {
+        const float* r = in + y * wo_;
+        int x = 0;
+        for (; x + 8 <= wo_; x += 8)
+          _mm256_storeu_ps(rows + x, _mm256_max_ps(_mm256_loadu_ps(rows + x), _mm256_loadu_ps(r + x)));
+        for (; x < wo_; ++x) rows[x] = std::max(rows[x], r[x]);
+      }
+      for (int px = 0; px < xo_; ++px) {
+        const int x0 = std::max(0, px * p_.pool_sw - p_.pool_pw);
+        const int x1 = std::min(wo_, px * p_.pool_sw - p_.pool_pw + p_.pool_kw);
+        float best = rows[x0];
+        for (int x = x0 + 1; x < x1; ++x) best = std::max(best, rows[x]);
+        out[py * xo_ + px] = best;
+      }
+    }
   }
 
   Params p_;
   int m_ = -1, h_ = -1, w_ = -1, k_ = -1, hp_ = 0, wp_ = 0, ho_ = 0, wo_ = 0, hq_ = 0, wq_ = 0;
+  int yo_ = 0, xo_ = 0;  // output size after the fused pooling
   int ext_ = 0, ext_alloc_ = 0;
   int64_t plane_ = 0, cols_ = 0;
   std::vector<float> xp_, s_, scratch_;
@@ -338,8 +430,16 @@ static MXReturnValue InferShape(const std::unordered_map<std::string, std::strin
                  << "padded input " << hp << "x" << wp;
     return MX_FAIL;
   }
-  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>((hp - p.kh) / p.sh + 1),
-               static_cast<unsigned>((wp - p.kw) / p.sw + 1)};
+  int ho = OutSize(x[2], p.kh, p.sh, p.ph), wo = OutSize(x[3], p.kw, p.sw, p.pw);
+  if (p.pool_kh) {
+    if (ho + 2 * p.pool_ph < p.pool_kh || wo + 2 * p.pool_pw < p.pool_kw) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel is larger than the " << ho << "x" << wo << " output";
+      return MX_FAIL;
+    }
+    ho = OutSize(ho, p.pool_kh, p.pool_sh, p.pool_ph), wo = OutSize(wo, p.pool_kw, p.pool_sw, p.pool_pw);
+  }
+  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(ho),
+               static_cast<unsigned>(wo)};
   return MX_SUCCESS;
 }
 

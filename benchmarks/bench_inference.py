@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Inference speed of exported LCNN networks (the C++ operator) against the strongest dense
+baseline MXNet has, batch 1, one thread, in one run.
+
+For each preset, P gets random coefficients at densities that make the counted speedup
+(``lcnn_gluon.flops``) equal to the paper's table: AlexNet keeps the per-layer profile
+of a TensorFlow re-implementation, scaled; ResNet-18 has one density for all layers.
+The dense network is hybridized with static memory, with and without MXNet's oneDNN
+graph optimisation (``optimize_for(..., backend='MKLDNN')``): the faster is the
+baseline; the LCNN network is the export (``SymbolBlock.imports``), given the same
+choice. Per lookup layer: the dense layer (oneDNN), our operator, and MXNet's own CSR
+``sparse.dot`` on ``im2col(S)``; the lookup stage's time is the operator's minus its
+time with no entries, and its useful GFLOP/s is compared with one core's FMA peak
+measured by ``operators/build/fma-peak``.
+
+    python benchmarks/bench_inference.py [--presets alexnet_lcnn_fast,...] [--runs 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MXNET_ENGINE_TYPE", "NaiveEngine")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import mxnet as mx  # noqa: E402
+import numpy as np  # noqa: E402
+from mxnet.gluon import nn  # noqa: E402
+
+from lcnn_gluon import export, flops, get_model, ops  # noqa: E402
+from lcnn_gluon import nn as lnn  # noqa: E402
+
+PAPER = {"alexnet_lcnn_fast": 37.6, "alexnet_lcnn_accurate": 3.2,
+         "resnet18_lcnn_fast": 29.2, "resnet18_lcnn_accurate": 5.0}
+PROFILE = {  # per-layer densities reached by a TensorFlow re-implementation (DESIGN.md)
+    "alexnet_lcnn_fast": [.083, .034, .008, .013, .027, .001, .002],
+    "alexnet_lcnn_accurate": [.129, .040, .029, .034, .071, .006, .007],
+}
+SHAPE = (3, 224, 224)
+
+
+def median_ms(fn, runs: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def forward(block, x):
+    return lambda: block(x).wait_to_read()
+
+
+def fastest(block, x, runs: int):
+    """(ms, variant) of ``block`` hybridized plainly or optimised by oneDNN's graph passes."""
+    block.hybridize(static_alloc=True, static_shape=True)
+    plain = median_ms(forward(block, x), runs)
+    try:
+        block.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+        fused = median_ms(forward(block, x), runs)
+    except mx.base.MXNetError:
+        fused = float("inf")
+    return (fused, "MKLDNN graph") if fused < plain else (plain, "plain")
+
+
+def set_paper_densities(name: str, layers: list) -> dict:
+    """Densities per lookup layer giving the paper's counted speedup (bisection on a scale)."""
+    lookups = [lay for lay in layers if isinstance(lay.block, lnn._Lookup)]
+    profile = PROFILE.get(name, [1.0] * len(lookups))
+
+    def densities(scale):
+        return {lay.name: min(1.0, p * scale) for lay, p in zip(lookups, profile)}
+    lo, hi = 0.0, 1.0 / max(profile)
+    for _ in range(60):  # the counted speedup falls as the scale grows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if flops.speedup(flops.count(layers, densities(mid))) > PAPER[name] else (lo, mid)
+    chosen = densities((lo + hi) / 2)
+    for i, lay in enumerate(lookups):
+        lnn.set_random_lookup(lay.block, chosen[lay.name], seed=i)
+    return chosen
+
+
+def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
+    """Per lookup layer: dense, ours, CSR sparse dot; measured and counted speedups."""
+    rows = []
+    for lay in (lay for lay in layers if isinstance(lay.block, lnn._Lookup)):
+        b = lay.block
+        x = mx.nd.random.normal(shape=(1,) + lay.in_shape)
+        m = lay.in_shape[0]
+        as_fc = tuple(lay.in_shape[1:]) == b.kernel and b.padding == (0, 0)
+        dense = (nn.Dense(b.channels, in_units=int(np.prod(lay.in_shape))) if as_fc else
+                 nn.Conv2D(b.channels, b.kernel, b.strides, b.padding, in_channels=m))
+        dense.initialize()
+        dense_ms, _ = fastest(dense, x, runs)
+        ours = export.SparseLookup(b, None, None, False)
+        ours.hybridize(static_alloc=True, static_shape=True)
+        ours_ms = median_ms(forward(ours, x), runs)
+        alive = b.alive.data().copy()
+        b.alive.set_data(mx.nd.zeros(alive.shape))  # no entries: the dictionary stage alone
+        empty = export.SparseLookup(b, None, None, False)
+        b.alive.set_data(alive)
+        empty.hybridize(static_alloc=True, static_shape=True)
+        stage1_ms = median_ms(forward(empty, x), runs)
+        csr = mx.nd.sparse.csr_matrix((ours.coefs.data(), ours.indices.data(), ours.indptr.data()),
+                                      shape=(b.channels, int(np.prod(b.lookup.shape[1:]))))
+        d4 = ours.dictionary.data().reshape((b.dictionary_size, m, 1, 1)).copy()
+
+        def csr_dot():
+            s = mx.nd.Convolution(x, d4, kernel=(1, 1), num_filter=b.dictionary_size, no_bias=True)
+            cols = mx.nd.im2col(s, kernel=b.kernel, stride=b.strides, pad=b.padding)
+            mx.nd.sparse.dot(csr, cols[0]).wait_to_read()
+        csr_ms = median_ms(csr_dot, runs)
+        c = counts[lay.name]
+        stage2_flops = 2 * (c.lcnn - lay.in_shape[0] * b.dictionary_size *
+                            (lay.in_shape[1] + 2 * b.padding[0]) * (lay.in_shape[2] + 2 * b.padding[1]))
+        stage2_ms = max(ours_ms - stage1_ms, 1e-6)
+        rows.append(dict(name=lay.name, density=c.density, dense=dense_ms, ours=ours_ms, csr=csr_ms,
+                         measured=dense_ms / ours_ms, counted=c.dense / c.lcnn,
+                         gflops=stage2_flops / stage2_ms / 1e6, peak=peak))
+    return rows
+
+
+def bench(name: str, runs: int, peak: float, folder: str) -> dict:
+    mx.random.seed(0)
+    x = mx.nd.random.normal(shape=(1,) + SHAPE)
+    dense = get_model(name.split("_")[0], classes=1000)
+    dense.initialize(mx.init.Xavier())
+    dense(x)
+    lcnn = get_model(name, classes=1000)
+    lcnn.initialize(mx.init.Xavier())
+    layers = flops.trace(lcnn, SHAPE)
+    densities = set_paper_densities(name, layers)
+    counts = {r.name: r for r in flops.count(layers)}
+    counted = flops.speedup(list(counts.values()))
+    prefix = os.path.join(folder, name)
+    export.export(export.sparsify(lcnn), prefix, SHAPE, dict(library=os.path.basename(ops.path())))
+    exported = export.load_exported(prefix)
+    rows = layer_rows(layers, counts, runs, peak)
+    dense_ms, dense_how = fastest(dense, x, runs)
+    lcnn_ms, lcnn_how = fastest(exported, x, runs)
+    return dict(name=name, dense=dense_ms, dense_how=dense_how, lcnn=lcnn_ms, lcnn_how=lcnn_how,
+                counted=counted, measured=dense_ms / lcnn_ms, layers=rows, densities=densities)
+
+
+def report(r: dict) -> None:
+    print(f"\n### {r['name']}\n")
+    print("| layer | density | dense ms | LCNN ms | CSR dot ms | measured | counted | measured/counted "
+          "| lookup stage GFLOP/s (of peak) |\n" + "| --- " * 9 + "|")
+    for row in r["layers"]:
+        print(f"| {row['name']} | {row['density']:.4f} | {row['dense']:.3f} | {row['ours']:.3f} | "
+              f"{row['csr']:.3f} | {row['measured']:.1f}x | {row['counted']:.1f}x | "
+              f"{row['measured'] / row['counted']:.2f} | {row['gflops']:.1f} "
+              f"({row['gflops'] / row['peak']:.0%}) |")
+    print(f"| **end to end** | | {r['dense']:.3f} ({r['dense_how']}) | {r['lcnn']:.3f} ({r['lcnn_how']}) "
+          f"| | **{r['measured']:.1f}x** | {r['counted']:.1f}x | **{r['measured'] / r['counted']:.2f}** | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--presets", default=",".join(PAPER))
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement (median)")
+    args = parser.parse_args()
+    ops.load()
+    peak = float(subprocess.run([ops.path(ops.FMA_PEAK)], capture_output=True, text=True,
+                                check=True).stdout.split()[0])
+    print(f"machine: {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
+          f"engine {os.environ['MXNET_ENGINE_TYPE']}, batch 1, {SHAPE[1]}x{SHAPE[2]}, median of "
+          f"{args.runs} runs; one core's FMA peak {peak:.1f} GFLOP/s (fma-peak)")
+    with tempfile.TemporaryDirectory() as folder:
+        for name in args.presets.split(","):
+            report(bench(name, args.runs, peak, folder))
+
+
+if __name__ == "__main__":
+    main()
