@@ -71,13 +71,27 @@ def fastest(block, x, runs: int):
     return (fused, "MKLDNN graph") if fused < plain else (plain, "plain")
 
 
+FLOOR = 0.005  # density used when the paper's counted speedup is out of reach (see below)
+
+
 def set_paper_densities(name: str, layers: list) -> dict:
-    """Densities per lookup layer giving the paper's counted speedup (bisection on a scale)."""
+    """Densities per lookup layer giving the paper's counted speedup (bisection on a scale).
+
+    Under DESIGN.md's formula (dictionary products over the padded input, dense
+    shortcuts and classifier counted) a target can be out of reach even with an empty
+    P (ResNet-18 fast); an empty P would make the output constant, so the densities
+    are then set to FLOOR and the table says which counted speedup that gives.
+    """
     lookups = [lay for lay in layers if isinstance(lay.block, lnn._Lookup)]
     profile = PROFILE.get(name, [1.0] * len(lookups))
 
     def densities(scale):
         return {lay.name: min(1.0, p * scale) for lay, p in zip(lookups, profile)}
+    if flops.speedup(flops.count(layers, densities(0.0))) < PAPER[name]:
+        chosen = {lay.name: FLOOR for lay in lookups}
+        for i, lay in enumerate(lookups):
+            lnn.set_random_lookup(lay.block, FLOOR, seed=i)
+        return chosen
     lo, hi = 0.0, 1.0 / max(profile)
     for _ in range(60):  # the counted speedup falls as the scale grows
         mid = (lo + hi) / 2
@@ -121,10 +135,11 @@ def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
         c = counts[lay.name]
         stage2_flops = 2 * (c.lcnn - lay.in_shape[0] * b.dictionary_size *
                             (lay.in_shape[1] + 2 * b.padding[0]) * (lay.in_shape[2] + 2 * b.padding[1]))
-        stage2_ms = max(ours_ms - stage1_ms, 1e-6)
+        stage2_ms = ours_ms - stage1_ms
+        # below a tenth of the operator's time the lookup stage is lost in the timing noise
+        gflops = stage2_flops / stage2_ms / 1e6 if stage2_ms > 0.1 * ours_ms else None
         rows.append(dict(name=lay.name, density=c.density, dense=dense_ms, ours=ours_ms, csr=csr_ms,
-                         measured=dense_ms / ours_ms, counted=c.dense / c.lcnn,
-                         gflops=stage2_flops / stage2_ms / 1e6, peak=peak))
+                         measured=dense_ms / ours_ms, counted=c.dense / c.lcnn, gflops=gflops, peak=peak))
     return rows
 
 
@@ -157,10 +172,13 @@ def report(r: dict) -> None:
     for row in r["layers"]:
         print(f"| {row['name']} | {row['density']:.4f} | {row['dense']:.3f} | {row['ours']:.3f} | "
               f"{row['csr']:.3f} | {row['measured']:.1f}x | {row['counted']:.1f}x | "
-              f"{row['measured'] / row['counted']:.2f} | {row['gflops']:.1f} "
-              f"({row['gflops'] / row['peak']:.0%}) |")
+              f"{row['measured'] / row['counted']:.2f} | " +
+              (f"{row['gflops']:.1f} ({row['gflops'] / row['peak']:.0%}) |" if row["gflops"] else "- |"))
     print(f"| **end to end** | | {r['dense']:.3f} ({r['dense_how']}) | {r['lcnn']:.3f} ({r['lcnn_how']}) "
           f"| | **{r['measured']:.1f}x** | {r['counted']:.1f}x | **{r['measured'] / r['counted']:.2f}** | |")
+    if abs(r["counted"] - PAPER[r["name"]]) > 0.05 * PAPER[r["name"]]:
+        print(f"\nThe paper's {PAPER[r['name']]}x is out of reach of this count even with an empty P; "
+              f"every lookup layer has density {FLOOR} instead.")
 
 
 def main() -> None:
