@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install demo test lint sshd clean
 
-$(STAMP): setup.py operators/Makefile operators/*.cc
+$(STAMP): setup.py operators/Makefile operators/*.cc operators/*.h
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=23"
 	$(PY) -m pip install --quiet -e ".[test,sample]"

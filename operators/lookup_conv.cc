@@ -15,7 +15,6 @@
 // Strided layers split pad(X) into stride-phase planes first, so that every tap reads
 // contiguous rows; each output plane is accumulated in 64-float register tiles over all
 // of its channel's entries; the offsets are computed once per shape and CSR content.
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -25,9 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "mxnet/lib_api.h"
-
-using namespace mxnet::ext;  // NOLINT
+#include "lookup_conv.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,
@@ -35,115 +32,6 @@ extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, i
 extern "C" void cblas_sgemv(int order, int trans, int m, int n, float alpha, const float* a, int lda,
                             const float* x, int incx, float beta, float* y, int incy);
 static const int kRowMajor = 101, kNoTrans = 111;
-static const int kTile = 64;  // floats per register tile: 8 AVX registers
-
-// ------------------------------------------------------------------ attributes
-struct Params {
-  int kh, kw, sh, sw, ph, pw, num_filter;
-  bool relu;
-  int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
-};
-
-static bool ParsePair(const std::string& text, int* a, int* b) {
-  std::string s;
-  for (char ch : text) s += (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',') ? ' ' : ch;
-  std::istringstream in(s);
-  if (!(in >> *a)) return false;
-  if (!(in >> *b)) *b = *a;
-  std::string rest;
-  return !(in >> rest);
-}
-
-static MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
-                               Params* p) {
-  static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act", "pool_kernel",
-                                "pool_stride", "pool_pad"};
-  for (const auto& kv : attrs) {
-    if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
-    if (std::find_if(std::begin(known), std::end(known),
-                     [&](const char* k) { return kv.first == k; }) == std::end(known)) {
-      MX_ERROR_MSG << "lcnn_lookup_conv: unknown attribute '" << kv.first << "'";
-      return MX_FAIL;
-    }
-  }
-  auto get = [&](const char* key, const char* fallback) {
-    auto it = attrs.find(key);
-    return it == attrs.end() ? std::string(fallback) : it->second;
-  };
-  if (!attrs.count("kernel") || !attrs.count("num_filter")) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: attributes 'kernel' and 'num_filter' are required";
-    return MX_FAIL;
-  }
-  if (!ParsePair(get("kernel", ""), &p->kh, &p->kw) || !ParsePair(get("stride", "1"), &p->sh, &p->sw) ||
-      !ParsePair(get("pad", "0"), &p->ph, &p->pw)) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: kernel/stride/pad must be 'K' or '(K1, K2)'";
-    return MX_FAIL;
-  }
-  std::istringstream nf(get("num_filter", ""));
-  std::string extra;
-  if (!(nf >> p->num_filter) || (nf >> extra) || p->num_filter < 1) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: num_filter must be a positive integer";
-    return MX_FAIL;
-  }
-  std::string act = get("act", "none");
-  if (act != "none" && act != "relu") {
-    MX_ERROR_MSG << "lcnn_lookup_conv: act must be 'none' or 'relu', got '" << act << "'";
-    return MX_FAIL;
-  }
-  p->relu = act == "relu";
-  if (attrs.count("pool_kernel")) {
-    if (!ParsePair(get("pool_kernel", ""), &p->pool_kh, &p->pool_kw) ||
-        !ParsePair(get("pool_stride", "1"), &p->pool_sh, &p->pool_sw) ||
-        !ParsePair(get("pool_pad", "0"), &p->pool_ph, &p->pool_pw) || p->pool_kh < 1 ||
-        p->pool_kw < 1 || p->pool_sh < 1 || p->pool_sw < 1 || p->pool_ph < 0 || p->pool_pw < 0 ||
-        p->pool_ph >= p->pool_kh || p->pool_pw >= p->pool_kw) {
-      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel/pool_stride must be >= 1 and pool_pad in [0, pool_kernel)";
-      return MX_FAIL;
-    }
-  } else if (attrs.count("pool_stride") || attrs.count("pool_pad")) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: pool_stride/pool_pad given without pool_kernel";
-    return MX_FAIL;
-  }
-  if (p->kh < 1 || p->kw < 1 || p->sh < 1 || p->sw < 1 || p->ph < 0 || p->pw < 0) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: kernel and stride must be >= 1, pad >= 0";
-    return MX_FAIL;
-  }
-  return MX_SUCCESS;
-}
-
-// Output size of a convolution or pooling window over n inputs (MXNet's 'valid' convention).
-static inline int OutSize(int n, int kernel, int stride, int pad) { return (n + 2 * pad - kernel) / stride + 1; }
-
-// ------------------------------------------------------------------ kernels
-// acc[0..V) += coef * s[off .. off + 8V) for every entry; the V accumulators stay in registers.
-template <int V>
-static inline void AccumulateTile(const float* s, const int* off, const float* coef, int nnz,
-                                  float* out) {
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
-  for (int j = 0; j < nnz; ++j) {
-    const __m256 c = _mm256_broadcast_ss(coef + j);
-    const float* src = s + off[j];
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(c, _mm256_loadu_ps(src + 8 * v), acc[v]);
-  }
-  for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
-}
-
-// sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
-static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i shift = _mm256_set1_epi32(e);
-  int j = 0;
-  for (; j + 8 <= nnz; j += 8) {
-    __m256i idx = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + j)), shift);
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(coef + j), _mm256_i32gather_ps(s, idx, 4), acc);
-  }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, acc);
-  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
-  for (; j < nnz; ++j) total += coef[j] * s[off[j] + e];
-  return total;
-}
 
 // ------------------------------------------------------------------ the operator
 class LookupConv : public CustomStatefulOp {
