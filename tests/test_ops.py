@@ -125,3 +125,19 @@ def test_valid_call_matches_hand_computation(lcnn_ops):
     assert np.all(out[0, 1] == 0)  # no lookups: bias only
     # channel 2: entry 17 = (d=1, r=2, c=2) coef 2
     assert out[0, 2, 3, 3] == 8 and out[0, 2, 4, 4] == 0
+
+
+@pytest.mark.parametrize("pool_kernel,pool_stride,pool_pad", [(3, 2, 0), (3, 2, 1), (2, 2, 0)])
+def test_fused_relu_and_max_pooling_equal_mxnet_pooling(lcnn_ops, pool_kernel, pool_stride, pool_pad):
+    layer = lnn.LookupConv2D(5, 3, 1, 1, dictionary_size=3, in_channels=4)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.4)
+    layer.bias.set_data(mx.nd.random.normal(shape=(5,)))
+    x = mx.nd.random.normal(shape=(2, 4, 13, 13))
+    ref = mx.nd.Pooling(mx.nd.relu(layer(x)), kernel=(pool_kernel,) * 2, stride=(pool_stride,) * 2,
+                        pad=(pool_pad,) * 2, pool_type="max")
+    pool = gluon.nn.MaxPool2D(pool_kernel, pool_stride, pool_pad)
+    out = export.SparseLookup(layer, None, None, True, pool)(x)
+    np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(mx.base.MXNetError, match="pool_pad in"):
+        run_op(dict(pool_kernel=(2, 2), pool_pad=(2, 2)))
