@@ -45,8 +45,9 @@ def work(args) -> None:
     loss_fn, compute, exchange = gluon.loss.SoftmaxCrossEntropyLoss(), [], []
     for i, batch in enumerate(it):
         start = time.perf_counter()
+        x, y = batch.data[0].as_in_context(mx.cpu()), batch.label[0].as_in_context(mx.cpu())
         with autograd.record():
-            loss = loss_fn(net(batch.data[0]), batch.label[0])
+            loss = loss_fn(net(x), y)
         loss.backward()
         mx.nd.waitall()
         middle = time.perf_counter()

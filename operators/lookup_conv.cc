@@ -159,25 +159,30 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // S (k x cols) = D (k x m) x Xp (m x cols): OpenBLAS, except for tiny dictionaries (the
-  // first layer's 3x3), where its call overhead dominates, and single columns (a GEMV).
+  // S (k x cols) = D (k x m) x Xp (m x cols). Small dictionaries (k <= 64, many columns) go
+  // through SmallGemmRows, where OpenBLAS would spend its time packing Xp; single columns
+  // are a GEMV; the rest is OpenBLAS's SGEMM.
   void DictionaryProduct(const float* d) {
-    if (m_ > 8) {
-      if (cols_ == 1)
-        cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, xp_.data(), 1, 0.f, s_.data(), 1);
-      else
-        cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, d, m_, xp_.data(), cols_, 0.f,
-                    s_.data(), cols_);
-      return;
-    }
+    if (cols_ == 1) {
+      cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, xp_.data(), 1, 0.f, s_.data(), 1);
+    } else if (k_ > 64 || cols_ < 64) {
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, d, m_, xp_.data(), cols_, 0.f,
+                  s_.data(), cols_);
+    } else {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
-    for (int r = 0; r < k_; ++r) {
-      float* out = s_.data() + r * cols_;
-      std::fill(out, out + cols_, 0.f);
-      for (int c = 0; c < m_; ++c) {
-        const float coef = d[r * m_ + c];
-        const float* in = xp_.data() + c * cols_;
-        for (int64_t i = 0; i < cols_; ++i) out[i] += coef * in[i];
+      for (int r = 0; r < k_; r += 8) {
+        const float* dr = d + r * m_;
+        float* out = s_.data() + r * cols_;
+        switch (std::min(8, k_ - r)) {
+          case 1: SmallGemmRows<1>(dr, m_, xp_.data(), cols_, out); break;
+          case 2: SmallGemmRows<2>(dr, m_, xp_.data(), cols_, out); break;
+          case 3: SmallGemmRows<3>(dr, m_, xp_.data(), cols_, out); break;
+          case 4: SmallGemmRows<4>(dr, m_, xp_.data(), cols_, out); break;
+          case 5: SmallGemmRows<5>(dr, m_, xp_.data(), cols_, out); break;
+          case 6: SmallGemmRows<6>(dr, m_, xp_.data(), cols_, out); break;
+          case 7: SmallGemmRows<7>(dr, m_, xp_.data(), cols_, out); break;
+          default: SmallGemmRows<8>(dr, m_, xp_.data(), cols_, out);
+        }
       }
     }
   }

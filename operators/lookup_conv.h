@@ -107,6 +107,28 @@ static inline void AccumulateTile(const float* s, const int* off, const float* c
   for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
 }
 
+// out (rows x cols) = d (rows x m, row-major) x x (m x cols), for rows <= 8: each 8-column
+// strip keeps one accumulator per row in a register while x streams by once (no packing).
+template <int R>
+static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t cols, float* out) {
+  int64_t j = 0;
+  for (; j + 8 <= cols; j += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int c = 0; c < m; ++c) {
+      const __m256 v = _mm256_loadu_ps(x + c * cols + j);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + r * m + c), v, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + r * cols + j, acc[r]);
+  }
+  for (; j < cols; ++j)
+    for (int r = 0; r < R; ++r) {
+      float total = 0.f;
+      for (int c = 0; c < m; ++c) total += d[r * m + c] * x[c * cols + j];
+      out[r * cols + j] = total;
+    }
+}
+
 // sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
 static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
   __m256 acc = _mm256_setzero_ps();
