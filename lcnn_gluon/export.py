@@ -28,7 +28,6 @@ from typing import Optional, Tuple
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
-from mxnet.gluon.contrib.nn import Identity
 
 from . import checkpoint, data, ops
 from .nn import LookupConv2D, LookupDense, _Lookup
@@ -140,8 +139,8 @@ def _convert_children(block: HybridBlock, make) -> None:
             continue
         new, absorbed = make(child, [c for _, c in items[i + 1:i + 4]] if sequential else [])
         _replace(block, key, new)
-        for j in range(absorbed):
-            _replace(block, items[i + 1 + j][0], Identity())
+        for j in range(absorbed):  # a sequential container just runs its remaining children
+            del block._children[items[i + 1 + j][0]]
 
 
 def sparsify(net: HybridBlock) -> HybridBlock:

@@ -129,33 +129,25 @@ class LookupConv : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
-  // pad(X) split into stride phases: xp[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw]
+  // pad(X) split into stride phases: xp[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw].
+  // Only the input's own positions are written: the padding stays zero from the allocation.
   void SplitPhases(const float* x) {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
     for (int c = 0; c < m_; ++c) {
-      for (int py = 0; py < p_.sh; ++py)
-        for (int px = 0; px < p_.sw; ++px) {
-          float* dst = xp_.data() + c * cols_ + (py * p_.sw + px) * plane_;
-          for (int yq = 0; yq < hq_; ++yq) {
-            const int yi = yq * p_.sh + py - p_.ph;
-            float* row = dst + yq * wq_;
-            if (yi < 0 || yi >= h_) {
-              std::fill(row, row + wq_, 0.f);
-              continue;
-            }
-            const float* src = x + (static_cast<int64_t>(c) * h_ + yi) * w_;
-            // columns xq with 0 <= xq * sw + px - pw < w: [lo, hi)
-            const int lo = std::min(wq_, std::max(0, (p_.pw - px + p_.sw - 1) / p_.sw));
-            const int hi = std::max(lo, std::min(wq_, (w_ + p_.pw - px + p_.sw - 1) / p_.sw));
-            std::fill(row, row + lo, 0.f);
-            std::fill(row + hi, row + wq_, 0.f);
-            const float* in = src + lo * p_.sw + px - p_.pw;
-            if (p_.sw == 1)
-              std::memcpy(row + lo, in, (hi - lo) * sizeof(float));
-            else
-              for (int xq = lo; xq < hi; ++xq) row[xq] = in[(xq - lo) * p_.sw];
-          }
+      for (int yi = 0; yi < h_; ++yi) {
+        const int py = (yi + p_.ph) % p_.sh, yq = (yi + p_.ph) / p_.sh;
+        const float* src = x + (static_cast<int64_t>(c) * h_ + yi) * w_;
+        float* dst = xp_.data() + c * cols_ + py * p_.sw * plane_ + static_cast<int64_t>(yq) * wq_;
+        if (p_.sw == 1) {
+          std::memcpy(dst + p_.pw, src, w_ * sizeof(float));
+          continue;
         }
+        for (int px = 0; px < p_.sw; ++px) {  // columns xi = xq * sw + px - pw
+          float* row = dst + px * plane_;
+          const int xi0 = ((px - p_.pw) % p_.sw + p_.sw) % p_.sw;
+          for (int xi = xi0, xq = (xi0 + p_.pw) / p_.sw; xi < w_; xi += p_.sw, ++xq) row[xq] = src[xi];
+        }
+      }
     }
   }
 
