@@ -20,7 +20,8 @@ def paths(prefix: str, epoch: int) -> dict:
     return {"params": stem + ".params", "states": stem + ".states", "json": stem + ".json"}
 
 
-def _atomic(path: str, write) -> None:
+def write_atomically(path: str, write) -> None:
+    """Call ``write(temporary path)``, then rename the result to ``path``."""
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         write(tmp)
@@ -36,15 +37,17 @@ def save(prefix: str, epoch: int, net: gluon.Block, trainer: Optional[gluon.Trai
     p = paths(prefix, epoch)
     folder = os.path.dirname(os.path.abspath(p["params"]))
     os.makedirs(folder, exist_ok=True)
-    _atomic(p["params"], net.save_parameters)
+    write_atomically(p["params"], net.save_parameters)
     if trainer is not None:
-        _atomic(p["states"], trainer.save_states)
+        write_atomically(p["states"], trainer.save_states)
 
-    def write_json(tmp):
-        with open(tmp, "w") as f:
-            json.dump(dict(meta, epoch=epoch), f, indent=1, sort_keys=True)
-    _atomic(p["json"], write_json)
+    write_atomically(p["json"], lambda tmp: write_json(tmp, dict(meta, epoch=epoch)))
     return p["params"]
+
+
+def write_json(path: str, value: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
 
 
 def read_meta(params_path: str) -> dict:

@@ -189,8 +189,7 @@ def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict) -> dict
     net.export(prefix, epoch=0)
     meta = dict(meta, input_shape=[1] + list(data_shape), symbol=prefix + "-symbol.json",
                 params=prefix + "-0000.params", mxnet=mx.__version__)
-    checkpoint._atomic(prefix + "-meta.json",
-                       lambda tmp: json.dump(meta, open(tmp, "w"), indent=1, sort_keys=True))
+    checkpoint.write_atomically(prefix + "-meta.json", lambda tmp: checkpoint.write_json(tmp, meta))
     return meta
 
 
