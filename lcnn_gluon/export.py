@@ -23,6 +23,7 @@ import copy
 import json
 import logging
 import os
+import warnings
 from typing import Optional, Tuple
 
 import mxnet as mx
@@ -199,7 +200,9 @@ def load_exported(prefix: str) -> HybridBlock:
         meta = json.load(f)
     if meta.get("library"):
         ops.load()
-    return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+    with warnings.catch_warnings():  # MXNet warns that the input's dtype is not in the symbol
+        warnings.filterwarnings("ignore", message="Cannot decide type", category=UserWarning)
+        return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
 
 
 def main(argv=None) -> None:
