@@ -36,12 +36,13 @@ class Runner:
         self.net.initialize(mx.init.Xavier(magnitude=2))
         self.forms = flops.choose_forms(flops.trace(self.net, shape), batch_size)
         self.net.hybridize(static_alloc=True, static_shape=True)
-        self.trainer = gluon.Trainer(self.net.collect_params(), "sgd",
+        self.layers = lnn.lookup_layers(self.net)
+        optimizer = lnn.optimizer_for("sgd", [mx.cpu()], 0.9) if self.layers else "sgd"
+        self.trainer = gluon.Trainer(self.net.collect_params(), optimizer,
                                      dict(learning_rate=0.01, momentum=0.9, wd=1e-4))
         self.batch = mx.io.DataBatch([mx.nd.random.normal(shape=(batch_size,) + shape)],
                                      [mx.nd.array([i % 10 for i in range(batch_size)])], pad=0)
-        self.loss, self.layers, self.batch_size = gluon.loss.SoftmaxCrossEntropyLoss(), \
-            lnn.lookup_layers(self.net), batch_size
+        self.loss, self.batch_size = gluon.loss.SoftmaxCrossEntropyLoss(), batch_size
 
     def step(self) -> None:
         fit.train_step(self.net, self.trainer, self.loss, self.layers, self.batch, [mx.cpu()],

@@ -81,9 +81,12 @@ def train_step(net: gluon.Block, trainer: gluon.Trainer, loss_fn: gluon.loss.Los
         outputs = [net(x) for x in datas]
         losses = [loss_fn(o, y, w) for o, y, w in zip(outputs, labels, weights)]
     autograd.backward(losses)
-    lnn.add_l1_grad(layers, batch.data[0].shape[0] / len(ctxs))
-    trainer.step(step_size)
-    lnn.prune(layers)
+    if lnn.updates_lookups(trainer):  # L1, mask, SGD and pruning in one pass per lookup tensor
+        trainer.step(step_size)
+    else:
+        lnn.add_l1_grad(layers, batch.data[0].shape[0] / len(ctxs))
+        trainer.step(step_size)
+        lnn.prune(layers)
     return outputs, labels, losses
 
 

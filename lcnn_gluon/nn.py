@@ -16,23 +16,40 @@ the same as ``conv(conv1x1(X, D), P_eff)`` ("two_stage"), whichever
 :func:`lcnn_gluon.flops.choose_forms` found cheaper; both give the same numbers.
 Multiplying by the mask makes autograd mask P's gradient too.
 
+On CPU the mask, the L1 term and pruning run as single-pass C++ kernels of
+:mod:`lcnn_gluon.ops` (``lcnn_lookup_threshold``, ``_l1``, ``_prune``) when the
+library is built; MXNet's elementwise operators do the same in 4-5 passes with
+temporaries as large as P (seconds per step for AlexNet's 151M-entry fc6).
+``TRAIN_WITH_OPS = False`` forces the MXNet-operator form (tests compare both).
+
 The training loop calls, around ``trainer.step(batch_size)``::
 
     nn.add_l1_grad(layers, samples_per_device)   # lambda * eps * sign(P), see below
     trainer.step(batch_size)
     nn.prune(layers)                              # alive &= |P| > eps; P *= alive
+
+or nothing extra when the trainer's optimizer is :class:`LookupSGD` (what
+:func:`optimizer_for` picks for ``sgd`` on CPU): it does all three in its step.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Iterable, List, Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
+from . import ops
+
 IntPair = Union[int, Tuple[int, int]]
 FORMS = ("composed", "two_stage")
+TRAIN_WITH_OPS = True  # the C++ training kernels on CPU when the library is available
+
+
+def _kernels_for(ctxs: Iterable[mx.Context]) -> bool:
+    return TRAIN_WITH_OPS and all(c.device_type == "cpu" for c in ctxs) and ops.available()
 
 
 def _pair(v: IntPair) -> Tuple[int, int]:
@@ -68,6 +85,7 @@ class _Lookup(HybridBlock):
                                          differentiable=False)
             self.bias = (self.params.get("bias", shape=(channels,), init="zeros")
                          if use_bias else None)
+        self.lookup.lookup_layer = weakref.ref(self)  # for LookupSGD, which sees parameters only
 
     # ---- the sparse lookup tensor, outside the graph (packing, counting, tests)
     def effective_lookup(self, ctx: Optional[mx.Context] = None) -> mx.nd.NDArray:
@@ -89,6 +107,8 @@ class _Lookup(HybridBlock):
         return w.reshape((w.shape[0], -1)) if p.ndim == 2 else w
 
     def _masked(self, F, lookup, alive):
+        if _kernels_for(self.lookup.list_ctx()):
+            return F.lcnn_lookup_threshold(lookup, alive, eps=self.eps)
         # the mask is a constant for autograd (alive has no gradient, comparisons none):
         # P's gradient is masked by one multiplication
         return lookup * (alive * (F.abs(lookup) > self.eps))
@@ -244,7 +264,10 @@ def add_l1_grad(layers: Iterable[_Lookup], samples_per_device: float) -> None:
         strength = layer.lambda_ * layer.eps * samples_per_device
         for p, g in zip(layer.lookup.list_data(), layer.lookup.list_grad()):
             # sign(P) on live entries; retired entries are exactly 0 since the last prune()
-            g += strength * ((p > layer.eps) - (p < -layer.eps))
+            if _kernels_for([p.context]):
+                mx.nd.lcnn_lookup_l1(g, p, eps=layer.eps, strength=strength, out=g)
+            else:
+                g += strength * ((p > layer.eps) - (p < -layer.eps))
 
 
 def prune(layers: Iterable[_Lookup]) -> None:
@@ -255,8 +278,11 @@ def prune(layers: Iterable[_Lookup]) -> None:
     """
     for layer in layers:
         for p, a in zip(layer.lookup.list_data(), layer.alive.list_data()):
-            a *= mx.nd.abs(p) > layer.eps
-            p *= a
+            if _kernels_for([p.context]):
+                mx.nd.lcnn_lookup_prune(p, a, eps=layer.eps, out=p)  # a updated in place
+            else:
+                a *= mx.nd.abs(p) > layer.eps
+                p *= a
 
 
 def set_random_lookup(layer: _Lookup, density: float, seed: int = 0) -> None:
@@ -269,3 +295,58 @@ def set_random_lookup(layer: _Lookup, density: float, seed: int = 0) -> None:
     sign = np.where(rng.random_sample(shape) < 0.5, -1.0, 1.0).astype(np.float32)
     layer.lookup.set_data(mx.nd.array(sign * magnitude * live))
     layer.alive.set_data(mx.nd.array(live))
+
+
+@mx.optimizer.register
+class LookupSGD(mx.optimizer.SGD):
+    """SGD with momentum that applies the lookup layers' rule in its own step.
+
+    For each lookup tensor P (on CPU, with the operator library): L1, gradient mask,
+    momentum SGD with weight decay and pruning in one C++ pass (``lcnn_lookup_sgd``),
+    the same arithmetic as ``add_l1_grad`` + SGD + ``prune`` without their ~8 passes
+    over P. Every other parameter: MXNet's SGD. Registered as ``"lookupsgd"``.
+    """
+
+    def __init__(self, momentum: float = 0.9, **kwargs):
+        if momentum <= 0:
+            raise ValueError("LookupSGD needs momentum > 0: use 'sgd' with add_l1_grad and prune")
+        super().__init__(momentum=momentum, **kwargs)
+
+    def _lookup_layer(self, index: int) -> Optional["_Lookup"]:
+        ref = getattr(self.param_dict.get(index), "lookup_layer", None)
+        return ref() if ref is not None else None
+
+    def _update_impl(self, indices, weights, grads, states, multi_precision=False):
+        if not isinstance(indices, (tuple, list)):
+            indices, weights, grads, states = [indices], [weights], [grads], [states]
+        mine = [j for j, i in enumerate(indices) if self._lookup_layer(i) is not None]
+        if mine:
+            if multi_precision or not _kernels_for(weights[j].context for j in mine):
+                raise RuntimeError("LookupSGD runs on CPU in float32 with the operator library "
+                                   "(lcnn_gluon.ops); elsewhere use 'sgd' with add_l1_grad and prune")
+            picked = [indices[j] for j in mine]
+            self._update_count(picked)
+            for j, lr, wd in zip(mine, self._get_lrs(picked), self._get_wds(picked)):
+                layer = self._lookup_layer(indices[j])
+                alive = layer.alive.data(weights[j].context)
+                mx.nd.lcnn_lookup_sgd(weights[j], grads[j], states[j], alive, out=weights[j], lr=lr, wd=wd,
+                                      momentum=self.momentum, rescale_grad=self.rescale_grad,
+                                      clip_gradient=self.clip_gradient or -1.0, eps=layer.eps,
+                                      l1=layer.lambda_ * layer.eps)
+        rest = [j for j in range(len(indices)) if j not in mine]
+        if rest:
+            super()._update_impl(*([x[j] for j in rest] for x in (indices, weights, grads, states)),
+                                 multi_precision=multi_precision)
+
+
+def optimizer_for(name: str, ctxs: Iterable[mx.Context], momentum: float,
+                  update_on_kvstore: bool = False) -> str:
+    """``"lookupsgd"`` where ``"sgd"`` can run as :class:`LookupSGD` (CPU, momentum, the
+    library, updates on this process), else ``name`` (then the loop calls add_l1_grad/prune)."""
+    fusable = name == "sgd" and momentum > 0 and not update_on_kvstore and _kernels_for(ctxs)
+    return "lookupsgd" if fusable else name
+
+
+def updates_lookups(trainer: mx.gluon.Trainer) -> bool:
+    """Whether ``trainer``'s optimizer applies L1 and pruning itself (:class:`LookupSGD`)."""
+    return isinstance(trainer._optimizer, LookupSGD)

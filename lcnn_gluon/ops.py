@@ -1,7 +1,8 @@
 """The C++ operator library (``operators/``): where it is, building it, loading it once.
 
     import lcnn_gluon.ops
-    lcnn_gluon.ops.load()        # registers mx.nd.lcnn_lookup_conv / F.lcnn_lookup_conv
+    lcnn_gluon.ops.load()        # registers mx.nd.lcnn_lookup_conv / F.lcnn_lookup_conv, and
+                                 # the training kernels lcnn_lookup_threshold, _l1, _prune
 
     python -m lcnn_gluon.ops --build     # the same as: make -C operators PYTHON=<this python>
 
@@ -11,6 +12,7 @@ The library is looked for in ``$LCNN_OPS_DIR``, then in the installed package
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +27,8 @@ OP_NAME = "lcnn_lookup_conv"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.join(os.path.dirname(_HERE), "operators")
 _loaded: Optional[str] = None
+_unavailable: Optional[str] = None  # why load() failed, once tried by available()
+log = logging.getLogger(__name__)
 
 
 def build_dir() -> str:
@@ -65,6 +69,20 @@ def load() -> str:
         mx.library.load(lib, verbose=False)
         _loaded = lib
     return _loaded
+
+
+def available() -> bool:
+    """Whether the library is loaded or can be (the lookup layers' training kernels use it
+    when it is; without it they fall back to MXNet operators, with a warning once)."""
+    global _unavailable
+    if _loaded is None and _unavailable is None:
+        try:
+            load()
+        except (OSError, RuntimeError, mx.MXNetError) as err:
+            _unavailable = str(err).strip().splitlines()[-1]
+            log.warning("lcnn_gluon.ops unavailable (%s): lookup layers train with MXNet "
+                        "operators, several times slower on large layers", _unavailable)
+    return _loaded is not None
 
 
 def build(python: str = sys.executable) -> None:

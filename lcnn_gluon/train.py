@@ -22,6 +22,7 @@ import numpy as np
 from mxnet import gluon
 
 from . import checkpoint, data, fit, flops
+from . import nn as lnn
 from .distributed import Cluster, add_dist_args
 from .model_zoo import get_model, list_models
 
@@ -141,11 +142,15 @@ def make_data(args: argparse.Namespace, cluster: Cluster):
     return train, val
 
 
-def make_trainer(args: argparse.Namespace, net, cluster: Cluster, steps_per_epoch: int) -> gluon.Trainer:
+def make_trainer(args: argparse.Namespace, net, cluster: Cluster, steps_per_epoch: int,
+                 ctxs: List[mx.Context]) -> gluon.Trainer:
     sched = fit.lr_scheduler(args.lr_mode, args.lr, steps_per_epoch, args.num_epochs,
                              args.lr_step_epochs, args.lr_factor, args.warmup_epochs, args.warmup_lr)
     opt = dict(learning_rate=args.lr, wd=args.wd, lr_scheduler=sched, momentum=args.mom)
-    return cluster.trainer(net.collect_params(), args.optimizer, opt)
+    name = args.optimizer
+    if lnn.lookup_layers(net):  # SGD with the lookup rule fused, where it can run
+        name = lnn.optimizer_for(name, ctxs, args.mom, cluster.update_on_kvstore)
+    return cluster.trainer(net.collect_params(), name, opt)
 
 
 def lcnn_report(epoch: int, layers: List[flops.Layer]) -> dict:
@@ -166,7 +171,7 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
         report = data.read_report(train)
         log.info("test-io: %(images)d images, %(img_per_s).1f samples/sec", report)
         return report
-    trainer = make_trainer(args, net, cluster, train.num_batches)
+    trainer = make_trainer(args, net, cluster, train.num_batches, ctxs)
     states = trainer if cluster.saves_trainer_states else None
     if args.load_epoch is not None:
         checkpoint.load(args.model_prefix, args.load_epoch, net, args.network, states is not None, ctxs)
