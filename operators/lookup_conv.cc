@@ -54,8 +54,14 @@ class LookupConv : public CustomStatefulOp {
     scratch_.resize(static_cast<size_t>(threads) * per_thread);
     const int64_t out_plane = static_cast<int64_t>(yo_) * xo_;
     for (int64_t b = 0; b < batch; ++b) {
-      SplitPhases(xd + b * m_ * h_ * w_);
-      DictionaryProduct(dict.data<float>());
+      const float* xb = xd + b * m_ * h_ * w_;
+      if (split_s_) {  // S on the unpadded input, then S (k planes, fewer than m) is split
+        DictionaryProduct(dict.data<float>(), xb, static_cast<int64_t>(h_) * w_, t_.data());
+        SplitPhases(t_.data(), k_, s_.data());
+      } else {
+        SplitPhases(xb, m_, xp_.data());
+        DictionaryProduct(dict.data<float>(), xp_.data(), cols_, s_.data());
+      }
       float* yb = y + b * static_cast<int64_t>(p_.num_filter) * out_plane;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
       for (int f = 0; f < p_.num_filter; ++f) {
@@ -82,7 +88,11 @@ class LookupConv : public CustomStatefulOp {
       // register tiles may read past a plane's end: one spare row (not needed by the gathers)
       plane_ = static_cast<int64_t>(hq_ + (ext_ >= 16 ? 1 : 0)) * wq_;
       cols_ = p_.sh * p_.sw * plane_;
-      xp_.assign(static_cast<size_t>(m_) * cols_, 0.f);
+      if (cols_ > 1) cols_ = (cols_ + 7) / 8 * 8;  // whole 8-float strips for SmallGemmRows
+      // D x pad(X) and pad(D x X) are equal: split whichever has fewer channels
+      split_s_ = k_ < m_;
+      xp_.assign(split_s_ ? 0 : static_cast<size_t>(m_) * cols_, 0.f);
+      t_.assign(split_s_ ? static_cast<size_t>(k_) * h_ * w_ : 0, 0.f);
       s_.assign(static_cast<size_t>(k_) * cols_ + 2 * kTile, 0.f);
       ext_alloc_ = (ext_ + kTile - 1) / kTile * kTile;
       if (static_cast<int64_t>(k_) * cols_ >= (1LL << 31)) {
@@ -129,17 +139,28 @@ class LookupConv : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
-  // pad(X) split into stride phases: xp[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw].
-  // Only the input's own positions are written: the padding stays zero from the allocation.
-  void SplitPhases(const float* x) {
+  // pad(X) split into stride phases: xp[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw],
+  // for `channels` planes of h x w (the input's, or S's). Only the input's own positions are
+  // written: the padding stays zero from the allocation.
+  void SplitPhases(const float* x, int channels, float* out) {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
-    for (int c = 0; c < m_; ++c) {
+    for (int c = 0; c < channels; ++c) {
+      // stride 4 (AlexNet's conv1): the padded row, then an AVX2 deinterleave of 32-float blocks
+      std::vector<float> padded(p_.sw == 4 ? wq_ * 4 + 32 : 0, 0.f);
+      const int blocks = wq_ / 8;
       for (int yi = 0; yi < h_; ++yi) {
         const int py = (yi + p_.ph) % p_.sh, yq = (yi + p_.ph) / p_.sh;
         const float* src = x + (static_cast<int64_t>(c) * h_ + yi) * w_;
-        float* dst = xp_.data() + c * cols_ + py * p_.sw * plane_ + static_cast<int64_t>(yq) * wq_;
+        float* dst = out + c * cols_ + py * p_.sw * plane_ + static_cast<int64_t>(yq) * wq_;
         if (p_.sw == 1) {
           std::memcpy(dst + p_.pw, src, w_ * sizeof(float));
+          continue;
+        }
+        if (p_.sw == 4) {
+          std::memcpy(padded.data() + p_.pw, src, w_ * sizeof(float));
+          Deinterleave4(padded.data(), blocks, dst, plane_);
+          for (int xq = blocks * 8; xq < wq_; ++xq)
+            for (int px = 0; px < 4; ++px) dst[px * plane_ + xq] = padded[xq * 4 + px];
           continue;
         }
         for (int px = 0; px < p_.sw; ++px) {  // columns xi = xq * sw + px - pw
@@ -151,29 +172,29 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // S (k x cols) = D (k x m) x Xp (m x cols). Small dictionaries (k <= 64, many columns) go
-  // through SmallGemmRows, where OpenBLAS would spend its time packing Xp; single columns
-  // are a GEMV; the rest is OpenBLAS's SGEMM.
-  void DictionaryProduct(const float* d) {
-    if (cols_ == 1) {
-      cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, xp_.data(), 1, 0.f, s_.data(), 1);
-    } else if (k_ > 64 || cols_ < 64) {
-      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols_, m_, 1.f, d, m_, xp_.data(), cols_, 0.f,
-                  s_.data(), cols_);
+  // out (k x cols) = D (k x m) x x (m x cols). Small dictionaries or small x (where OpenBLAS
+  // would spend its time packing) go through SmallGemmRows; single columns are a GEMV; the rest
+  // is OpenBLAS's SGEMM.
+  void DictionaryProduct(const float* d, const float* x, int64_t cols, float* out) {
+    const bool small_x = static_cast<int64_t>(m_) * cols * sizeof(float) <= (64 << 10);
+    if (cols == 1) {
+      cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, x, 1, 0.f, out, 1);
+    } else if (!small_x && (k_ > 64 || cols < 64)) {
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols, m_, 1.f, d, m_, x, cols, 0.f, out, cols);
     } else {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
       for (int r = 0; r < k_; r += 8) {
         const float* dr = d + r * m_;
-        float* out = s_.data() + r * cols_;
+        float* o = out + r * cols;
         switch (std::min(8, k_ - r)) {
-          case 1: SmallGemmRows<1>(dr, m_, xp_.data(), cols_, out); break;
-          case 2: SmallGemmRows<2>(dr, m_, xp_.data(), cols_, out); break;
-          case 3: SmallGemmRows<3>(dr, m_, xp_.data(), cols_, out); break;
-          case 4: SmallGemmRows<4>(dr, m_, xp_.data(), cols_, out); break;
-          case 5: SmallGemmRows<5>(dr, m_, xp_.data(), cols_, out); break;
-          case 6: SmallGemmRows<6>(dr, m_, xp_.data(), cols_, out); break;
-          case 7: SmallGemmRows<7>(dr, m_, xp_.data(), cols_, out); break;
-          default: SmallGemmRows<8>(dr, m_, xp_.data(), cols_, out);
+          case 1: SmallGemmRows<1>(dr, m_, x, cols, o); break;
+          case 2: SmallGemmRows<2>(dr, m_, x, cols, o); break;
+          case 3: SmallGemmRows<3>(dr, m_, x, cols, o); break;
+          case 4: SmallGemmRows<4>(dr, m_, x, cols, o); break;
+          case 5: SmallGemmRows<5>(dr, m_, x, cols, o); break;
+          case 6: SmallGemmRows<6>(dr, m_, x, cols, o); break;
+          case 7: SmallGemmRows<7>(dr, m_, x, cols, o); break;
+          default: SmallGemmRows<8>(dr, m_, x, cols, o);
         }
       }
     }
@@ -250,7 +271,8 @@ class LookupConv : public CustomStatefulOp {
   int yo_ = 0, xo_ = 0;  // output size after the fused pooling
   int ext_ = 0, ext_alloc_ = 0;
   int64_t plane_ = 0, cols_ = 0;
-  std::vector<float> xp_, s_, scratch_;
+  bool split_s_ = false;  // S computed on the unpadded input, then split (k < m)
+  std::vector<float> xp_, t_, s_, scratch_;
   std::vector<int> indptr_, indices_, offsets_;
 };
 

@@ -129,6 +129,22 @@ static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t 
     }
 }
 
+// out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each
+// 128-bit lane, then the lanes' halves put back in order.
+static inline void Deinterleave4(const float* in, int blocks, float* out, int64_t stride) {
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int b = 0; b < blocks; ++b, in += 32, out += 8) {
+    const __m256 v0 = _mm256_loadu_ps(in), v1 = _mm256_loadu_ps(in + 8), v2 = _mm256_loadu_ps(in + 16),
+                 v3 = _mm256_loadu_ps(in + 24);
+    const __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1),
+                 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+    _mm256_storeu_ps(out, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0x44), order));
+    _mm256_storeu_ps(out + stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0xEE), order));
+    _mm256_storeu_ps(out + 2 * stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0x44), order));
+    _mm256_storeu_ps(out + 3 * stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), order));
+  }
+}
+
 // sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
 static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
   __m256 acc = _mm256_setzero_ps();
