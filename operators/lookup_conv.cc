@@ -53,14 +53,25 @@ class LookupConv : public CustomStatefulOp {
     const size_t per_thread = ext_alloc_ + (p_.pool_kh ? static_cast<size_t>(ho_) * wo_ : 0);
     scratch_.resize(static_cast<size_t>(threads) * per_thread);
     const int64_t out_plane = static_cast<int64_t>(yo_) * xo_;
+    // only the dictionary entries P refers to (all of them, unless P is very sparse)
+    const float* d = dict.data<float>();
+    if (kc_ < k_ && !entries_) {
+      for (int i = 0; i < kc_; ++i) std::memcpy(dc_.data() + i * m_, d + rows_[i] * m_, m_ * sizeof(float));
+      d = dc_.data();
+    }
     for (int64_t b = 0; b < batch; ++b) {
       const float* xb = xd + b * m_ * h_ * w_;
-      if (split_s_) {  // S on the unpadded input, then S (k planes, fewer than m) is split
-        DictionaryProduct(dict.data<float>(), xb, static_cast<int64_t>(h_) * w_, t_.data());
-        SplitPhases(t_.data(), k_, s_.data());
+      if (entries_) {  // few outputs (fully connected layers): only the S values read below
+        SplitPhases(xb, m_, xp_.data());
+        Entries(dict.data<float>());
+      } else if (kc_ == 0) {
+        // no lookups at all: every channel is a constant
+      } else if (split_s_) {  // S on the unpadded input, then S (k planes, fewer than m) is split
+        DictionaryProduct(d, kc_, xb, static_cast<int64_t>(h_) * w_, t_.data());
+        SplitPhases(t_.data(), kc_, s_.data());
       } else {
         SplitPhases(xb, m_, xp_.data());
-        DictionaryProduct(dict.data<float>(), xp_.data(), cols_, s_.data());
+        DictionaryProduct(d, kc_, xp_.data(), cols_, s_.data());
       }
       float* yb = y + b * static_cast<int64_t>(p_.num_filter) * out_plane;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
@@ -123,16 +134,40 @@ class LookupConv : public CustomStatefulOp {
       }
     }
     const int taps = p_.kh * p_.kw, limit = k_ * taps;
-    offsets_.resize(nnz);
+    std::vector<int> compact(k_, -1);  // dictionary entry -> its row in the compact S
     for (size_t j = 0; j < nnz; ++j) {
       if (idx[j] < 0 || idx[j] >= limit) {
         MX_ERROR_MSG << "lcnn_lookup_conv: index " << idx[j] << " at entry " << j
                      << " is outside [0, k*kh*kw = " << limit << ")";
         return MX_FAIL;
       }
+      compact[idx[j] / taps] = 0;
+    }
+    rows_.clear();
+    for (int d = 0; d < k_; ++d)
+      if (compact[d] == 0) compact[d] = static_cast<int>(rows_.size()), rows_.push_back(d);
+    kc_ = static_cast<int>(rows_.size());
+    dc_.resize(static_cast<size_t>(kc_) * m_);
+    offsets_.resize(nnz);
+    for (size_t j = 0; j < nnz; ++j) {
       const int d = idx[j] / taps, r = idx[j] % taps / p_.kw, c = idx[j] % p_.kw;
       const int phase = (r % p_.sh) * p_.sw + c % p_.sw;
-      offsets_[j] = static_cast<int>(d * cols_ + phase * plane_ + (r / p_.sh) * wq_ + c / p_.sw);
+      offsets_[j] = static_cast<int>(compact[d] * cols_ + phase * plane_ + (r / p_.sh) * wq_ + c / p_.sw);
+    }
+    // layers with a few outputs per channel read few S values: compute just those, when that
+    // is under a quarter of S
+    needed_.clear();
+    if (ext_ < 16) {
+      for (size_t j = 0; j < nnz; ++j)
+        for (int e = 0; e < ext_; ++e)
+          if (e % wq_ < wo_) needed_.push_back(offsets_[j] + e);  // the columns kept
+      std::sort(needed_.begin(), needed_.end());
+      needed_.erase(std::unique(needed_.begin(), needed_.end()), needed_.end());
+    }
+    entries_ = ext_ < 16 && !needed_.empty() && needed_.size() * 4 <= static_cast<size_t>(kc_) * cols_;
+    if (entries_) {
+      xp_.resize(static_cast<size_t>(m_) * cols_);  // zero padding kept: resize keeps contents
+      xt_.resize(static_cast<size_t>(cols_) * m_);
     }
     indptr_.assign(ptr, ptr + n1);
     indices_.assign(idx, idx + nnz);
@@ -172,21 +207,37 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
+  // The S values in needed_ only: S[row, pos] = D[rows_[row]] . Xp[:, pos], over Xp transposed.
+  void Entries(const float* d) {
+    const float* xt = xp_.data();
+    if (cols_ > 1) {
+      for (int c = 0; c < m_; ++c)
+        for (int64_t pos = 0; pos < cols_; ++pos) xt_[pos * m_ + c] = xp_[c * cols_ + pos];
+      xt = xt_.data();
+    }
+    const int64_t count = static_cast<int64_t>(needed_.size());
+#pragma omp parallel for schedule(static) num_threads(std::max(1, omp_get_max_threads()))
+    for (int64_t i = 0; i < count; ++i) {
+      const int o = needed_[i];
+      s_[o] = Dot(d + static_cast<int64_t>(rows_[o / cols_]) * m_, xt + (o % cols_) * m_, m_);
+    }
+  }
+
   // out (k x cols) = D (k x m) x x (m x cols). Small dictionaries or small x (where OpenBLAS
   // would spend its time packing) go through SmallGemmRows; single columns are a GEMV; the rest
   // is OpenBLAS's SGEMM.
-  void DictionaryProduct(const float* d, const float* x, int64_t cols, float* out) {
+  void DictionaryProduct(const float* d, int k, const float* x, int64_t cols, float* out) {
     const bool small_x = static_cast<int64_t>(m_) * cols * sizeof(float) <= (64 << 10);
     if (cols == 1) {
-      cblas_sgemv(kRowMajor, kNoTrans, k_, m_, 1.f, d, m_, x, 1, 0.f, out, 1);
-    } else if (!small_x && (k_ > 64 || cols < 64)) {
-      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k_, cols, m_, 1.f, d, m_, x, cols, 0.f, out, cols);
+      cblas_sgemv(kRowMajor, kNoTrans, k, m_, 1.f, d, m_, x, 1, 0.f, out, 1);
+    } else if (!small_x && (k > 64 || cols < 64)) {
+      cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k, cols, m_, 1.f, d, m_, x, cols, 0.f, out, cols);
     } else {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
-      for (int r = 0; r < k_; r += 8) {
+      for (int r = 0; r < k; r += 8) {
         const float* dr = d + r * m_;
         float* o = out + r * cols;
-        switch (std::min(8, k_ - r)) {
+        switch (std::min(8, k - r)) {
           case 1: SmallGemmRows<1>(dr, m_, x, cols, o); break;
           case 2: SmallGemmRows<2>(dr, m_, x, cols, o); break;
           case 3: SmallGemmRows<3>(dr, m_, x, cols, o); break;
@@ -211,7 +262,8 @@ class LookupConv : public CustomStatefulOp {
       return;
     }
     if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
-      for (int e = 0; e < ext_; ++e) ext[e] = GatherDot(s_.data(), off, coef, nnz, e);
+      for (int e = 0; e < ext_; ++e)
+        if (e % wq_ < wo_) ext[e] = GatherDot(s_.data(), off, coef, nnz, e);  // the columns kept
     } else {
       for (int t = 0; t < ext_; t += kTile) {
         const int v = std::min(8, (ext_ - t + 7) / 8);
@@ -272,8 +324,10 @@ class LookupConv : public CustomStatefulOp {
   int ext_ = 0, ext_alloc_ = 0;
   int64_t plane_ = 0, cols_ = 0;
   bool split_s_ = false;  // S computed on the unpadded input, then split (k < m)
-  std::vector<float> xp_, t_, s_, scratch_;
-  std::vector<int> indptr_, indices_, offsets_;
+  bool entries_ = false;  // only the needed_ values of S are computed
+  int kc_ = 0;            // dictionary entries P refers to: rows_, gathered into dc_ per call
+  std::vector<float> xp_, xt_, t_, s_, dc_, scratch_;
+  std::vector<int> indptr_, indices_, offsets_, rows_, needed_;
 };
 
 // ------------------------------------------------------------------ registration

@@ -145,6 +145,22 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
   }
 }
 
+// a . b over n floats
+static inline float Dot(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(acc0, acc1));
+  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
 // sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
 static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
   __m256 acc = _mm256_setzero_ps();

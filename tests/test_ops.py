@@ -52,6 +52,51 @@ def test_extreme_densities(lcnn_ops, density):
     compare(layer, mx.nd.random.normal(shape=(2, 5, 7, 7)))
 
 
+SPARSE_SHAPES = [  # (m, n, k, kernel, stride, pad, size)
+    (16, 32, 24, 6, 1, 0, 6),   # fc6-style: only the S values P reads are computed
+    (64, 32, 16, 1, 1, 0, 1),   # fc7-style 1x1 on a 1x1 map
+    (12, 16, 20, 3, 1, 1, 9),   # only the dictionary entries P refers to
+    (8, 16, 6, 5, 4, 2, 37),
+]
+
+
+def set_entries(layer, count: int, rows: int, seed: int) -> None:
+    """Exactly ``count`` live entries in P, all in the first ``rows`` dictionary entries."""
+    rng = np.random.RandomState(seed)
+    n, k, kh, kw = layer.lookup.shape
+    p = np.zeros((n, k, kh, kw), np.float32)
+    flat = rng.choice(n * rows * kh * kw, count, replace=False)
+    sub = np.zeros((n, rows, kh, kw), np.float32)
+    sub.flat[flat] = (layer.eps + rng.rand(count)) * rng.choice([-1, 1], count)
+    p[:, :rows] = sub
+    layer.lookup.set_data(mx.nd.array(p))
+    layer.alive.set_data(mx.nd.array(p != 0))
+
+
+@pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SPARSE_SHAPES)
+def test_very_sparse_lookups_and_changing_content(lcnn_ops, m, n, k, kernel, stride, pad, size):
+    """Very sparse P (the operator then skips unused dictionary entries and S values), and new
+    P contents with the same entry count through the same hybridized operator: its cached
+    offsets and shortcuts must follow the content."""
+    layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
+    layer.initialize()
+    layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
+    x = mx.nd.random.normal(shape=(2, m, size, size))
+    count = max(3, layer.lookup.data().size // 200)
+    op = None
+    for seed, rows in enumerate([1, k, 2, k]):  # entries in 1 or 2 dictionary rows, or spread
+        set_entries(layer, count, rows, seed)
+        fresh = export.SparseLookup(layer, None, None, False)
+        if op is None:
+            op = fresh
+            op.hybridize(static_alloc=True, static_shape=True)
+        for name in ("indptr", "indices", "coefs"):
+            getattr(op, name).set_data(getattr(fresh, name).data())
+        ref = layer(x)
+        np.testing.assert_allclose(op(x).asnumpy(), ref.asnumpy(), rtol=1e-4,
+                                   atol=1e-5 * float(ref.abs().max().asscalar()), err_msg=f"rows {rows}")
+
+
 def test_dense_layer_and_folded_batchnorm_with_relu(lcnn_ops):
     dense = lnn.LookupDense(10, dictionary_size=4, in_units=24)
     dense.initialize()
