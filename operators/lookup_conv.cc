@@ -180,8 +180,9 @@ class LookupConv : public CustomStatefulOp {
   void SplitPhases(const float* x, int channels, float* out) {
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
     for (int c = 0; c < channels; ++c) {
-      // stride 4 (AlexNet's conv1): the padded row, then an AVX2 deinterleave of 32-float blocks
-      std::vector<float> padded(p_.sw == 4 ? wq_ * 4 + 32 : 0, 0.f);
+      // strides 2 and 4: the padded row, then an AVX2 deinterleave of blocks of 8 per phase
+      const bool simd = p_.sw == 2 || p_.sw == 4;
+      std::vector<float> padded(simd ? wq_ * p_.sw + 32 : 0, 0.f);
       const int blocks = wq_ / 8;
       for (int yi = 0; yi < h_; ++yi) {
         const int py = (yi + p_.ph) % p_.sh, yq = (yi + p_.ph) / p_.sh;
@@ -191,11 +192,12 @@ class LookupConv : public CustomStatefulOp {
           std::memcpy(dst + p_.pw, src, w_ * sizeof(float));
           continue;
         }
-        if (p_.sw == 4) {
+        if (simd) {
           std::memcpy(padded.data() + p_.pw, src, w_ * sizeof(float));
-          Deinterleave4(padded.data(), blocks, dst, plane_);
+          if (p_.sw == 4) Deinterleave4(padded.data(), blocks, dst, plane_);
+          else Deinterleave2(padded.data(), blocks, dst, plane_);
           for (int xq = blocks * 8; xq < wq_; ++xq)
-            for (int px = 0; px < 4; ++px) dst[px * plane_ + xq] = padded[xq * 4 + px];
+            for (int px = 0; px < p_.sw; ++px) dst[px * plane_ + xq] = padded[xq * p_.sw + px];
           continue;
         }
         for (int px = 0; px < p_.sw; ++px) {  // columns xi = xq * sw + px - pw
@@ -223,29 +225,33 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // out (k x cols) = D (k x m) x x (m x cols). Small dictionaries or small x (where OpenBLAS
-  // would spend its time packing) go through SmallGemmRows; single columns are a GEMV; the rest
-  // is OpenBLAS's SGEMM.
+  // out (k x cols) = D (k x m) x x (m x cols). Large products (k > 64 and 256+ columns of a
+  // large x) go to OpenBLAS's SGEMM, single columns are a GEMV; the rest, where OpenBLAS would
+  // spend its time packing, through SmallGemmRows.
   void DictionaryProduct(const float* d, int k, const float* x, int64_t cols, float* out) {
     const bool small_x = static_cast<int64_t>(m_) * cols * sizeof(float) <= (64 << 10);
     if (cols == 1) {
       cblas_sgemv(kRowMajor, kNoTrans, k, m_, 1.f, d, m_, x, 1, 0.f, out, 1);
-    } else if (!small_x && (k > 64 || cols < 64)) {
+    } else if (!small_x && k > 64 && cols >= 256) {
       cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, k, cols, m_, 1.f, d, m_, x, cols, 0.f, out, cols);
     } else {
+      // column chunks that stay in L2 while every 6-row block of D passes over them
+      const int64_t chunk = std::max<int64_t>(16, (48 << 10) / (m_ * sizeof(float)) / 16 * 16);
+      const int64_t chunks = (cols + chunk - 1) / chunk;
 #pragma omp parallel for num_threads(std::max(1, omp_get_max_threads()))
-      for (int r = 0; r < k; r += 8) {
-        const float* dr = d + r * m_;
-        float* o = out + r * cols;
-        switch (std::min(8, k - r)) {
-          case 1: SmallGemmRows<1>(dr, m_, x, cols, o); break;
-          case 2: SmallGemmRows<2>(dr, m_, x, cols, o); break;
-          case 3: SmallGemmRows<3>(dr, m_, x, cols, o); break;
-          case 4: SmallGemmRows<4>(dr, m_, x, cols, o); break;
-          case 5: SmallGemmRows<5>(dr, m_, x, cols, o); break;
-          case 6: SmallGemmRows<6>(dr, m_, x, cols, o); break;
-          case 7: SmallGemmRows<7>(dr, m_, x, cols, o); break;
-          default: SmallGemmRows<8>(dr, m_, x, cols, o);
+      for (int64_t q = 0; q < chunks; ++q) {
+        const int64_t j0 = q * chunk, width = std::min(chunk, cols - j0);
+        for (int r = 0; r < k; r += 6) {
+          const float* dr = d + r * m_;
+          float* o = out + r * cols + j0;
+          switch (std::min(6, k - r)) {
+            case 1: SmallGemmRows<1>(dr, m_, x + j0, cols, width, o, cols); break;
+            case 2: SmallGemmRows<2>(dr, m_, x + j0, cols, width, o, cols); break;
+            case 3: SmallGemmRows<3>(dr, m_, x + j0, cols, width, o, cols); break;
+            case 4: SmallGemmRows<4>(dr, m_, x + j0, cols, width, o, cols); break;
+            case 5: SmallGemmRows<5>(dr, m_, x + j0, cols, width, o, cols); break;
+            default: SmallGemmRows<6>(dr, m_, x + j0, cols, width, o, cols);
+          }
         }
       }
     }
@@ -261,48 +267,45 @@ class LookupConv : public CustomStatefulOp {
       std::fill(out, out + yo_ * xo_, p_.relu ? std::max(bias, 0.f) : bias);
       return;
     }
+    const bool relu = p_.relu;
     if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
-      for (int e = 0; e < ext_; ++e)
-        if (e % wq_ < wo_) ext[e] = GatherDot(s_.data(), off, coef, nnz, e);  // the columns kept
-    } else {
+      for (int e = 0; e < ext_; ++e) {
+        if (e % wq_ >= wo_) continue;  // only the columns kept
+        const float v = GatherDot(s_.data(), off, coef, nnz, e) + bias;
+        ext[e] = relu ? std::max(v, 0.f) : v;
+      }
+    } else {  // bias and act applied as each tile is stored
       for (int t = 0; t < ext_; t += kTile) {
         const int v = std::min(8, (ext_ - t + 7) / 8);
         const float* s = s_.data() + t;
         switch (v) {
-          case 1: AccumulateTile<1>(s, off, coef, nnz, ext + t); break;
-          case 2: AccumulateTile<2>(s, off, coef, nnz, ext + t); break;
-          case 3: AccumulateTile<3>(s, off, coef, nnz, ext + t); break;
-          case 4: AccumulateTile<4>(s, off, coef, nnz, ext + t); break;
-          case 5: AccumulateTile<5>(s, off, coef, nnz, ext + t); break;
-          case 6: AccumulateTile<6>(s, off, coef, nnz, ext + t); break;
-          case 7: AccumulateTile<7>(s, off, coef, nnz, ext + t); break;
-          default: AccumulateTile<8>(s, off, coef, nnz, ext + t);
+          case 1: AccumulateTile<1>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 2: AccumulateTile<2>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 3: AccumulateTile<3>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 4: AccumulateTile<4>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 5: AccumulateTile<5>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 6: AccumulateTile<6>(s, off, coef, nnz, bias, relu, ext + t); break;
+          case 7: AccumulateTile<7>(s, off, coef, nnz, bias, relu, ext + t); break;
+          default: AccumulateTile<8>(s, off, coef, nnz, bias, relu, ext + t);
         }
       }
     }
-    float* dst = p_.pool_kh ? plane : out;
-    const __m256 b = _mm256_set1_ps(bias), zero = _mm256_setzero_ps();
-    for (int oy = 0; oy < ho_; ++oy) {
-      const float* src = ext + oy * wq_;
-      float* row = dst + oy * wo_;
-      int ox = 0;
-      for (; ox + 8 <= wo_; ox += 8) {
-        __m256 v = _mm256_add_ps(_mm256_loadu_ps(src + ox), b);
-        _mm256_storeu_ps(row + ox, p_.relu ? _mm256_max_ps(v, zero) : v);
-      }
-      for (; ox < wo_; ++ox) row[ox] = p_.relu ? std::max(src[ox] + bias, 0.f) : src[ox] + bias;
+    if (p_.pool_kh) {
+      MaxPool(ext, out, plane);
+    } else {  // the extended rows (wq wide) hold the wo columns kept
+      for (int oy = 0; oy < ho_; ++oy) std::memcpy(out + oy * wo_, ext + oy * wq_, wo_ * sizeof(float));
     }
-    if (p_.pool_kh) MaxPool(plane, out, ext);
   }
 
-  // Max pooling of the (ho x wo) plane: the window's rows first (vectorised), then its columns.
+  // Max pooling of the (ho x wo) outputs in the extended plane (rows wq apart): the window's rows
+  // first (vectorised, into ``rows``), then its columns.
   void MaxPool(const float* in, float* out, float* rows) const {
     for (int py = 0; py < yo_; ++py) {
       const int y0 = std::max(0, py * p_.pool_sh - p_.pool_ph);
       const int y1 = std::min(ho_, py * p_.pool_sh - p_.pool_ph + p_.pool_kh);
-      std::copy_n(in + y0 * wo_, wo_, rows);
+      std::copy_n(in + y0 * wq_, wo_, rows);
       for (int y = y0 + 1; y < y1; ++y) {
-        const float* r = in + y * wo_;
+        const float* r = in + y * wq_;
         int x = 0;
         for (; x + 8 <= wo_; x += 8)
           _mm256_storeu_ps(rows + x, _mm256_max_ps(_mm256_loadu_ps(rows + x), _mm256_loadu_ps(r + x)));

@@ -93,40 +93,66 @@ static MXReturnValue GetParams(const std::unordered_map<std::string, std::string
 static inline int OutSize(int n, int kernel, int stride, int pad) { return (n + 2 * pad - kernel) / stride + 1; }
 
 // ------------------------------------------------------------------ kernels
-// acc[0..V) += coef * s[off .. off + 8V) for every entry; the V accumulators stay in registers.
+// out[0..8V) = act(bias + sum over entries of coef * s[off .. off + 8V)); the V accumulators
+// stay in registers.
 template <int V>
 static inline void AccumulateTile(const float* s, const int* off, const float* coef, int nnz,
-                                  float* out) {
+                                  float bias, bool relu, float* out) {
   __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_setzero_ps();
+  for (int v = 0; v < V; ++v) acc[v] = _mm256_set1_ps(bias);
   for (int j = 0; j < nnz; ++j) {
     const __m256 c = _mm256_broadcast_ss(coef + j);
     const float* src = s + off[j];
     for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(c, _mm256_loadu_ps(src + 8 * v), acc[v]);
   }
+  if (relu)
+    for (int v = 0; v < V; ++v) acc[v] = _mm256_max_ps(acc[v], _mm256_setzero_ps());
   for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
 }
 
-// out (rows x cols) = d (rows x m, row-major) x x (m x cols), for rows <= 8: each 8-column
-// strip keeps one accumulator per row in a register while x streams by once (no packing).
+// out (R x width, row stride ldo) = d (R x m, row-major) x x (m x width, row stride ldx), R <= 6:
+// 16-column strips keep 2R accumulators in registers while x streams by once (no packing),
+// then an 8-column strip, then the last columns under a mask.
 template <int R>
-static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t cols, float* out) {
+static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t ldx, int64_t width,
+                                 float* out, int64_t ldo) {
   int64_t j = 0;
-  for (; j + 8 <= cols; j += 8) {
+  for (; j + 16 <= width; j += 16) {
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int c = 0; c < m; ++c) {
+      const __m256 v0 = _mm256_loadu_ps(x + c * ldx + j), v1 = _mm256_loadu_ps(x + c * ldx + j + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 b = _mm256_broadcast_ss(d + r * m + c);
+        acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(out + r * ldo + j, acc[r][0]);
+      _mm256_storeu_ps(out + r * ldo + j + 8, acc[r][1]);
+    }
+  }
+  for (; j + 8 <= width; j += 8) {
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int c = 0; c < m; ++c) {
-      const __m256 v = _mm256_loadu_ps(x + c * cols + j);
+      const __m256 v = _mm256_loadu_ps(x + c * ldx + j);
       for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + r * m + c), v, acc[r]);
     }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + r * cols + j, acc[r]);
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + r * ldo + j, acc[r]);
   }
-  for (; j < cols; ++j)
-    for (int r = 0; r < R; ++r) {
-      float total = 0.f;
-      for (int c = 0; c < m; ++c) total += d[r * m + c] * x[c * cols + j];
-      out[r * cols + j] = total;
+  if (j < width) {  // the last 1-7 columns, through masked loads and stores
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - j)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int c = 0; c < m; ++c) {
+      const __m256 v = _mm256_maskload_ps(x + c * ldx + j, mask);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + r * m + c), v, acc[r]);
     }
+    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(out + r * ldo + j, mask, acc[r]);
+  }
 }
 
 // out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each
@@ -142,6 +168,17 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
     _mm256_storeu_ps(out + stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t0, t2, 0xEE), order));
     _mm256_storeu_ps(out + 2 * stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0x44), order));
     _mm256_storeu_ps(out + 3 * stride, _mm256_permutevar8x32_ps(_mm256_shuffle_ps(t1, t3, 0xEE), order));
+  }
+}
+
+// out[p * stride + j] = in[2 * j + p] for p < 2, j < 8 * blocks
+static inline void Deinterleave2(const float* in, int blocks, float* out, int64_t stride) {
+  for (int b = 0; b < blocks; ++b, in += 16, out += 8) {
+    const __m256 v0 = _mm256_loadu_ps(in), v1 = _mm256_loadu_ps(in + 8);
+    const __m256d even = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0x88)),
+                  odd = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0xDD));
+    _mm256_storeu_ps(out, _mm256_castpd_ps(_mm256_permute4x64_pd(even, 0xD8)));
+    _mm256_storeu_ps(out + stride, _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0xD8)));
   }
 }
 
