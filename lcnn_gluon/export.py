@@ -5,7 +5,8 @@ operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its effective P packed a
 CSR by :func:`pack_csr`; a BatchNorm right after a lookup layer is folded into its
 coefficients and bias, and a ReLU and a max-pooling after that are fused into the
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
-operator returns than on its own). ``densify(net)``
+operator returns than on its own); in a ResNet basic block the last lookup layer
+also adds the shortcut and applies the block's ReLU. ``densify(net)``
 gives the same function with plain ``Convolution``/``FullyConnected`` weights
 ``W = P x D`` instead, for runtimes without the library.
 
@@ -65,6 +66,7 @@ class SparseLookup(HybridBlock):
     def __init__(self, layer: _Lookup, scale: Optional[np.ndarray], shift: Optional[np.ndarray],
                  relu: bool, pool: Optional[nn.MaxPool2D] = None, **kwargs):
         super().__init__(**kwargs)
+        self.residual = False  # see add_residual
         self.dense = isinstance(layer, LookupDense)
         conv = not self.dense
         self.attrs = dict(kernel=layer.kernel, stride=layer.strides if conv else (1, 1),
@@ -88,11 +90,54 @@ class SparseLookup(HybridBlock):
                 setattr(self, name, param)
         self.density = float(np.count_nonzero(coefs)) / layer.lookup.data().size
 
-    def hybrid_forward(self, F, x, dictionary, indptr, indices, coefs, bias):
+    def add_residual(self) -> None:
+        """From now on take a second input, the shortcut, added before the ReLU:
+        ``relu(layer(x) + shortcut)`` (the end of a ResNet basic block)."""
+        if self.dense or "pool_kernel" in self.attrs or self.attrs["act"] != "none":
+            raise ValueError(f"{self.name}: a residual needs a convolution without act or pooling")
+        self.residual = True
+        self.attrs.update(act="relu", residual=1)
+
+    def hybrid_forward(self, F, x, *shortcut, dictionary, indptr, indices, coefs, bias):
         if self.dense:
             x = F.reshape(x, shape=(0, -1, 1, 1))
-        y = F.lcnn_lookup_conv(x, dictionary, indptr, indices, coefs, bias, **self.attrs)
+        y = F.lcnn_lookup_conv(x, dictionary, indptr, indices, coefs, bias, *shortcut, **self.attrs)
         return F.flatten(y) if self.dense else y
+
+
+class SparseResidualBlock(HybridBlock):
+    """``relu(body(x) + shortcut(x))`` with the body's last lookup layer adding the shortcut
+    and applying the ReLU itself (no separate elementwise passes over the block's output)."""
+
+    def __init__(self, body: list, tail: SparseLookup, downsample: Optional[HybridBlock], **kwargs):
+        super().__init__(**kwargs)
+        tail.add_residual()
+        with self.name_scope():
+            self.body = nn.HybridSequential(prefix="")
+            self.body.add(*body)
+            self.tail, self.downsample = tail, downsample
+
+    def hybrid_forward(self, F, x):
+        shortcut = self.downsample(x) if self.downsample is not None else x
+        return self.tail(self.body(x), shortcut)
+
+
+def _residual_blocks(block: HybridBlock) -> None:
+    """Replace each ResNet basic block below ``block`` (ours, or Gluon's ``BasicBlockV1``:
+    ``relu(body(x) + shortcut)``) whose body ends with a plain sparse lookup by a
+    :class:`SparseResidualBlock`."""
+    from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
+
+    from .model_zoo.resnet import BasicBlock
+    for key, child in list(block._children.items()):
+        body = list(child.body._children.values()) if isinstance(child, (BasicBlock, BasicBlockV1)) else []
+        tail = body[-1] if body else None
+        if (isinstance(tail, SparseLookup) and not tail.dense and not tail.residual
+                and tail.attrs["act"] == "none" and "pool_kernel" not in tail.attrs):
+            _replace(block, key, SparseResidualBlock(body[:-1], tail, child.downsample,
+                                                     prefix=child.prefix))
+        else:
+            _residual_blocks(child)
 
 
 def _fold(bn: nn.BatchNorm) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,6 +203,7 @@ def sparsify(net: HybridBlock) -> HybridBlock:
                            prefix=layer.prefix)
         return new, (bn is not None) + relu + (pool is not None)
     _convert_children(net, make)
+    _residual_blocks(net)
     return net
 
 

@@ -10,7 +10,8 @@
 //   S = D x pad(X)   (a dense 1x1 product, computed as one GEMM)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
 // with the optional act (relu) and max-pooling fused (attributes act, pool_kernel,
-// pool_stride, pool_pad: the BatchNorm + ReLU + MaxPool that follow a lookup layer).
+// pool_stride, pool_pad: the BatchNorm + ReLU + MaxPool that follow a lookup layer), or,
+// with residual=1, a 7th input (N, n, Ho, Wo) added before act (a ResNet block's shortcut).
 //
 // Strided layers split pad(X) into stride-phase planes first, so that every tap reads
 // contiguous rows; each output plane is accumulated in 64-float register tiles over all
@@ -49,6 +50,7 @@ class LookupConv : public CustomStatefulOp {
     const float* coefs = (*inputs)[4].data<float>();
     const int* indptr = (*inputs)[2].data<int>();
     float* y = (*outputs)[0].data<float>();
+    const float* residual = p_.residual ? (*inputs)[6].data<float>() : nullptr;
     const int threads = std::max(1, omp_get_max_threads());
     const size_t per_thread = ext_alloc_ + (p_.pool_kh ? static_cast<size_t>(ho_) * wo_ : 0);
     scratch_.resize(static_cast<size_t>(threads) * per_thread);
@@ -78,7 +80,7 @@ class LookupConv : public CustomStatefulOp {
       for (int f = 0; f < p_.num_filter; ++f) {
         float* ext = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
         Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, ext + ext_alloc_,
-                yb + f * out_plane);
+                residual ? residual + (b * p_.num_filter + f) * out_plane : nullptr, yb + f * out_plane);
       }
     }
     return MX_SUCCESS;
@@ -260,14 +262,18 @@ class LookupConv : public CustomStatefulOp {
   // One output channel: accumulate its entries over the extended plane (ho x wq), then add the
   // bias, apply act, and keep wo columns (into ``plane``, max-pooled into ``out``, if pooling).
   void Channel(int f, int start, int nnz, const float* coefs, float bias, float* ext, float* plane,
-               float* out) {
+               const float* residual, float* out) {
     const int* off = offsets_.data() + start;
     const float* coef = coefs + start;
-    if (nnz == 0) {  // no lookups: the channel is pool(act(bias)), a constant
+    if (nnz == 0 && !residual) {  // no lookups: the channel is pool(act(bias)), a constant
       std::fill(out, out + yo_ * xo_, p_.relu ? std::max(bias, 0.f) : bias);
       return;
     }
-    const bool relu = p_.relu;
+    if (nnz == 0) {  // act(bias + residual)
+      std::fill(ext, ext + ext_, bias);
+      return AddResidual(ext, residual, out);
+    }
+    const bool relu = p_.relu && !residual;  // with a residual, act comes after the addition
     if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
       for (int e = 0; e < ext_; ++e) {
         if (e % wq_ >= wo_) continue;  // only the columns kept
@@ -290,10 +296,28 @@ class LookupConv : public CustomStatefulOp {
         }
       }
     }
-    if (p_.pool_kh) {
+    if (residual) {
+      AddResidual(ext, residual, out);
+    } else if (p_.pool_kh) {
       MaxPool(ext, out, plane);
     } else {  // the extended rows (wq wide) hold the wo columns kept
       for (int oy = 0; oy < ho_; ++oy) std::memcpy(out + oy * wo_, ext + oy * wq_, wo_ * sizeof(float));
+    }
+  }
+
+  // out = act(ext + residual) over the (ho x wo) outputs (ext's rows are wq apart).
+  void AddResidual(const float* ext, const float* residual, float* out) const {
+    const __m256 zero = _mm256_setzero_ps();
+    for (int oy = 0; oy < ho_; ++oy) {
+      const float* e = ext + oy * wq_;
+      const float* r = residual + oy * wo_;
+      float* o = out + oy * wo_;
+      int ox = 0;
+      for (; ox + 8 <= wo_; ox += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_loadu_ps(e + ox), _mm256_loadu_ps(r + ox));
+        _mm256_storeu_ps(o + ox, p_.relu ? _mm256_max_ps(v, zero) : v);
+      }
+      for (; ox < wo_; ++ox) o[ox] = p_.relu ? std::max(e[ox] + r[ox], 0.f) : e[ox] + r[ox];
     }
   }
 
@@ -338,16 +362,16 @@ static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::strin
                                 int* num_in, int* num_out) {
   Params p;
   if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
-  *num_in = 6;
+  *num_in = p.residual ? 7 : 6;
   *num_out = 1;
   return MX_SUCCESS;
 }
 
 static MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
                                std::vector<int>* in, std::vector<int>* out) {
-  static const char* names[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias"};
-  static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32};
-  for (int i = 0; i < 6; ++i) {
+  static const char* names[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias", "residual"};
+  static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32, kFloat32};
+  for (size_t i = 0; i < in->size(); ++i) {
     if ((*in)[i] != want[i]) {
       MX_ERROR_MSG << "lcnn_lookup_conv: input '" << names[i] << "' must be "
                    << (want[i] == kFloat32 ? "float32" : "int32") << ", got dtype code " << (*in)[i];
@@ -404,6 +428,11 @@ static MXReturnValue InferShape(const std::unordered_map<std::string, std::strin
   }
   (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(ho),
                static_cast<unsigned>(wo)};
+  if (p.residual && (*in)[6] != (*out)[0]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: residual must have the output's shape (" << x[0] << ", "
+                 << p.num_filter << ", " << ho << ", " << wo << ")";
+    return MX_FAIL;
+  }
   return MX_SUCCESS;
 }
 

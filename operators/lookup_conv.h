@@ -19,6 +19,7 @@ static const int kTile = 64;  // floats per register tile: 8 AVX registers
 struct Params {
   int kh, kw, sh, sw, ph, pw, num_filter;
   bool relu;
+  bool residual = false;  // a 7th input added before act (a ResNet block's shortcut)
   int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
 };
 
@@ -35,7 +36,7 @@ static bool ParsePair(const std::string& text, int* a, int* b) {
 static MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
                                Params* p) {
   static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act", "pool_kernel",
-                                "pool_stride", "pool_pad"};
+                                "pool_stride", "pool_pad", "residual"};
   for (const auto& kv : attrs) {
     if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
     if (std::find_if(std::begin(known), std::end(known),
@@ -69,6 +70,16 @@ static MXReturnValue GetParams(const std::unordered_map<std::string, std::string
     return MX_FAIL;
   }
   p->relu = act == "relu";
+  const std::string residual = get("residual", "0");
+  if (residual != "0" && residual != "1" && residual != "False" && residual != "True") {
+    MX_ERROR_MSG << "lcnn_lookup_conv: residual must be 0 or 1, got '" << residual << "'";
+    return MX_FAIL;
+  }
+  p->residual = residual == "1" || residual == "True";
+  if (p->residual && attrs.count("pool_kernel")) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: residual cannot be combined with pool_kernel";
+    return MX_FAIL;
+  }
   if (attrs.count("pool_kernel")) {
     if (!ParsePair(get("pool_kernel", ""), &p->pool_kh, &p->pool_kw) ||
         !ParsePair(get("pool_stride", "1"), &p->pool_sh, &p->pool_sw) ||

@@ -41,11 +41,31 @@ def test_exported_network_equals_training_form(lcnn_ops, tmp_path, name):
         meta = export.export(convert(net), prefix, shape,
                              dict(library="liblcnn_ops.so" if kind == "sparse" else None))
         with open(meta["symbol"]) as f:
-            uses_op = '"op": "lcnn_lookup_conv"' in f.read()
-        assert uses_op == (kind == "sparse")
+            symbol = f.read()
+        assert ('"op": "lcnn_lookup_conv"' in symbol) == (kind == "sparse")
+        if kind == "sparse" and name.startswith("resnet"):  # shortcut + ReLU fused into the op
+            assert '"op": "elemwise_add"' not in symbol and '"residual": "1"' in symbol
         out = export.load_exported(prefix)(x).asnumpy()
         err = np.abs(out - reference).max() / np.abs(reference).max()
         assert err <= 1e-4, (kind, err)
+
+
+def test_sparsify_fuses_the_shortcut_of_gluon_resnet_blocks(lcnn_ops):
+    from mxnet.gluon.model_zoo import vision
+    mx.random.seed(2)
+    net = vision.resnet18_v1(classes=10)
+    lcnn_gluon.convert(net, dictionary_size=16)
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.random.normal(shape=(2, 3, 64, 64))
+    net(x)
+    for i, layer in enumerate(lnn.lookup_layers(net)):
+        lnn.set_random_lookup(layer, 0.05, seed=i)
+    sparse = export.sparsify(net)
+    blocks = [b for b in sparse.features._children.values() for b in b._children.values()]
+    assert sum(isinstance(b, export.SparseResidualBlock) for b in blocks) == 8
+    reference = net(x).asnumpy()
+    err = np.abs(sparse(x).asnumpy() - reference).max() / np.abs(reference).max()
+    assert err <= 1e-4
 
 
 @pytest.fixture(scope="module")

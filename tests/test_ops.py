@@ -97,6 +97,21 @@ def test_very_sparse_lookups_and_changing_content(lcnn_ops, m, n, k, kernel, str
                                    atol=1e-5 * float(ref.abs().max().asscalar()), err_msg=f"rows {rows}")
 
 
+@pytest.mark.parametrize("stride,density", [(1, 0.3), (2, 0.3), (1, 0.0)])
+def test_residual_added_before_relu(lcnn_ops, stride, density):
+    layer = lnn.LookupConv2D(6, 3, stride, 1, dictionary_size=3, in_channels=5)
+    layer.initialize()
+    lnn.set_random_lookup(layer, density)
+    layer.bias.set_data(mx.nd.random.normal(shape=(6,)))
+    x = mx.nd.random.normal(shape=(2, 5, 11, 11))
+    ref = layer(x)
+    shortcut = mx.nd.random.normal(shape=ref.shape)
+    op = export.SparseLookup(layer, None, None, False)
+    op.add_residual()
+    np.testing.assert_allclose(op(x, shortcut).asnumpy(), mx.nd.relu(ref + shortcut).asnumpy(),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_dense_layer_and_folded_batchnorm_with_relu(lcnn_ops):
     dense = lnn.LookupDense(10, dictionary_size=4, in_units=24)
     dense.initialize()
@@ -143,8 +158,9 @@ def op_inputs(**change):
 def run_op(attrs=None, **change):
     a = op_inputs(**change)
     kw = dict(dict(kernel=(3, 3), pad=(1, 1), num_filter=3), **(attrs or {}))
+    extra = [a["residual"]] if "residual" in a else []
     return mx.nd.lcnn_lookup_conv(a["data"], a["dictionary"], a["indptr"], a["indices"], a["coefs"],
-                                  a["bias"], **kw).asnumpy()
+                                  a["bias"], *extra, **kw).asnumpy()
 
 
 @pytest.mark.parametrize("change,attrs,message", [
@@ -158,6 +174,10 @@ def run_op(attrs=None, **change):
     ({}, dict(dilate=(2, 2)), "unknown attribute 'dilate'"),
     ({}, dict(act="tanh"), "act must be 'none' or 'relu'"),
     ({}, dict(kernel=(9, 9)), "larger than the padded input"),
+    (dict(residual=mx.nd.ones((1, 3, 4, 5))), dict(residual=1), "residual must have the output's shape"),
+    (dict(residual=mx.nd.ones((1, 3, 5, 5))), dict(residual=1, pool_kernel=(2, 2)),
+     "residual cannot be combined with pool_kernel"),
+    ({}, dict(residual="yes"), "residual must be 0 or 1"),
 ])
 def test_bad_input_is_an_error_not_a_crash(lcnn_ops, change, attrs, message):
     with pytest.raises(mx.base.MXNetError, match=message.replace("(", r"\(").replace(")", r"\)")):
