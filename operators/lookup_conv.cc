@@ -76,11 +76,27 @@ class LookupConv : public CustomStatefulOp {
         DictionaryProduct(d, kc_, xp_.data(), cols_, s_.data());
       }
       float* yb = y + b * static_cast<int64_t>(p_.num_filter) * out_plane;
+      // S larger than L2: each tile position for every channel in turn, so that the S rows
+      // around it stay in L2 (channel by channel, every channel would sweep all of S)
+      const bool tile_major = !entries_ && ext_ >= 16 && static_cast<int64_t>(kc_) * cols_ > (64 << 10);
+      if (tile_major) {
+        all_ext_.resize(static_cast<size_t>(p_.num_filter) * ext_alloc_);
+        const int tiles = (ext_ + kTile - 1) / kTile;
+        const bool relu = p_.relu && !residual;
+#pragma omp parallel for schedule(static) num_threads(threads)
+        for (int ti = 0; ti < tiles; ++ti)
+          for (int f = 0; f < p_.num_filter; ++f)
+            if (indptr[f + 1] > indptr[f])
+              Tile(ti * kTile, offsets_.data() + indptr[f], coefs + indptr[f], indptr[f + 1] - indptr[f],
+                   bias[f], relu, all_ext_.data() + static_cast<size_t>(f) * ext_alloc_);
+      }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
       for (int f = 0; f < p_.num_filter; ++f) {
-        float* ext = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
-        Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, ext + ext_alloc_,
-                residual ? residual + (b * p_.num_filter + f) * out_plane : nullptr, yb + f * out_plane);
+        float* own = scratch_.data() + static_cast<size_t>(omp_get_thread_num()) * per_thread;
+        float* ext = tile_major ? all_ext_.data() + static_cast<size_t>(f) * ext_alloc_ : own;
+        Channel(f, indptr[f], indptr[f + 1] - indptr[f], coefs, bias[f], ext, own + ext_alloc_,
+                residual ? residual + (b * p_.num_filter + f) * out_plane : nullptr, yb + f * out_plane,
+                tile_major);
       }
     }
     return MX_SUCCESS;
@@ -262,7 +278,7 @@ class LookupConv : public CustomStatefulOp {
   // One output channel: accumulate its entries over the extended plane (ho x wq), then add the
   // bias, apply act, and keep wo columns (into ``plane``, max-pooled into ``out``, if pooling).
   void Channel(int f, int start, int nnz, const float* coefs, float bias, float* ext, float* plane,
-               const float* residual, float* out) {
+               const float* residual, float* out, bool accumulated) {
     const int* off = offsets_.data() + start;
     const float* coef = coefs + start;
     if (nnz == 0 && !residual) {  // no lookups: the channel is pool(act(bias)), a constant
@@ -280,21 +296,8 @@ class LookupConv : public CustomStatefulOp {
         const float v = GatherDot(s_.data(), off, coef, nnz, e) + bias;
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
-    } else {  // bias and act applied as each tile is stored
-      for (int t = 0; t < ext_; t += kTile) {
-        const int v = std::min(8, (ext_ - t + 7) / 8);
-        const float* s = s_.data() + t;
-        switch (v) {
-          case 1: AccumulateTile<1>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 2: AccumulateTile<2>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 3: AccumulateTile<3>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 4: AccumulateTile<4>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 5: AccumulateTile<5>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 6: AccumulateTile<6>(s, off, coef, nnz, bias, relu, ext + t); break;
-          case 7: AccumulateTile<7>(s, off, coef, nnz, bias, relu, ext + t); break;
-          default: AccumulateTile<8>(s, off, coef, nnz, bias, relu, ext + t);
-        }
-      }
+    } else if (!accumulated) {  // bias and act applied as each tile is stored
+      for (int t = 0; t < ext_; t += kTile) Tile(t, off, coef, nnz, bias, relu, ext);
     }
     if (residual) {
       AddResidual(ext, residual, out);
@@ -302,6 +305,21 @@ class LookupConv : public CustomStatefulOp {
       MaxPool(ext, out, plane);
     } else {  // the extended rows (wq wide) hold the wo columns kept
       for (int oy = 0; oy < ho_; ++oy) std::memcpy(out + oy * wo_, ext + oy * wq_, wo_ * sizeof(float));
+    }
+  }
+
+  // ext[t .. t + 64) of one channel (fewer at the plane's end)
+  void Tile(int t, const int* off, const float* coef, int nnz, float bias, bool relu, float* ext) const {
+    const float* s = s_.data() + t;
+    switch (std::min(8, (ext_ - t + 7) / 8)) {
+      case 1: AccumulateTile<1>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 2: AccumulateTile<2>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 3: AccumulateTile<3>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 4: AccumulateTile<4>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 5: AccumulateTile<5>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 6: AccumulateTile<6>(s, off, coef, nnz, bias, relu, ext + t); break;
+      case 7: AccumulateTile<7>(s, off, coef, nnz, bias, relu, ext + t); break;
+      default: AccumulateTile<8>(s, off, coef, nnz, bias, relu, ext + t);
     }
   }
 
@@ -353,7 +371,7 @@ class LookupConv : public CustomStatefulOp {
   bool split_s_ = false;  // S computed on the unpadded input, then split (k < m)
   bool entries_ = false;  // only the needed_ values of S are computed
   int kc_ = 0;            // dictionary entries P refers to: rows_, gathered into dc_ per call
-  std::vector<float> xp_, xt_, t_, s_, dc_, scratch_;
+  std::vector<float> xp_, xt_, t_, s_, dc_, scratch_, all_ext_;
   std::vector<int> indptr_, indices_, offsets_, rows_, needed_;
 };
 
