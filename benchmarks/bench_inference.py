@@ -143,8 +143,10 @@ def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
         stage2_flops = 2 * (c.lcnn - lay.in_shape[0] * b.dictionary_size *
                             (lay.in_shape[1] + 2 * b.padding[0]) * (lay.in_shape[2] + 2 * b.padding[1]))
         stage2_ms = ours_ms - stage1_ms
-        # below a tenth of the operator's time the lookup stage is lost in the timing noise
-        gflops = stage2_flops / stage2_ms / 1e6 if stage2_ms > 0.1 * ours_ms else None
+        # below a tenth of the operator's time the lookup stage is lost in the timing noise; on
+        # a 1x1 output (fc6, fc7) the operator computes only the S values P reads: no stages
+        separate = stage2_ms > 0.1 * ours_ms and not as_fc
+        gflops = stage2_flops / stage2_ms / 1e6 if separate else None
         rows.append(dict(name=lay.name, density=c.density, dense=dense_ms, ours=ours_ms, csr=csr_ms,
                          measured=dense_ms / ours_ms, counted=c.dense / c.lcnn, gflops=gflops, peak=peak))
     return rows

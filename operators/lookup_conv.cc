@@ -76,9 +76,11 @@ class LookupConv : public CustomStatefulOp {
         DictionaryProduct(d, kc_, xp_.data(), cols_, s_.data());
       }
       float* yb = y + b * static_cast<int64_t>(p_.num_filter) * out_plane;
-      // S larger than L2: each tile position for every channel in turn, so that the S rows
-      // around it stay in L2 (channel by channel, every channel would sweep all of S)
-      const bool tile_major = !entries_ && ext_ >= 16 && static_cast<int64_t>(kc_) * cols_ > (64 << 10);
+      // S larger than L2 and many entries per channel: each tile position for every channel in
+      // turn, so that the S rows around it stay in L2 (channel by channel, each channel would
+      // sweep all of S)
+      const bool tile_major = !entries_ && ext_ >= 16 && static_cast<int64_t>(kc_) * cols_ > (64 << 10) &&
+                              offsets_.size() >= 16 * static_cast<size_t>(p_.num_filter);
       if (tile_major) {
         all_ext_.resize(static_cast<size_t>(p_.num_filter) * ext_alloc_);
         const int tiles = (ext_ + kTile - 1) / kTile;

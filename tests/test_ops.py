@@ -13,7 +13,7 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (8, 16, 6, 6, 1, 0, 6),  # fc6-style: a 6x6 kernel on the 6x6 map
     # wide stride-4 and stride-2 rows (the vectorised deinterleaves and their tails), splitting X (k > m) or S (k < m)
     (3, 8, 4, 11, 4, 2, 99), (8, 8, 3, 5, 4, 1, 70), (3, 8, 4, 7, 2, 3, 61), (9, 8, 4, 3, 2, 1, 40),
-    (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB: accumulated tile position by tile position
+    (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB, 16+ entries a channel: tile position by position
 ]
 
 
