@@ -23,7 +23,7 @@ struct Params {
   int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
 };
 
-static bool ParsePair(const std::string& text, int* a, int* b) {
+static inline bool ParsePair(const std::string& text, int* a, int* b) {
   std::string s;
   for (char ch : text) s += (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',') ? ' ' : ch;
   std::istringstream in(s);
@@ -33,8 +33,8 @@ static bool ParsePair(const std::string& text, int* a, int* b) {
   return !(in >> rest);
 }
 
-static MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
-                               Params* p) {
+static inline MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
+                                      Params* p) {
   static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act", "pool_kernel",
                                 "pool_stride", "pool_pad", "residual"};
   for (const auto& kv : attrs) {
@@ -99,6 +99,9 @@ static MXReturnValue GetParams(const std::unordered_map<std::string, std::string
   }
   return MX_SUCCESS;
 }
+
+// The operator's state (lookup_conv.cc), created for each node by the registration.
+CustomStatefulOp* MakeLookupConv(const Params& p);
 
 // Output size of a convolution or pooling window over n inputs (MXNet's 'valid' convention).
 static inline int OutSize(int n, int kernel, int stride, int pad) { return (n + 2 * pad - kernel) / stride + 1; }

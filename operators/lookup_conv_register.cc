@@ -1,0 +1,119 @@
+// Registration of lcnn_lookup_conv (see lookup_conv.cc): attributes, input types and shapes
+// (every error an MX_FAIL with a message, never a crash), the operator state; and the
+// library's initialize(), which checks the MXNet version and the CPU.
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lookup_conv.h"
+
+// ------------------------------------------------------------------ registration
+static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                                int* num_in, int* num_out) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  *num_in = p.residual ? 7 : 6;
+  *num_out = 1;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
+                               std::vector<int>* in, std::vector<int>* out) {
+  static const char* names[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias", "residual"};
+  static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32, kFloat32};
+  for (size_t i = 0; i < in->size(); ++i) {
+    if ((*in)[i] != want[i]) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: input '" << names[i] << "' must be "
+                   << (want[i] == kFloat32 ? "float32" : "int32") << ", got dtype code " << (*in)[i];
+      return MX_FAIL;
+    }
+  }
+  (*out)[0] = kFloat32;
+  return MX_SUCCESS;
+}
+
+static MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
+                                std::vector<std::vector<unsigned int>>* in,
+                                std::vector<std::vector<unsigned int>>* out) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  const auto &x = (*in)[0], &d = (*in)[1], &ptr = (*in)[2], &idx = (*in)[3], &coef = (*in)[4],
+             &bias = (*in)[5];
+  if (x.size() != 4) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: data must be 4-D (N, C, H, W), got " << x.size() << "-D";
+    return MX_FAIL;
+  }
+  const bool dict_ok = d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1);
+  if (!dict_ok || d[1] != x[1]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary must be (k, m) with m = data channels (" << x[1]
+                 << ")" << (dict_ok ? ", got m = " + std::to_string(d[1]) : ", got another rank");
+    return MX_FAIL;
+  }
+  if (ptr.size() != 1 || ptr[0] != static_cast<unsigned>(p.num_filter) + 1) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: indptr must have num_filter + 1 = " << p.num_filter + 1
+                 << " entries";
+    return MX_FAIL;
+  }
+  if (idx.size() != 1 || coef.size() != 1 || idx[0] != coef[0]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: indices and coefs must be 1-D of the same length";
+    return MX_FAIL;
+  }
+  if (bias.size() != 1 || bias[0] != static_cast<unsigned>(p.num_filter)) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: bias must have num_filter = " << p.num_filter << " entries";
+    return MX_FAIL;
+  }
+  const int hp = x[2] + 2 * p.ph, wp = x[3] + 2 * p.pw;
+  if (hp < p.kh || wp < p.kw) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: kernel " << p.kh << "x" << p.kw << " is larger than the "
+                 << "padded input " << hp << "x" << wp;
+    return MX_FAIL;
+  }
+  int ho = OutSize(x[2], p.kh, p.sh, p.ph), wo = OutSize(x[3], p.kw, p.sw, p.pw);
+  if (p.pool_kh) {
+    if (ho + 2 * p.pool_ph < p.pool_kh || wo + 2 * p.pool_pw < p.pool_kw) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel is larger than the " << ho << "x" << wo << " output";
+      return MX_FAIL;
+    }
+    ho = OutSize(ho, p.pool_kh, p.pool_sh, p.pool_ph), wo = OutSize(wo, p.pool_kw, p.pool_sw, p.pool_pw);
+  }
+  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(ho),
+               static_cast<unsigned>(wo)};
+  if (p.residual && (*in)[6] != (*out)[0]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: residual must have the output's shape (" << x[0] << ", "
+                 << p.num_filter << ", " << ho << ", " << wo << ")";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+static MXReturnValue CreateState(const std::unordered_map<std::string, std::string>& attrs,
+                                 const MXContext& ctx, const std::vector<std::vector<unsigned int>>& in,
+                                 const std::vector<int> types, CustomStatefulOp** op) {
+  Params p;
+  if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
+  *op = MakeLookupConv(p);
+  return MX_SUCCESS;
+}
+
+REGISTER_OP(lcnn_lookup_conv)
+    .setParseAttrs(ParseAttrs)
+    .setInferType(InferType)
+    .setInferShape(InferShape)
+    .setCreateOpState(CreateState, "cpu");
+
+#ifndef LCNN_MXNET_VERSION
+#error "build with -DLCNN_MXNET_VERSION=<mxnet version as an integer, e.g. 10901>"
+#endif
+
+MXReturnValue initialize(int version) {
+  if (version != LCNN_MXNET_VERSION) {
+    MX_ERROR_MSG << "liblcnn_ops was built for MXNet " << LCNN_MXNET_VERSION << ", this is MXNet "
+                 << version << ": rebuild it (make -C operators)";
+    return MX_FAIL;
+  }
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
+    MX_ERROR_MSG << "liblcnn_ops needs a CPU with AVX2 and FMA";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
