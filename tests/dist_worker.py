@@ -20,6 +20,11 @@ from lcnn_gluon.distributed import Cluster  # noqa: E402
 OPTIMIZER = dict(learning_rate=0.1, momentum=0.9, wd=1e-3)
 
 
+def optimizer(lcnn: bool) -> str:
+    """What the training CLI picks: LookupSGD for the lookup layers' rule, on CPU."""
+    return lnn.optimizer_for("sgd", [mx.cpu()], OPTIMIZER["momentum"]) if lcnn else "sgd"
+
+
 def build(lcnn: bool) -> gluon.HybridBlock:
     """conv 5x5/8 - pool - conv 5x5/16 - pool - dense 10, no BatchNorm."""
     mx.random.seed(7)
@@ -51,7 +56,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     cluster = Cluster.create(argparse.Namespace(kv_store=args.kv_store, gc_type="none", gc_threshold=0))
     net = build(args.lcnn)
-    trainer = cluster.trainer(net.collect_params(), "sgd", dict(OPTIMIZER))
+    trainer = cluster.trainer(net.collect_params(), optimizer(args.lcnn), dict(OPTIMIZER))
     cluster.start(trainer, args.batch_size)
     loss_fn, layers = gluon.loss.SoftmaxCrossEntropyLoss(), lnn.lookup_layers(net)
     it = batches(args.rec, args.batch_size, cluster.num_workers, cluster.rank)

@@ -61,7 +61,9 @@ def test_dist_sync_workers_agree_with_single_process(mnist_rec, tmp_path, lcnn):
     # with no synchronisation of its own (it also checks that the reader does not let the
     # next fetch overwrite a batch that queued work still reads: it did, before RecordIter waited)
     net = dist_worker.build(lcnn)
-    trainer = gluon.Trainer(net.collect_params(), "sgd", dict(dist_worker.OPTIMIZER), kvstore=None)
+    trainer = gluon.Trainer(net.collect_params(), dist_worker.optimizer(lcnn), dict(dist_worker.OPTIMIZER),
+                            kvstore=None)
+    assert lnn.updates_lookups(trainer) == lcnn
     shards = [dist_worker.batches(rec, batch, 2, r) for r in (0, 1)]
     loss_fn, layers = gluon.loss.SoftmaxCrossEntropyLoss(), lnn.lookup_layers(net)
     for _, (a, b) in zip(range(steps), zip(*shards)):
