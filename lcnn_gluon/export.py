@@ -30,8 +30,10 @@ from typing import Optional, Tuple
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
 from . import checkpoint, data, ops
+from .model_zoo.resnet import BasicBlock
 from .nn import LookupConv2D, LookupDense, _Lookup
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,6 @@ def _residual_blocks(block: HybridBlock) -> None:
     """Replace each ResNet basic block below ``block`` (ours, or Gluon's ``BasicBlockV1``:
     ``relu(body(x) + shortcut)``) whose body ends with a plain sparse lookup by a
     :class:`SparseResidualBlock`."""
-    from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
-
-    from .model_zoo.resnet import BasicBlock
     for key, child in list(block._children.items()):
         body = list(child.body._children.values()) if isinstance(child, (BasicBlock, BasicBlockV1)) else []
         tail = body[-1] if body else None

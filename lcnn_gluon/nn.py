@@ -333,7 +333,7 @@ class LookupSGD(mx.optimizer.SGD):
                                       momentum=self.momentum, rescale_grad=self.rescale_grad,
                                       clip_gradient=self.clip_gradient or -1.0, eps=layer.eps,
                                       l1=layer.lambda_ * layer.eps)
-        rest = [j for j in range(len(indices)) if j not in mine]
+        rest = sorted(set(range(len(indices))) - set(mine))
         if rest:
             super()._update_impl(*([x[j] for j in rest] for x in (indices, weights, grads, states)),
                                  multi_precision=multi_precision)
