@@ -6,7 +6,6 @@ importable at build time (``pip install --no-build-isolation .`` after the
 requirements, or ``make install``). Without it the build says so and goes on:
 build them later with ``make -C operators``.
 """
-import glob
 import os
 import shutil
 import subprocess
@@ -31,8 +30,8 @@ class BuildWithOperators(build_py):
                        check=True)
         target = os.path.join(self.build_lib, "lcnn_gluon", "_ops")
         os.makedirs(target, exist_ok=True)
-        for built in glob.glob(os.path.join(HERE, "operators", "build", "*")):
-            shutil.copy2(built, target)
+        for name in ("liblcnn_ops.so", "lcnn-predict", "BUILD_INFO"):  # not the object files
+            shutil.copy2(os.path.join(HERE, "operators", "build", name), target)
 
 setup(
     name="lcnn-gluon",

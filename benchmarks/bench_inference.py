@@ -11,7 +11,7 @@ baseline; the LCNN network is the export (``SymbolBlock.imports``), given the sa
 choice. Per lookup layer: the dense layer (oneDNN), our operator, and MXNet's own CSR
 ``sparse.dot`` on ``im2col(S)``; the lookup stage's time is the operator's minus its
 time with one entry per dictionary vector, and its useful GFLOP/s is compared with one core's FMA peak
-measured by ``operators/build/fma-peak``.
+measured by ``benchmarks/fma_peak.cc`` (compiled at start).
 
     python benchmarks/bench_inference.py [--presets alexnet_lcnn_fast,...] [--runs 30]
 """
@@ -190,14 +190,23 @@ def report(r: dict) -> None:
               f"every lookup layer has density {FLOOR} instead.")
 
 
+def fma_peak() -> float:
+    """One core's FMA peak in GFLOP/s, from ``fma_peak.cc`` compiled here."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.cc")
+    with tempfile.TemporaryDirectory() as folder:
+        exe = os.path.join(folder, "fma-peak")
+        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", "-o", exe,
+                        source], check=True)
+        return float(subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", default=",".join(PAPER))
     parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement (median)")
     args = parser.parse_args()
     ops.load()
-    peak = float(subprocess.run([ops.path(ops.FMA_PEAK)], capture_output=True, text=True,
-                                check=True).stdout.split()[0])
+    peak = fma_peak()
     print(f"machine: {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}, "
           f"engine {os.environ['MXNET_ENGINE_TYPE']}, batch 1, {SHAPE[1]}x{SHAPE[2]}, median of "
           f"{args.runs} runs; one core's FMA peak {peak:.1f} GFLOP/s (fma-peak)")

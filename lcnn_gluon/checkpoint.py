@@ -75,6 +75,8 @@ def load_params(net: gluon.Block, params_path: str, network: Optional[str] = Non
     expected = net._collect_params_with_prefix()
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))
+    for name in set(saved) & set(expected):
+        saved[name] = _legacy_shape(saved[name], expected[name].shape)
     wrong = [f"{name} {saved[name].shape} vs {expected[name].shape}" for name in expected
              if name in saved and all(d > 0 for d in expected[name].shape)  # 0: deferred
              and saved[name].shape != expected[name].shape]
@@ -85,7 +87,23 @@ def load_params(net: gluon.Block, params_path: str, network: Optional[str] = Non
             f"shape {', '.join(wrong[:4])}" if wrong else ""]))
         raise ValueError(f"{params_path} does not fit network {network or type(net).__name__}: "
                          f"{details}")
-    net.load_parameters(params_path, ctx=ctx)
+    for name, param in expected.items():
+        param._load_init(saved[name], ctx)
+
+
+def _legacy_shape(array: mx.nd.NDArray, shape: tuple) -> mx.nd.NDArray:
+    """``array`` reshaped to ``shape`` where the two differ only by trailing 1s: before 0.2,
+    AlexNet's fc7 was a 1x1 lookup convolution (P ``(n, k, 1, 1)``, D ``(k, m, 1, 1)``); it is
+    now a ``LookupDense`` (P ``(n, k)``, D ``(k, m)``) with the same numbers."""
+    def squeezed(dims):
+        dims = tuple(dims)
+        while dims and dims[-1] == 1:
+            dims = dims[:-1]
+        return dims
+    if (array.shape != tuple(shape) and all(d > 0 for d in shape)
+            and squeezed(array.shape) == squeezed(shape)):
+        return array.reshape(shape)
+    return array
 
 
 def load(prefix: str, epoch: int, net: gluon.Block, network: str, with_states: bool = True,

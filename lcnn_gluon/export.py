@@ -20,7 +20,7 @@ writes ``PREFIX-symbol.json``, ``PREFIX-0000.params`` and ``PREFIX-meta.json``
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import json
 import logging
 import os
@@ -32,7 +32,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
-from . import checkpoint, data, ops
+from . import checkpoint, data, ops, tree
 from .model_zoo.resnet import BasicBlock
 from .nn import LookupConv2D, LookupDense, _Lookup
 
@@ -66,10 +66,11 @@ class SparseLookup(HybridBlock):
     """
 
     def __init__(self, layer: _Lookup, scale: Optional[np.ndarray], shift: Optional[np.ndarray],
-                 relu: bool, pool: Optional[nn.MaxPool2D] = None, **kwargs):
+                 relu: bool, pool: Optional[nn.MaxPool2D] = None, flatten: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.residual = False  # see add_residual
         self.dense = isinstance(layer, LookupDense)
+        self.flatten = self.dense or flatten  # the output as (N, features)
         conv = not self.dense
         self.attrs = dict(kernel=layer.kernel, stride=layer.strides if conv else (1, 1),
                           pad=layer.padding if conv else (0, 0), num_filter=layer.channels,
@@ -95,7 +96,7 @@ class SparseLookup(HybridBlock):
     def add_residual(self) -> None:
         """From now on take a second input, the shortcut, added before the ReLU:
         ``relu(layer(x) + shortcut)`` (the end of a ResNet basic block)."""
-        if self.dense or "pool_kernel" in self.attrs or self.attrs["act"] != "none":
+        if self.flatten or "pool_kernel" in self.attrs or self.attrs["act"] != "none":
             raise ValueError(f"{self.name}: a residual needs a convolution without act or pooling")
         self.residual = True
         self.attrs.update(act="relu", residual=1)
@@ -104,7 +105,7 @@ class SparseLookup(HybridBlock):
         if self.dense:
             x = F.reshape(x, shape=(0, -1, 1, 1))
         y = F.lcnn_lookup_conv(x, dictionary, indptr, indices, coefs, bias, *shortcut, **self.attrs)
-        return F.flatten(y) if self.dense else y
+        return F.flatten(y) if self.flatten else y
 
 
 class SparseResidualBlock(HybridBlock):
@@ -131,9 +132,9 @@ def _residual_blocks(block: HybridBlock) -> None:
     for key, child in list(block._children.items()):
         body = list(child.body._children.values()) if isinstance(child, (BasicBlock, BasicBlockV1)) else []
         tail = body[-1] if body else None
-        if (isinstance(tail, SparseLookup) and not tail.dense and not tail.residual
+        if (isinstance(tail, SparseLookup) and not tail.flatten and not tail.residual
                 and tail.attrs["act"] == "none" and "pool_kernel" not in tail.attrs):
-            _replace(block, key, SparseResidualBlock(body[:-1], tail, child.downsample,
+            tree.replace_child(block, key, SparseResidualBlock(body[:-1], tail, child.downsample,
                                                      prefix=child.prefix))
         else:
             _residual_blocks(child)
@@ -147,29 +148,55 @@ def _fold(bn: nn.BatchNorm) -> Tuple[np.ndarray, np.ndarray]:
     return scale, bn.beta.data().asnumpy() - bn.running_mean.data().asnumpy() * scale
 
 
-def _replace(parent: HybridBlock, key: str, new: HybridBlock) -> None:
-    old = parent._children[key]
-    parent._children[key] = new
-    for attr, value in list(vars(parent).items()):
-        if value is old:
-            object.__setattr__(parent, attr, new)
+@dataclasses.dataclass
+class Fusion:
+    """What the operator absorbs of the blocks right after a lookup layer, in this order:
+    the layer's own activation or a BatchNorm (folded into coefficients and bias), a ReLU,
+    a max-pooling. ``absorbed`` counts the following blocks taken."""
+
+    bn: Optional[nn.BatchNorm] = None
+    relu: bool = False
+    pool: Optional[nn.MaxPool2D] = None
+    absorbed: int = 0
 
 
-def _fusable(layer: _Lookup, following: list) -> Tuple[Optional[nn.BatchNorm], bool,
-                                                        Optional[nn.MaxPool2D]]:
-    """What right after ``layer`` the operator can absorb: [BatchNorm] [ReLU] [MaxPool2D]."""
-    bn = relu = pool = None
-    rest = list(following)
-    if rest and isinstance(rest[0], nn.BatchNorm) and rest[0]._kwargs.get("axis", 1) == 1:
-        bn = rest.pop(0)
-    if (rest and not layer.activation and isinstance(rest[0], nn.Activation)
-            and rest[0]._act_type == "relu"):
-        relu = rest.pop(0)
-    kw = rest[0]._kwargs if rest and isinstance(rest[0], nn.MaxPool2D) else {}
-    if kw and kw.get("pooling_convention") == "valid" and not kw.get("global_pool") \
-            and kw.get("layout", "NCHW") in (None, "NCHW") and not isinstance(layer, LookupDense):
-        pool = rest[0]
-    return bn, relu is not None, pool
+def _is_channel_batchnorm(block: HybridBlock, channels: int) -> bool:
+    return (isinstance(block, nn.BatchNorm) and block._kwargs.get("axis", 1) == 1
+            and block.gamma.shape[0] == channels)
+
+
+def _is_relu(block: HybridBlock) -> bool:
+    return isinstance(block, nn.Activation) and block._act_type == "relu"
+
+
+def _is_fusable_pool(block: HybridBlock, layer: _Lookup) -> bool:
+    kw = block._kwargs if isinstance(block, nn.MaxPool2D) else {}
+    return (bool(kw) and kw.get("pooling_convention") == "valid" and not kw.get("global_pool")
+            and kw.get("layout", "NCHW") in (None, "NCHW") and not isinstance(layer, LookupDense))
+
+
+def fusion(layer: _Lookup, following: list) -> Fusion:
+    """What of ``following`` (the blocks after ``layer`` in a sequential container) the
+    operator computes exactly: y = pool(relu(bn(layer(x)))) with each part optional.
+
+    A BatchNorm is folded only when nothing non-linear comes before it: not after the
+    layer's own activation (``Conv2D(..., activation='relu')`` then BatchNorm keeps its
+    BatchNorm). A layer activation other than ReLU absorbs nothing (it runs after the
+    operator as its own block). Max-pooling commutes with nothing here: it is fused only
+    where it comes last.
+    """
+    if layer.activation not in (None, "relu"):
+        return Fusion()
+    rest, found = list(following), Fusion(relu=layer.activation == "relu")
+    if not found.relu and rest and _is_channel_batchnorm(rest[0], layer.channels):
+        found.bn = rest.pop(0)
+        found.relu = bool(getattr(found.bn, "fuse_relu", False))
+    if not found.relu and rest and _is_relu(rest[0]):
+        found.relu = bool(rest.pop(0))
+    if rest and _is_fusable_pool(rest[0], layer):
+        found.pool = rest.pop(0)
+    found.absorbed = len(following) - len(rest)
+    return found
 
 
 def _convert_children(block: HybridBlock, make) -> None:
@@ -183,32 +210,40 @@ def _convert_children(block: HybridBlock, make) -> None:
             _convert_children(child, make)
             continue
         new, absorbed = make(child, [c for _, c in items[i + 1:i + 4]] if sequential else [])
-        _replace(block, key, new)
+        tree.replace_child(block, key, new)
         for j in range(absorbed):  # a sequential container just runs its remaining children
             del block._children[items[i + 1 + j][0]]
 
 
 def sparsify(net: HybridBlock) -> HybridBlock:
-    """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator."""
+    """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator.
+
+    ``net`` may be trained and hybridized; it is not changed.
+    """
     ops.load()
-    net = copy.deepcopy(net)
+    net = tree.copy_structure(net, shared=(_Lookup,))
 
     def make(layer, following):
-        if layer.activation not in (None, "relu"):
-            raise ValueError(f"{layer.name}: activation {layer.activation} cannot be fused")
-        bn, relu, pool = _fusable(layer, following)
-        scale, shift = _fold(bn) if bn is not None else (None, None)
-        new = SparseLookup(layer, scale, shift, relu or layer.activation == "relu", pool,
-                           prefix=layer.prefix)
-        return new, (bn is not None) + relu + (pool is not None)
+        found = fusion(layer, following)
+        scale, shift = _fold(found.bn) if found.bn is not None else (None, None)
+        new = SparseLookup(layer, scale, shift, found.relu, found.pool,
+                           flatten=getattr(found.bn, "flattens", False), prefix=layer.prefix)
+        if layer.activation not in (None, "relu"):  # not fusable: its own block after the operator
+            seq = nn.HybridSequential(prefix="")
+            seq.add(new, nn.Activation(layer.activation))
+            new = seq
+        return new, found.absorbed
     _convert_children(net, make)
     _residual_blocks(net)
     return net
 
 
 def densify(net: HybridBlock) -> HybridBlock:
-    """A copy of ``net`` with each lookup layer as a plain layer of weight ``W = P x D``."""
-    net = copy.deepcopy(net)
+    """A copy of ``net`` with each lookup layer as a plain layer of weight ``W = P x D``.
+
+    ``net`` may be trained and hybridized; it is not changed.
+    """
+    net = tree.copy_structure(net, shared=(_Lookup,))
 
     def make(layer, following):
         w = layer.dense_weight()
@@ -227,16 +262,64 @@ def densify(net: HybridBlock) -> HybridBlock:
     return net
 
 
-def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict) -> dict:
-    """Hybridize and export ``net`` for one ``(1,) + data_shape`` input; write the meta JSON."""
+CHECK_RTOL = 1e-4  # exported against training form: max error over the largest output
+
+
+class ExportError(ValueError):
+    """The exported model does not compute what the training form computes."""
+
+
+def _files(prefix: str) -> dict:
+    return {"symbol": prefix + "-symbol.json", "params": prefix + "-0000.params",
+            "meta": prefix + "-meta.json"}
+
+
+def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
+           reference: Optional[HybridBlock] = None, rtol: float = CHECK_RTOL) -> dict:
+    """Hybridize and export ``net`` for one ``(1,) + data_shape`` input, with the meta JSON.
+
+    The files are written under temporary names and renamed when complete (the meta
+    JSON last). With ``reference`` (the network in training form), the export is first
+    reloaded and compared with it (:func:`check`); an :class:`ExportError` then leaves
+    nothing at ``prefix``. Returns the meta written (with ``check``, the error measured).
+    """
     net.hybridize(static_alloc=True, static_shape=True)
     net(mx.nd.zeros((1,) + tuple(data_shape))).wait_to_read()
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    net.export(prefix, epoch=0)
-    meta = dict(meta, input_shape=[1] + list(data_shape), symbol=prefix + "-symbol.json",
-                params=prefix + "-0000.params", mxnet=mx.__version__)
-    checkpoint.write_atomically(prefix + "-meta.json", lambda tmp: checkpoint.write_json(tmp, meta))
+    tmp_prefix = f"{prefix}.tmp-{os.getpid()}"
+    staged, final = _files(tmp_prefix), _files(prefix)
+    try:
+        net.export(tmp_prefix, epoch=0)
+        meta = dict(meta, input_shape=[1] + list(data_shape), symbol=final["symbol"],
+                    params=final["params"], mxnet=mx.__version__)
+        checkpoint.write_json(staged["meta"], meta)
+        if reference is not None:
+            meta["check"] = check(tmp_prefix, reference, data_shape, rtol)
+            checkpoint.write_json(staged["meta"], meta)
+        for kind in ("symbol", "params", "meta"):
+            os.replace(staged[kind], final[kind])
+    finally:
+        for path in staged.values():
+            if os.path.exists(path):
+                os.remove(path)
     return meta
+
+
+def check(prefix: str, reference: HybridBlock, data_shape: tuple, rtol: float = CHECK_RTOL) -> float:
+    """Max ``|exported - reference|`` over the largest ``|reference|`` output, on a seeded random
+    batch of 2; :class:`ExportError` when above ``rtol`` or when either output is not finite."""
+    x = mx.nd.array(np.random.RandomState(0).standard_normal((2,) + tuple(data_shape)), dtype="float32")
+    want = reference(x).asnumpy()
+    got = load_exported(prefix)(x).asnumpy()
+    for name, out in (("training form", want), ("exported model", got)):
+        if not np.isfinite(out).all():
+            raise ExportError(f"the {name}'s output is not finite (nan or inf) on random input: "
+                              "nothing exported")
+    err = float(np.abs(got - want).max() / max(float(np.abs(want).max()), np.finfo(np.float32).tiny))
+    if not err <= rtol:
+        raise ExportError(f"the exported model differs from the training form by {err:.2e} "
+                          f"(relative to its largest output; tolerance {rtol:.0e}): nothing exported")
+    return err
 
 
 def load_exported(prefix: str) -> HybridBlock:
@@ -273,18 +356,16 @@ def main(argv=None) -> None:
         net.initialize()
         checkpoint.load_params(net, args.params, args.network)
         inference = densify(net) if args.dense else sparsify(net)
-    except (ValueError, OSError, FileNotFoundError, RuntimeError) as e:
-        parser.error(str(e))
-    dataset = meta.get("dataset") or ("mnist" if shape[0] == 1 else "imagenet")
-    preset = data.get_preset(dataset)
-    written = export(inference, args.output, shape, dict(
-        network=args.network, dataset=dataset, mean=list(preset.mean), std=list(preset.std),
-        resize=preset.resize, library=None if args.dense else os.path.basename(ops.path()),
-        operator=None if args.dense else ops.OP_NAME))
-    x = mx.nd.random.normal(shape=(2,) + shape)
-    diff = float((load_exported(args.output)(x) - net(x)).abs().max().asscalar())
-    log.info("exported %s and %s; max |exported - training form| = %.2e on random input",
-             written["symbol"], written["params"], diff)
+        dataset = meta.get("dataset") or ("mnist" if shape[0] == 1 else "imagenet")
+        preset = data.get_preset(dataset)
+        written = export(inference, args.output, shape, dict(
+            network=args.network, dataset=dataset, mean=list(preset.mean), std=list(preset.std),
+            resize=preset.resize, library=None if args.dense else os.path.basename(ops.path()),
+            operator=None if args.dense else ops.OP_NAME), reference=net)
+    except (ValueError, OSError, RuntimeError) as e:
+        parser.error(f"{args.output}: {e}" if isinstance(e, ExportError) else str(e))
+    log.info("exported %s and %s; max |exported - training form| = %.2e of the largest output",
+             written["symbol"], written["params"], written["check"])
 
 
 if __name__ == "__main__":

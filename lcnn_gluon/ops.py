@@ -2,12 +2,19 @@
 
     import lcnn_gluon.ops
     lcnn_gluon.ops.load()        # registers mx.nd.lcnn_lookup_conv / F.lcnn_lookup_conv, and
-                                 # the training kernels lcnn_lookup_threshold, _l1, _prune
+                                 # the training kernels lcnn_lookup_threshold, _l1, _prune, _sgd
 
     python -m lcnn_gluon.ops --build     # the same as: make -C operators PYTHON=<this python>
 
 The library is looked for in ``$LCNN_OPS_DIR``, then in the installed package
 (``lcnn_gluon/_ops``), then in ``operators/build`` of a source checkout.
+
+Its kernels use the CPU features listed in its ``BUILD_INFO`` (AVX2 and FMA): on a
+CPU without them the first such instruction would kill the process, so :func:`load`
+reads the CPU's flags first and raises a ``RuntimeError`` naming what is missing.
+``LCNN_CPU_FLAGS`` (space- or comma-separated ``/proc/cpuinfo`` flag names) replaces
+what the CPU reports, here and in the library's own check: tests use it to force a
+CPU without AVX2.
 """
 from __future__ import annotations
 
@@ -16,13 +23,13 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Optional
+from typing import Iterable, List, Optional
 
 import mxnet as mx
 
 LIBRARY = "liblcnn_ops.so"
 PREDICTOR = "lcnn-predict"
-FMA_PEAK = "fma-peak"
+CPU_FLAGS_ENV = "LCNN_CPU_FLAGS"
 OP_NAME = "lcnn_lookup_conv"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.join(os.path.dirname(_HERE), "operators")
@@ -44,19 +51,52 @@ def build_dir() -> str:
 
 
 def path(name: str = LIBRARY) -> str:
-    """Absolute path of a built artefact: the library, ``lcnn-predict`` or ``fma-peak``."""
+    """Absolute path of a built artefact: the library or ``lcnn-predict``."""
     return os.path.abspath(os.path.join(build_dir(), name))
 
 
-def _check_built_for_this_mxnet(folder: str) -> None:
+def build_info(folder: str) -> dict:
+    """The ``BUILD_INFO`` the Makefile writes beside the library: ``mxnet`` (version),
+    ``mxnet_dir``, ``cpu_features`` (space-separated)."""
     info = os.path.join(folder, "BUILD_INFO")
-    built = {}
-    if os.path.isfile(info):
-        with open(info) as f:
-            built = dict(line.split(" ", 1) for line in f.read().splitlines() if " " in line)
+    if not os.path.isfile(info):
+        return {}
+    with open(info) as f:
+        return dict(line.split(" ", 1) for line in f.read().splitlines() if " " in line)
+
+
+def cpu_flags() -> Optional[set]:
+    """This CPU's feature flags (``/proc/cpuinfo``, or ``$LCNN_CPU_FLAGS``); None if unknown."""
+    forced = os.environ.get(CPU_FLAGS_ENV)
+    if forced is not None:
+        return set(forced.replace(",", " ").split())
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None  # not Linux: the library's initialize() checks instead
+
+
+def missing_cpu_features(needed: Iterable[str]) -> List[str]:
+    """The features of ``needed`` this CPU lacks (none when its flags cannot be read)."""
+    flags = cpu_flags()
+    return [] if flags is None else [f for f in needed if f not in flags]
+
+
+def _check_loadable(folder: str) -> None:
+    built = build_info(folder)
     if built.get("mxnet") != mx.__version__:
         raise RuntimeError(f"{folder}/{LIBRARY} was built for mxnet {built.get('mxnet', '(unknown)')}, "
                            f"this is mxnet {mx.__version__}: rebuild it with `make -C operators`")
+    needed = built.get("cpu_features", "").split()
+    missing = missing_cpu_features(needed)
+    if missing:
+        raise RuntimeError(f"{LIBRARY} needs a CPU with {' and '.join(f.upper() for f in needed)}; this CPU "
+                           f"lacks {', '.join(missing).upper()} (lookup layers still train, with "
+                           "MXNet operators; the sparse inference operator is unavailable)")
 
 
 def load() -> str:
@@ -64,7 +104,7 @@ def load() -> str:
     global _loaded
     if _loaded is None:
         folder = build_dir()
-        _check_built_for_this_mxnet(folder)
+        _check_loadable(folder)
         lib = path(LIBRARY)
         mx.library.load(lib, verbose=False)
         _loaded = lib
@@ -86,7 +126,7 @@ def available() -> bool:
 
 
 def build(python: str = sys.executable) -> None:
-    """Build the library, predictor and FMA probe into ``operators/build``."""
+    """Build the library and predictor into ``operators/build``."""
     subprocess.run(["make", "-C", SOURCE_DIR, f"PYTHON={python}"], check=True)
 
 

@@ -25,7 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "lookup_conv.h"
+#include "lookup_conv_attrs.h"
+#include "lookup_conv_kernels.h"
 
 extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
                             const float* a, int lda, const float* b, int ldb, float beta, float* c,

@@ -13,8 +13,6 @@
 //       mom and alive updated in place):
 //         g = clip(rescale_grad * grad + l1 * sign(lookup)), sign on live entries only
 //         mom = momentum * mom - lr * wd * lookup - lr * g;  lookup += mom;  prune
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -22,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lookup_train_kernels.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;  // NOLINT
@@ -76,7 +75,6 @@ static int64_t Size(const MXTensor& t) {
   return n;
 }
 
-static inline bool Live(float p, float alive, float eps) { return alive != 0.f && std::fabs(p) > eps; }
 
 // ------------------------------------------------------------------ threshold
 static MXReturnValue ThresholdForward(const Attrs& attrs, std::vector<MXTensor>* inputs,
@@ -86,8 +84,7 @@ static MXReturnValue ThresholdForward(const Attrs& attrs, std::vector<MXTensor>*
   const float *p = (*inputs)[0].data<float>(), *a = (*inputs)[1].data<float>();
   float* y = (*outputs)[0].data<float>();
   const int64_t n = Size((*inputs)[0]);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) y[i] = Live(p[i], a[i], eps) ? p[i] : 0.f;
+  ThresholdKernel(p, a, eps, n, y);
   return MX_SUCCESS;
 }
 
@@ -101,8 +98,7 @@ static MXReturnValue ThresholdBackward(const Attrs& attrs, std::vector<MXTensor>
               *a = (*inputs)[2].data<float>();
   float* gp = (*outputs)[0].data<float>();
   const int64_t n = Size((*inputs)[1]);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) gp[i] = Live(p[i], a[i], eps) ? g[i] : 0.f;
+  ThresholdGradKernel(g, p, a, eps, n, gp);
   return MX_SUCCESS;
 }
 
@@ -138,11 +134,7 @@ static MXReturnValue L1Forward(const Attrs& attrs, std::vector<MXTensor>* inputs
   const float *g = (*inputs)[0].data<float>(), *p = (*inputs)[1].data<float>();
   float* y = (*outputs)[0].data<float>();  // may be g itself (out=grad)
   const int64_t n = Size((*inputs)[0]);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float s = p[i] > eps ? strength : (p[i] < -eps ? -strength : 0.f);
-    y[i] = g[i] + s;
-  }
+  L1Kernel(g, p, eps, strength, n, y);
   return MX_SUCCESS;
 }
 
@@ -177,12 +169,7 @@ static MXReturnValue PruneForward(const Attrs& attrs, std::vector<MXTensor>* inp
   float* a = (*inputs)[1].data<float>();  // mutated
   float* y = (*outputs)[0].data<float>();  // may be p itself (out=lookup)
   const int64_t n = Size((*inputs)[0]);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const bool live = Live(p[i], a[i], eps);
-    a[i] = live ? 1.f : 0.f;
-    y[i] = live ? p[i] : 0.f;
-  }
+  PruneKernel(p, a, eps, n, y);
   return MX_SUCCESS;
 }
 
@@ -214,10 +201,6 @@ REGISTER_OP(lcnn_lookup_prune)
     .setForward(PruneForward, "cpu");
 
 // ------------------------------------------------------------------ fused SGD step
-struct SgdParams {
-  float lr, wd, momentum, rescale, clip, eps, l1;
-};
-
 static MXReturnValue GetSgdParams(const Attrs& attrs, SgdParams* p) {
   const char* op = "lcnn_lookup_sgd";
   if (GetFloat(attrs, op, "lr", &p->lr) != MX_SUCCESS || GetFloat(attrs, op, "wd", &p->wd) != MX_SUCCESS ||
@@ -240,20 +223,7 @@ static MXReturnValue SgdForward(const Attrs& attrs, std::vector<MXTensor>* input
   float *mom = (*inputs)[2].data<float>(), *a = (*inputs)[3].data<float>();
   float* y = (*outputs)[0].data<float>();  // may be w itself (out=lookup)
   const int64_t n = Size((*inputs)[0]);
-  const float clip = q.clip > 0 ? q.clip : INFINITY;  // branch-free, so the loop vectorises
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const float wi = w[i];
-    const float sign = static_cast<float>(wi > q.eps) - static_cast<float>(wi < -q.eps);
-    float gi = q.rescale * g[i] + q.l1 * sign;
-    gi = gi > clip ? clip : (gi < -clip ? -clip : gi);
-    const float m = q.momentum * mom[i] - q.lr * q.wd * wi - q.lr * gi;
-    const float next = wi + m;
-    const float live = static_cast<float>((a[i] != 0.f) & (std::fabs(next) > q.eps));
-    mom[i] = m;
-    a[i] = live;
-    y[i] = live * next;
-  }
+  SgdKernel(q, w, g, mom, a, n, y);
   return MX_SUCCESS;
 }
 

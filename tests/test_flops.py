@@ -48,7 +48,7 @@ def test_choose_forms_follows_the_multiplication_counts():
     fast.initialize()
     forms = list(flops.choose_forms(flops.trace(fast, (3, 224, 224)), 128).values())
     assert forms[2] == "two_stage"  # conv3, k=30 < m=192: 1x1 to 30 channels, then 3x3 over 30
-    assert forms[6] == "two_stage as fc"  # fc7: 4096 -> 512 -> 4096 is a low-rank product
+    assert forms[6] == "two_stage"  # fc7 (a LookupDense): 4096 -> 512 -> 4096 is a low-rank product
     assert forms[5].endswith("as fc")  # fc6: a 6x6 kernel on the 6x6 map is a fully connected layer
     accurate = lcnn_gluon.get_model("alexnet_lcnn_accurate", dictionary_sizes=[3, 500, 500, 500, 500, 8, 8])
     accurate.initialize()

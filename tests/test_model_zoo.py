@@ -107,3 +107,24 @@ def test_convert_keeps_strides_padding_activation_and_names():
     net.initialize()
     assert net(mx.nd.ones((1, 3, 8, 8))).shape == (1, 5)
     assert (layer(mx.nd.random.normal(shape=(1, 3, 8, 8))).asnumpy() >= 0).all()  # relu kept
+
+
+def test_alexnet_checkpoints_with_fc7_as_a_1x1_convolution_still_load(tmp_path):
+    """Before fc7 became a LookupDense it was a 1x1 LookupConv2D: P (n, k, 1, 1), D (k, m, 1, 1)."""
+    from lcnn_gluon import checkpoint
+    small = dict(dictionary_sizes=(3, 4, 4, 4, 4, 4, 4))
+    old = lcnn_gluon.get_model("alexnet_lcnn_fast", classes=5, **small)
+    old.initialize(mx.init.Xavier())
+    old(mx.nd.zeros((1, 3, 224, 224)))
+    saved = {name: p.data() for name, p in old._collect_params_with_prefix().items()}
+    fc7 = lnn.lookup_layers(old)[-1]
+    assert isinstance(fc7, lnn.LookupDense)
+    legacy = {name: a.reshape(a.shape + (1, 1)) if a.ndim == 2 and name.endswith(
+        ("lookup", "alive", "dictionary")) else a for name, a in saved.items()}
+    assert sum(legacy[name].shape != a.shape for name, a in saved.items()) == 3  # fc7's P, alive, D
+    mx.nd.save(str(tmp_path / "old.params"), legacy)
+    new = lcnn_gluon.get_model("alexnet_lcnn_fast", classes=5, **small)
+    new.initialize()
+    checkpoint.load_params(new, str(tmp_path / "old.params"), "alexnet_lcnn_fast")
+    for name, p in new._collect_params_with_prefix().items():
+        np.testing.assert_array_equal(p.data().asnumpy(), saved[name].asnumpy(), err_msg=name)

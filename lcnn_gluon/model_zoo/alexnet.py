@@ -3,8 +3,11 @@
 64-192-384-256-256 convolutions (11/4, 5, 3, 3, 3), BatchNorm + ReLU after each,
 max-pooling after conv1, conv2, conv5; fc6 4096 on the 256x6x6 map, fc7 4096,
 each with BatchNorm, ReLU and dropout 0.5; a dense classifier. In the LCNN
-presets fc6 is a 6x6 lookup convolution and fc7 a 1x1 one; the dense network
-uses fully connected layers there (the same function, and the fastest dense form).
+presets fc6 is a 6x6 lookup convolution and fc7 a 1x1 lookup
+(:class:`~lcnn_gluon.nn.LookupDense`); the dense network uses fully connected
+layers there (the same function, and the fastest dense form). The BatchNorms of
+fc6 and fc7 are :class:`~.batchnorm.FlatBatchNorm`: the same ``(B, 4096)`` input
+in every form (an AVX-512-only crash of MXNet's oneDNN BatchNorm, docs/platform.md).
 
 | preset | k: conv1..conv5, fc6, fc7 | lambda | initial sparsity |
 | --- | --- | --- | --- |
@@ -17,6 +20,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .. import nn as lnn
 from . import register_model
+from .batchnorm import FlatBatchNorm
 
 FAST = dict(dictionary_sizes=(3, 30, 30, 30, 30, 512, 512), lambda_=0.3, initial_sparsity=0.01)
 ACCURATE = dict(dictionary_sizes=(3, 500, 500, 500, 500, 1024, 1024), lambda_=0.1,
@@ -44,13 +48,14 @@ class AlexNet(HybridBlock):
                                   nn.BatchNorm(), nn.Activation("relu"))
                 if pool:
                     self.features.add(nn.MaxPool2D(3, 2))
-            for kernel, k, in_ch in ((6, ks[5], 256), (1, ks[6], 4096)):
-                if k is None:
-                    self.features.add(nn.Dense(4096, use_bias=False))
-                else:
-                    self.features.add(lnn.conv2d(4096, kernel, dictionary_size=k, in_channels=in_ch,
-                                                 **lookup))
-                self.features.add(nn.BatchNorm(), nn.Activation("relu"), nn.Dropout(0.5))
+            # fc6 (6x6 on the 6x6 map) and fc7; FlatBatchNorm makes their outputs (B, 4096)
+            self.features.add(nn.Dense(4096, use_bias=False) if ks[5] is None else
+                              lnn.conv2d(4096, 6, dictionary_size=ks[5], in_channels=256, **lookup))
+            self.features.add(FlatBatchNorm(in_channels=4096), nn.Activation("relu"), nn.Dropout(0.5))
+            self.features.add(nn.Dense(4096, use_bias=False) if ks[6] is None else
+                              lnn.LookupDense(4096, dictionary_size=ks[6], use_bias=False, in_units=4096,
+                                              **lookup))
+            self.features.add(FlatBatchNorm(in_channels=4096), nn.Activation("relu"), nn.Dropout(0.5))
             self.output = nn.Dense(classes)
 
     def hybrid_forward(self, F, x):

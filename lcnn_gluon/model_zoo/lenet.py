@@ -2,7 +2,8 @@
 
 conv1 5x5/20 - pool - conv2 5x5/50 - pool - fc1 500 (a 4x4 kernel on the 4x4 map)
 - classifier; BatchNorm + ReLU after each of the first three, as in the
-authors' models. The LCNN presets are ours (the paper has no LeNet), chosen on
+authors' models (fc1's is a :class:`~.batchnorm.FlatBatchNorm`, as AlexNet's fc
+layers). The LCNN presets are ours (the paper has no LeNet), chosen on
 the 5,000-digit sample with the recipe of ``benchmarks/bench_accuracy.py`` (30
 epochs, batch 64, SGD lr 0.1 decayed 10x at epochs 20 and 25): "fast" counts
 about 15x fewer multiplications than dense at the same accuracy, "accurate"
@@ -20,6 +21,7 @@ from mxnet.gluon import HybridBlock, nn
 
 from .. import nn as lnn
 from . import register_model
+from .batchnorm import FlatBatchNorm
 
 FAST = dict(dictionary_sizes=(1, 8, 16), lambda_=0.02, initial_sparsity=0.1)
 ACCURATE = dict(dictionary_sizes=(1, 16, 64), lambda_=0.01, initial_sparsity=0.1)
@@ -41,7 +43,8 @@ class LeNet(HybridBlock):
                                                       (500, 4, ks[2], 50, False)):
                 self.features.add(lnn.conv2d(channels, kernel, dictionary_size=k, in_channels=in_ch,
                                              **lookup),
-                                  nn.BatchNorm(), nn.Activation("relu"))
+                                  nn.BatchNorm() if pool else FlatBatchNorm(in_channels=channels),
+                                  nn.Activation("relu"))
                 if pool:
                     self.features.add(nn.MaxPool2D(2))
             self.output = nn.Dense(classes)

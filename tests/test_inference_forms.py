@@ -1,0 +1,124 @@
+"""sparsify / densify / export of a trained, hybridized network: every fusable pattern gives the
+training form's outputs; what cannot be fused stays; a wrong export fails and leaves nothing."""
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
+
+import lcnn_gluon
+from lcnn_gluon import export, tree
+from lcnn_gluon import nn as lnn
+
+SHAPE = (3, 16, 16)
+
+
+def patterns_net():
+    """One of each pattern that follows a layer, in the orders networks use."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1, activation="relu"), nn.BatchNorm(),  # act, then BN: BN stays
+            nn.Conv2D(12, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"), nn.MaxPool2D(2),
+            nn.Conv2D(12, 3, padding=1), nn.MaxPool2D(2, 1), nn.BatchNorm(),  # pool first: BN stays
+            nn.Conv2D(16, 3, padding=1, activation="tanh"),  # not fusable: an Activation after the op
+            BasicBlockV1(16, 1, downsample=False, in_channels=16),  # the shortcut
+            nn.Conv2D(16, 3, padding=1, activation="relu"), nn.MaxPool2D(2),
+            nn.Conv2D(16, 3, strides=2, padding=1), nn.Activation("relu"), nn.BatchNorm(),  # BN stays
+            nn.Dense(32, activation="relu"), nn.BatchNorm(),  # BN stays
+            nn.Dense(24), nn.BatchNorm(), nn.Activation("relu"),
+            nn.Dense(10))
+    return net
+
+
+def trained(net, steps=6, seed=0):
+    """``net`` converted to LCNN, trained a few steps hybridized (BatchNorm statistics move)."""
+    mx.random.seed(seed)
+    lcnn_gluon.convert(net, dictionary_size=6, lambda_=0.5, initial_sparsity=0.3)
+    net.initialize(mx.init.Xavier())
+    net.hybridize(static_alloc=True)
+    trainer = gluon.Trainer(net.collect_params(), lnn.optimizer_for("sgd", [mx.cpu()], 0.9),
+                            dict(learning_rate=0.05, momentum=0.9))
+    loss = gluon.loss.SoftmaxCrossEntropyLoss()
+    rng = np.random.RandomState(seed)
+    for _ in range(steps):
+        x = mx.nd.array(rng.standard_normal((8,) + SHAPE) * 2 + 0.5)
+        y = mx.nd.array(rng.randint(0, 10, 8))
+        with autograd.record():
+            out = loss(net(x), y)
+        out.backward()
+        trainer.step(8)
+    return net
+
+
+def relative_error(got, want):
+    return np.abs(got - want).max() / np.abs(want).max()
+
+
+@pytest.fixture(scope="module")
+def net_and_input(lcnn_ops):
+    net = trained(patterns_net())
+    variances = [p.data().asnumpy() for p in net.collect_params(".*running_var").values()]
+    assert all(np.abs(v - 1).max() > 0.05 for v in variances)  # the statistics really moved
+    x = mx.nd.array(np.random.RandomState(5).standard_normal((3,) + SHAPE))
+    return net, x, net(x).asnumpy()
+
+
+def test_sparsify_and_densify_of_a_trained_hybridized_net(net_and_input):
+    net, x, reference = net_and_input
+    sparse = export.sparsify(net)
+    dense = export.densify(net)
+    assert relative_error(sparse(x).asnumpy(), reference) <= 1e-4
+    assert relative_error(dense(x).asnumpy(), reference) <= 1e-4
+    # what was fused and what was not
+    kinds = [type(b).__name__ for b in tree.blocks(sparse)]
+    assert kinds.count("SparseLookup") == 10 and kinds.count("SparseResidualBlock") == 1
+    assert kinds.count("BatchNorm") == 4  # after an activation or a pooling: kept, not folded
+    assert sum(isinstance(b, nn.Activation) and b._act_type == "tanh" for b in tree.blocks(sparse)) == 1
+    assert net(x).asnumpy() == pytest.approx(reference)  # the trained network is unchanged
+
+
+def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
+    net, x, reference = net_and_input
+    for kind, convert in (("sparse", export.sparsify), ("dense", export.densify)):
+        prefix = str(tmp_path / kind)
+        meta = export.export(convert(net), prefix, SHAPE, dict(library="liblcnn_ops.so"), reference=net)
+        assert meta["check"] <= 1e-4
+        assert relative_error(export.load_exported(prefix)(x).asnumpy(), reference) <= 1e-4
+        assert sorted(os.listdir(tmp_path)) == sorted(
+            f"{k}-{suffix}" for k in ("sparse", "dense")[:1 + (kind == "dense")]
+            for suffix in ("symbol.json", "0000.params", "meta.json"))
+
+
+def test_a_wrong_export_raises_and_leaves_nothing(net_and_input, tmp_path):
+    net, _, _ = net_and_input
+    sparse = export.sparsify(net)
+    lookup = next(b for b in tree.blocks(sparse) if isinstance(b, export.SparseLookup))
+    lookup.coefs.set_data(lookup.coefs.data() * 1.5)  # a packing bug
+    with pytest.raises(export.ExportError, match="differs from the training form"):
+        export.export(sparse, str(tmp_path / "wrong"), SHAPE, dict(library="x"), reference=net)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_non_finite_training_form_is_not_exported(lcnn_ops, tmp_path):
+    net = trained(patterns_net(), steps=1)
+    classifier = list(net._children.values())[-1]
+    classifier.bias.set_data(classifier.bias.data() * np.nan)  # a diverged training run
+    (tmp_path / "nan-meta.json").write_text("{}")  # an older export of that name is left alone
+    with pytest.raises(export.ExportError, match="not finite"):
+        export.export(export.densify(net), str(tmp_path / "nan"), SHAPE, {}, reference=net)
+    assert os.listdir(tmp_path) == ["nan-meta.json"]
+
+
+def test_a_gluon_residual_block_in_a_users_net_is_fused(lcnn_ops):
+    net = nn.HybridSequential()
+    with net.name_scope():
+        net.add(nn.Conv2D(16, 3, padding=1, in_channels=3), nn.BatchNorm(), nn.Activation("relu"),
+                BasicBlockV1(16, 2, downsample=True, in_channels=16), nn.GlobalAvgPool2D(),
+                nn.Dense(10))
+    net = trained(net)
+    x = mx.nd.array(np.random.RandomState(6).standard_normal((2,) + SHAPE))
+    sparse = export.sparsify(net)
+    assert sum(isinstance(b, export.SparseResidualBlock) for b in tree.blocks(sparse)) == 1
+    assert relative_error(sparse(x).asnumpy(), net(x).asnumpy()) <= 1e-4
