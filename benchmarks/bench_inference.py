@@ -109,9 +109,11 @@ def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
         b = lay.block
         x = mx.nd.random.normal(shape=(1,) + lay.in_shape)
         m = lay.in_shape[0]
-        as_fc = tuple(lay.in_shape[1:]) == b.kernel and b.padding == (0, 0)
+        fc = isinstance(b, lnn.LookupDense)
+        strides, padding = ((1, 1), (0, 0)) if fc else (b.strides, b.padding)
+        as_fc = fc or (tuple(lay.in_shape[1:]) == b.kernel and padding == (0, 0))
         dense = (nn.Dense(b.channels, in_units=int(np.prod(lay.in_shape))) if as_fc else
-                 nn.Conv2D(b.channels, b.kernel, b.strides, b.padding, in_channels=m))
+                 nn.Conv2D(b.channels, b.kernel, strides, padding, in_channels=m))
         dense.initialize()
         dense_ms, _ = fastest(dense, x, runs)
         ours = export.SparseLookup(b, None, None, False)
@@ -132,16 +134,18 @@ def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
         stage1_ms = median_ms(forward(empty, x), runs)
         csr = mx.nd.sparse.csr_matrix((ours.coefs.data(), ours.indices.data(), ours.indptr.data()),
                                       shape=(b.channels, int(np.prod(b.lookup.shape[1:]))))
+        x = x.reshape((1, -1, 1, 1)) if fc else x
+        m = x.shape[1]
         d4 = ours.dictionary.data().reshape((b.dictionary_size, m, 1, 1)).copy()
 
         def csr_dot():
             s = mx.nd.Convolution(x, d4, kernel=(1, 1), num_filter=b.dictionary_size, no_bias=True)
-            cols = mx.nd.im2col(s, kernel=b.kernel, stride=b.strides, pad=b.padding)
+            cols = mx.nd.im2col(s, kernel=b.kernel, stride=strides, pad=padding)
             mx.nd.sparse.dot(csr, cols[0]).wait_to_read()
         csr_ms = median_ms(csr_dot, runs)
         c = counts[lay.name]
-        stage2_flops = 2 * (c.lcnn - lay.in_shape[0] * b.dictionary_size *
-                            (lay.in_shape[1] + 2 * b.padding[0]) * (lay.in_shape[2] + 2 * b.padding[1]))
+        stage2_flops = 2 * (c.lcnn - m * b.dictionary_size * (x.shape[2] + 2 * padding[0]) *
+                            (x.shape[3] + 2 * padding[1]))
         stage2_ms = ours_ms - stage1_ms
         # below a tenth of the operator's time the lookup stage is lost in the timing noise; on
         # a 1x1 output (fc6, fc7) the operator computes only the S values P reads: no stages

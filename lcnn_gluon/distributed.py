@@ -76,8 +76,9 @@ class Cluster:
         return cls(kv, kv.rank, kv.num_workers)
 
     def trainer(self, params, optimizer: str, optimizer_params: dict) -> gluon.Trainer:
-        if not self.distributed:
-            return gluon.Trainer(params, optimizer, optimizer_params, kvstore=self.kvstore)
+        if not self.distributed:  # several devices: each updates its own copy (docs/platform.md)
+            return gluon.Trainer(params, optimizer, optimizer_params, kvstore=self.kvstore,
+                                 update_on_kvstore=False)
         return PushPullTrainer(params, optimizer, optimizer_params, kvstore=self.kvstore,
                                update_on_kvstore=self.update_on_kvstore)
 

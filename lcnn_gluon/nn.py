@@ -41,7 +41,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
-from . import ops
+from . import ops, tree
 
 IntPair = Union[int, Tuple[int, int]]
 FORMS = ("composed", "two_stage")
@@ -242,13 +242,15 @@ def conv2d(channels: int, kernel_size: int, strides: int = 1, padding: int = 0,
 # ---------------------------------------------------------------- training helpers
 def lookup_layers(net: HybridBlock) -> List[_Lookup]:
     """Every lookup layer in ``net``, in registration order."""
-    found, stack = [], [net]
-    while stack:
-        block = stack.pop()
-        if isinstance(block, _Lookup):
-            found.append(block)
-        stack.extend(reversed(list(block._children.values())))
-    return found
+    return [b for b in tree.blocks(net) if isinstance(b, _Lookup)]
+
+
+def lookup_config(net: HybridBlock) -> dict:
+    """``{layer path: {dictionary_size, lambda, initial_sparsity, eps}}`` of every lookup layer
+    (saved with checkpoints, so that a resume uses the layers it was trained with)."""
+    return {path: dict(dictionary_size=b.dictionary_size, initial_sparsity=b.initial_sparsity,
+                       eps=b.eps, **{"lambda": b.lambda_})
+            for path, b in tree.named_blocks(net) if isinstance(b, _Lookup)}
 
 
 def add_l1_grad(layers: Iterable[_Lookup], samples_per_device: float) -> None:

@@ -53,6 +53,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def add_fit_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Training")
     g.add_argument("--gpus", default="", help="comma-separated GPU ids; CPU when empty")
+    g.add_argument("--cpus", type=int, default=0,
+                   help="train on this many CPU contexts, as --gpus on GPUs (the batch is split "
+                        "over them, gradients reduced through --kv-store local or device)")
     g.add_argument("--kv-store", default="device",
                    choices=["local", "device", "dist_sync", "dist_async", "dist_device_sync"])
     g.add_argument("--batch-size", type=int, default=128, help="per worker, over all its devices")
@@ -102,7 +105,46 @@ def parse_args(argv=None) -> argparse.Namespace:
                 parser.error(f"{flag}: {e}")
     if args.load_epoch is not None and not args.model_prefix:
         parser.error("--load-epoch needs --model-prefix")
+    if args.cpus < 0 or (args.cpus and args.gpus):
+        parser.error(f"--cpus {args.cpus}: give a number >= 1 of CPU contexts, or --gpus, not both")
+    if args.batch_size < len(contexts(args)):
+        parser.error(f"--batch-size {args.batch_size} is smaller than the {len(contexts(args))} devices")
+    if args.load_epoch is not None:
+        try:
+            resume_model_args(args)
+        except ValueError as e:
+            parser.error(str(e))
     return args
+
+
+LOOKUP_FLAGS = {"dictionary_size": ("--dictionary-sizes", "dictionary_sizes"),
+                "lambda": ("--lambda", "lambda_"), "initial_sparsity": ("--initial-sparsity", "initial_sparsity")}
+
+
+def resume_model_args(args: argparse.Namespace) -> None:
+    """For ``--load-epoch``: take the lookup-layer flags not given from the checkpoint, and
+    refuse a given flag that builds other lookup layers than the checkpoint's (a different
+    threshold or L1 under the trained P). ``ValueError`` names the flag."""
+    meta_path = checkpoint.paths(args.model_prefix, args.load_epoch)["json"]
+    if not os.path.isfile(meta_path):
+        return  # checkpoint.load says that it is missing
+    meta = checkpoint.read_meta(checkpoint.paths(args.model_prefix, args.load_epoch)["params"])
+    if meta.get("network") not in (None, args.network):
+        return  # checkpoint.load says whose it is
+    saved_kwargs = meta.get("model_kwargs", {})
+    for _, attr in LOOKUP_FLAGS.values():
+        if getattr(args, attr) is None and attr in saved_kwargs:
+            setattr(args, attr, saved_kwargs[attr])
+    trained = meta.get("lookup_layers") or lnn.lookup_config(
+        get_model(args.network, classes=args.num_classes, **saved_kwargs))
+    now = lnn.lookup_config(get_model(args.network, classes=args.num_classes, **model_kwargs(args)))
+    for path in sorted(set(trained) | set(now)):
+        for key, (flag, attr) in LOOKUP_FLAGS.items():
+            was, will = trained.get(path, {}).get(key), now.get(path, {}).get(key)
+            if was != will:
+                raise ValueError(f"{flag} {getattr(args, attr)} conflicts with checkpoint {meta_path}: "
+                                 f"layer {path} was trained with {key} {was}, this run would use {will}; "
+                                 f"leave {flag} out to resume with the checkpoint's value")
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
@@ -113,7 +155,9 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def contexts(args: argparse.Namespace) -> List[mx.Context]:
-    return [mx.gpu(int(i)) for i in args.gpus.split(",") if i.strip()] or [mx.cpu()]
+    """The devices of this process: ``--gpus``, or ``--cpus`` CPU contexts, or one CPU."""
+    gpus = [mx.gpu(int(i)) for i in args.gpus.split(",") if i.strip()]
+    return gpus or [mx.cpu(i) for i in range(args.cpus)] or [mx.cpu()]
 
 
 def build_net(args: argparse.Namespace, ctxs: List[mx.Context]):
@@ -165,6 +209,7 @@ def lcnn_report(epoch: int, layers: List[flops.Layer]) -> dict:
 
 def run(args: argparse.Namespace, cluster: Cluster) -> dict:
     ctxs = contexts(args)
+    log.info("contexts: [%s]", ", ".join(str(c) for c in ctxs))
     net, layers = build_net(args, ctxs)
     train, val = make_data(args, cluster)
     if args.test_io:
@@ -193,7 +238,8 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
                 log.info("Epoch[%d] Validation-%s=%f", epoch, name, value)
         if args.model_prefix and cluster.rank == 0:
             meta = dict(network=args.network, num_classes=args.num_classes, dataset=args.dataset,
-                        image_shape=list(args.image_shape), model_kwargs=model_kwargs(args), **result)
+                        image_shape=list(args.image_shape), model_kwargs=model_kwargs(args),
+                        lookup_layers=lnn.lookup_config(net), **result)
             checkpoint.save(args.model_prefix, epoch + 1, net, states, meta)
     return result
 

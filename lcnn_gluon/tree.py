@@ -26,6 +26,15 @@ def blocks(block: Block) -> Iterator[Block]:
         yield b
 
 
+def named_blocks(block: Block, path: str = "") -> Iterator[Tuple[str, Block]]:
+    """``(path, block)`` for every block below ``block``, the path as in parameter file keys
+    (``"features.3"``): stable across processes, unlike the blocks' global name prefixes."""
+    for key, child in block._children.items():
+        child_path = f"{path}.{key}" if path else key
+        yield child_path, child
+        yield from named_blocks(child, child_path)
+
+
 def replace_child(parent: Block, key: str, new: Block) -> None:
     """Put ``new`` in the place of ``parent``'s child ``key``, in ``_children`` and in every
     attribute that held the old child (bypassing ``Block.__setattr__``, which refuses a

@@ -98,3 +98,26 @@ def test_checkpoint_of_another_network_is_refused(mnist_rec, tmp_path):
 def test_test_io_reports_speed(mnist_rec, tmp_path):
     out = run(*train_args(mnist_rec, str(tmp_path / "x"), "--test-io")).stdout
     assert "test-io: 1000 images" in out
+
+
+def test_resume_keeps_the_checkpoints_lookup_layers(mnist_rec, tmp_path):
+    prefix = str(tmp_path / "fast")
+    run(*train_args(mnist_rec, prefix, "--lambda", "0.05", epochs=1))
+    saved = json.loads((tmp_path / "fast-0001.json").read_text())["lookup_layers"]
+    assert len(saved) == 3 and all(layer["lambda"] == 0.05 for layer in saved.values())
+    assert all(layer["eps"] == pytest.approx(layer["initial_sparsity"] / np.sqrt(
+        layer["dictionary_size"] * (25 if i < 2 else 16))) for i, layer in enumerate(saved.values()))
+    # a flag that would change the layers under the trained P: refused, naming the flag
+    proc = run(*train_args(mnist_rec, prefix, "--load-epoch", "1", "--initial-sparsity", "0.9"),
+               check=False)
+    assert proc.returncode == 2 and "--initial-sparsity 0.9 conflicts with checkpoint" in proc.stdout
+    assert "initial_sparsity 0.1, this run would use 0.9" in proc.stdout
+    proc = run(*train_args(mnist_rec, prefix, "--load-epoch", "1", "--lambda", "0.3"), check=False)
+    assert proc.returncode == 2 and "--lambda 0.3 conflicts" in proc.stdout
+    # without the flags: the checkpoint's values (lambda 0.05, not the preset's 0.02)
+    out = run(*train_args(mnist_rec, prefix, "--load-epoch", "1", epochs=2)).stdout
+    assert "resumed from" in out and "'lambda_': 0.05" in out
+    resumed = json.loads((tmp_path / "fast-0002.json").read_text())
+    assert resumed["lookup_layers"] == saved and resumed["model_kwargs"]["lambda_"] == 0.05
+    # the same value as the checkpoint's is not a conflict
+    run(*train_args(mnist_rec, prefix, "--load-epoch", "2", "--initial-sparsity", "0.1", epochs=2))
