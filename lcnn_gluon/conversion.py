@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from mxnet.gluon import Block, HybridBlock, nn
+from mxnet.gluon import HybridBlock, nn
 
+from . import tree
 from .nn import LookupConv2D, LookupDense
 
 DictionarySize = Union[int, Dict[str, int], Callable[[HybridBlock], Optional[int]]]
@@ -36,15 +37,6 @@ class Report:
         lines += [f"  lookup  {name}  k={k}" for name, k in self.converted]
         lines += [f"  dense   {name}  ({reason})" for name, reason in self.kept]
         return "\n".join(lines)
-
-
-def _walk(block: Block, parent: Optional[Block] = None, key: Optional[str] = None):
-    """(parent, key, block) for every Conv2D and Dense, in registration order."""
-    if isinstance(block, (nn.Conv2D, nn.Dense)):
-        yield parent, key, block
-        return
-    for child_key, child in block._children.items():
-        yield from _walk(child, block, child_key)
 
 
 def _dictionary_size(spec: DictionarySize, block: HybridBlock) -> Optional[int]:
@@ -87,13 +79,6 @@ def _lookup_for(block: HybridBlock, k: int, lambda_: float, initial_sparsity: fl
                         in_channels=block._in_channels, **common)
 
 
-def _replace(parent: Block, key: str, old: Block, new: Block) -> None:
-    parent._children[key] = new
-    for attr, value in list(vars(parent).items()):
-        if value is old:  # bypass Block.__setattr__, which refuses a change of type
-            object.__setattr__(parent, attr, new)
-
-
 def convert(net: HybridBlock, dictionary_size: DictionarySize, lambda_: float = 0.0,
             initial_sparsity: float = 0.01, classifier: Optional[str] = None) -> Report:
     """Replace ``net``'s convolution and dense layers by lookup layers, in place.
@@ -103,7 +88,7 @@ def convert(net: HybridBlock, dictionary_size: DictionarySize, lambda_: float = 
     the layer to keep dense as the classifier (default: the last one registered).
     Returns what was converted and what was kept, with reasons.
     """
-    layers = list(_walk(net))
+    layers = [(parent, key, b) for parent, key, b in tree.walk(net) if isinstance(b, (nn.Conv2D, nn.Dense))]
     if not layers:
         raise ValueError(f"{type(net).__name__} has no Conv2D or Dense layer to convert")
     classifier = classifier or layers[-1][2].name
@@ -117,6 +102,6 @@ def convert(net: HybridBlock, dictionary_size: DictionarySize, lambda_: float = 
         if reason:
             report.kept.append((block.name, reason))
             continue
-        _replace(parent, key, block, _lookup_for(block, k, lambda_, initial_sparsity))
+        tree.replace_child(parent, key, _lookup_for(block, k, lambda_, initial_sparsity))
         report.converted.append((block.name, k))
     return report

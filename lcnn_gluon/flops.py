@@ -21,6 +21,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
+from . import tree
 from .nn import LookupConv2D, LookupDense, _Lookup
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,12 @@ def trace(net: HybridBlock, data_shape: Sequence[int], ctx: Optional[mx.Context]
     def hook(block, inputs, output):
         layers.append(Layer(block.name, block, tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
 
-    stack = [net]
-    while stack:
-        block = stack.pop()
+    for block in tree.blocks(net):
         if isinstance(block, (nn.Conv2D, nn.Dense, _Lookup)):
             handles.append(block.register_forward_hook(hook))
             if isinstance(block, _Lookup):
                 forms[block] = block.form
                 block._set_form("two_stage")
-        else:
-            stack.extend(block._children.values())
     try:
         net(mx.nd.zeros((1,) + tuple(data_shape), ctx=ctx or mx.cpu())).wait_to_read()
     finally:

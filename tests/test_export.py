@@ -126,3 +126,15 @@ def test_export_refuses_params_of_another_network(exported_lenet, tmp_path):
                folder / "fast-0005.params", "--output", tmp_path / "x", check=False)
     assert proc.returncode == 2 and "holds network 'lenet_lcnn_fast'" in proc.stdout
     assert not os.path.exists(tmp_path / "x-symbol.json")
+
+
+def test_export_cli_fails_on_a_diverged_checkpoint(lcnn_ops, tmp_path):
+    """A checkpoint whose outputs are nan: exit status 2 naming the output, no exported files."""
+    net, shape = random_lcnn("lenet_lcnn_fast")
+    net.output.bias.set_data(net.output.bias.data() * np.nan)
+    meta = dict(network="lenet_lcnn_fast", num_classes=10, dataset="mnist", image_shape=list(shape))
+    params = checkpoint.save(str(tmp_path / "nan"), 1, net, None, meta)
+    proc = run(PY, "-m", "lcnn_gluon.export", "--network", "lenet_lcnn_fast", "--params", params,
+               "--output", tmp_path / "out" / "x", check=False)
+    assert proc.returncode == 2 and "out/x: the training form's output is not finite" in proc.stdout
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
