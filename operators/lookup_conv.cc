@@ -80,7 +80,7 @@ class LookupConv : public CustomStatefulOp {
       // S larger than L2 and many entries per channel: each tile position for every channel in
       // turn, so that the S rows around it stay in L2 (channel by channel, each channel would
       // sweep all of S)
-      const bool tile_major = !entries_ && ext_ >= 16 && static_cast<int64_t>(kc_) * cols_ > (64 << 10) &&
+      const bool tile_major = !entries_ && ext_ >= kFewOutputs && static_cast<int64_t>(kc_) * cols_ > (64 << 10) &&
                               offsets_.size() >= 16 * static_cast<size_t>(p_.num_filter);
       if (tile_major) {
         all_ext_.resize(static_cast<size_t>(p_.num_filter) * ext_alloc_);
@@ -108,29 +108,19 @@ class LookupConv : public CustomStatefulOp {
  private:
   // Geometry for the input shape, offsets for the CSR content: recomputed only on change.
   MXReturnValue Prepare(std::vector<MXTensor>& in) {
-    const int m = in[0].shape[1], h = in[0].shape[2], w = in[0].shape[3], k = in[1].shape[0];
+    const int64_t m = in[0].shape[1], h = in[0].shape[2], w = in[0].shape[3], k = in[1].shape[0];
     if (m != m_ || h != h_ || w != w_ || k != k_) {
+      Geometry g;  // every size checked to fit the 32-bit offsets below (lookup_conv_attrs.h)
+      if (MakeGeometry(p_, m, h, w, k, &g) != MX_SUCCESS) return MX_FAIL;
       m_ = m, h_ = h, w_ = w, k_ = k;
-      hp_ = h + 2 * p_.ph, wp_ = w + 2 * p_.pw;
-      ho_ = OutSize(h, p_.kh, p_.sh, p_.ph), wo_ = OutSize(w, p_.kw, p_.sw, p_.pw);
-      yo_ = p_.pool_kh ? OutSize(ho_, p_.pool_kh, p_.pool_sh, p_.pool_ph) : ho_;
-      xo_ = p_.pool_kw ? OutSize(wo_, p_.pool_kw, p_.pool_sw, p_.pool_pw) : wo_;
-      hq_ = (hp_ + p_.sh - 1) / p_.sh, wq_ = (wp_ + p_.sw - 1) / p_.sw;
-      ext_ = ho_ * wq_;
-      // register tiles may read past a plane's end: one spare row (not needed by the gathers)
-      plane_ = static_cast<int64_t>(hq_ + (ext_ >= 16 ? 1 : 0)) * wq_;
-      cols_ = p_.sh * p_.sw * plane_;
-      if (cols_ > 1) cols_ = (cols_ + 7) / 8 * 8;  // whole 8-float strips for SmallGemmRows
+      hp_ = g.hp, wp_ = g.wp, ho_ = g.ho, wo_ = g.wo, yo_ = g.yo, xo_ = g.xo, hq_ = g.hq, wq_ = g.wq;
+      ext_ = g.ext, plane_ = g.plane, cols_ = g.cols;
       // D x pad(X) and pad(D x X) are equal: split whichever has fewer channels
       split_s_ = k_ < m_;
       xp_.assign(split_s_ ? 0 : static_cast<size_t>(m_) * cols_, 0.f);
       t_.assign(split_s_ ? static_cast<size_t>(k_) * h_ * w_ : 0, 0.f);
       s_.assign(static_cast<size_t>(k_) * cols_ + 2 * kTile, 0.f);
       ext_alloc_ = (ext_ + kTile - 1) / kTile * kTile;
-      if (static_cast<int64_t>(k_) * cols_ >= (1LL << 31)) {
-        MX_ERROR_MSG << "lcnn_lookup_conv: input too large for 32-bit offsets";
-        return MX_FAIL;
-      }
       indptr_.clear();  // forces the offsets to be rebuilt for this geometry
     }
     MXTensor &ptr = in[2], &idx = in[3];
@@ -178,14 +168,14 @@ class LookupConv : public CustomStatefulOp {
     // layers with a few outputs per channel read few S values: compute just those, when that
     // is under a quarter of S
     needed_.clear();
-    if (ext_ < 16) {
+    if (ext_ < kFewOutputs) {
       for (size_t j = 0; j < nnz; ++j)
         for (int e = 0; e < ext_; ++e)
           if (e % wq_ < wo_) needed_.push_back(offsets_[j] + e);  // the columns kept
       std::sort(needed_.begin(), needed_.end());
       needed_.erase(std::unique(needed_.begin(), needed_.end()), needed_.end());
     }
-    entries_ = ext_ < 16 && !needed_.empty() && needed_.size() * 4 <= static_cast<size_t>(kc_) * cols_;
+    entries_ = ext_ < kFewOutputs && !needed_.empty() && needed_.size() * 4 <= static_cast<size_t>(kc_) * cols_;
     if (entries_) {
       xp_.resize(static_cast<size_t>(m_) * cols_);  // zero padding kept: resize keeps contents
       xt_.resize(static_cast<size_t>(cols_) * m_);
@@ -293,7 +283,7 @@ class LookupConv : public CustomStatefulOp {
       return AddResidual(ext, residual, out);
     }
     const bool relu = p_.relu && !residual;  // with a residual, act comes after the addition
-    if (ext_ < 16) {  // a few outputs (fully connected layers): gather over entries
+    if (ext_ < kFewOutputs) {  // a few outputs (fully connected layers): gather over entries
       for (int e = 0; e < ext_; ++e) {
         if (e % wq_ >= wo_) continue;  // only the columns kept
         const float v = GatherDot(s_.data(), off, coef, nnz, e) + bias;

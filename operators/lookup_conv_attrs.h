@@ -1,17 +1,33 @@
-// Attributes of lcnn_lookup_conv (see lookup_conv.cc): parsing and validation, and the output
-// size rule. No vector instructions here: this header is compiled into the part of the
-// library that runs before the CPU check (registration, initialize()).
+// Attributes of lcnn_lookup_conv (see lookup_conv.cc): parsing and validation, and the sizes
+// derived from them and an input shape (Geometry), each checked in 64-bit arithmetic against
+// the bounds the kernels' 32-bit offsets allow. No vector instructions here: this header is
+// compiled into the part of the library that runs before the CPU check (registration).
 #ifndef LCNN_LOOKUP_CONV_ATTRS_H_
 #define LCNN_LOOKUP_CONV_ATTRS_H_
 
 #include <algorithm>
+#include <cstdint>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;  // NOLINT
+
+// ------------------------------------------------------------------ bounds
+// kernel, stride, pad and the pool_* attributes: far above any network's, and small enough
+// that sums and products of a few of them stay far from 64-bit overflow.
+static const int kMaxWindow = 1 << 16;
+static const int kMaxFilters = 1 << 24;
+// The kernels address one image's planes with 32-bit offsets: every per-image size stays below.
+static const int64_t kMaxElements = (int64_t{1} << 31) - 1;
+// Below this many outputs per channel (fully connected layers) the kernels gather entries one
+// output at a time; from it on they accumulate 64-float register tiles, which may read up to a
+// row past the end of a phase plane (one spare row is allocated).
+static const int kFewOutputs = 16;
 
 // ------------------------------------------------------------------ attributes
 struct Params {
@@ -21,14 +37,28 @@ struct Params {
   int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
 };
 
+// "K", "(K1, K2)" or "[K1, K2]" as two ints; false for anything else (other tokens, more than
+// two numbers, values outside int).
 static inline bool ParsePair(const std::string& text, int* a, int* b) {
   std::string s;
   for (char ch : text) s += (ch == '(' || ch == ')' || ch == '[' || ch == ']' || ch == ',') ? ' ' : ch;
   std::istringstream in(s);
-  if (!(in >> *a)) return false;
-  if (!(in >> *b)) *b = *a;
-  std::string rest;
-  return !(in >> rest);
+  std::vector<long long> values;
+  for (std::string token; in >> token;) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(token, &used);
+    } catch (const std::exception&) {
+      return false;
+    }
+    if (used != token.size() || v < INT32_MIN || v > INT32_MAX) return false;
+    values.push_back(v);
+  }
+  if (values.empty() || values.size() > 2) return false;
+  *a = static_cast<int>(values[0]);
+  *b = static_cast<int>(values.back());
+  return true;
 }
 
 static inline MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
@@ -91,8 +121,86 @@ static inline MXReturnValue GetParams(const std::unordered_map<std::string, std:
     MX_ERROR_MSG << "lcnn_lookup_conv: pool_stride/pool_pad given without pool_kernel";
     return MX_FAIL;
   }
-  if (p->kh < 1 || p->kw < 1 || p->sh < 1 || p->sw < 1 || p->ph < 0 || p->pw < 0) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: kernel and stride must be >= 1, pad >= 0";
+  for (int v : {p->kh, p->kw, p->sh, p->sw, p->pool_sh, p->pool_sw}) {
+    if (v < 1 || v > kMaxWindow) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: kernel, stride and pool_stride must be in [1, " << kMaxWindow
+                   << "], got " << v;
+      return MX_FAIL;
+    }
+  }
+  for (int v : {p->ph, p->pw, p->pool_kh, p->pool_kw, p->pool_ph, p->pool_pw}) {
+    if (v < 0 || v > kMaxWindow) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: pad, pool_kernel and pool_pad must be in [0, " << kMaxWindow
+                   << "], got " << v;
+      return MX_FAIL;
+    }
+  }
+  if (p->num_filter > kMaxFilters) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: num_filter " << p->num_filter << " is above " << kMaxFilters;
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+// Output size of a convolution or pooling window over n inputs (MXNet's 'valid' convention).
+static inline int64_t OutSize(int64_t n, int64_t kernel, int64_t stride, int64_t pad) {
+  return (n + 2 * pad - kernel) / stride + 1;
+}
+
+// ------------------------------------------------------------------ geometry
+// The sizes of one image's computation, for attributes p and an input (m, h, w) with a
+// dictionary of k entries. The padded input is split into sh x sw stride phases of hq x wq;
+// S holds, per dictionary entry, all phases (cols floats, 8-aligned); an output channel is
+// accumulated over ho rows of wq ("extended" rows: the last wq - wo columns are discarded).
+struct Geometry {
+  int64_t m = -1, h = -1, w = -1, k = -1;
+  int64_t hp = 0, wp = 0;  // padded input
+  int64_t ho = 0, wo = 0;  // convolution output
+  int64_t yo = 0, xo = 0;  // after the fused pooling (ho, wo without)
+  int64_t hq = 0, wq = 0;  // one stride phase
+  int64_t ext = 0;         // ho * wq
+  int64_t plane = 0;       // one phase plane, with a spare row for register tiles
+  int64_t cols = 0;        // all phases of one S row
+};
+
+static inline MXReturnValue MakeGeometry(const Params& p, int64_t m, int64_t h, int64_t w, int64_t k,
+                                         Geometry* g) {
+  if (m < 1 || h < 1 || w < 1 || k < 1 || m > kMaxElements || h > kMaxElements || w > kMaxElements ||
+      k > kMaxElements) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: channels, height, width and dictionary size must be in [1, "
+                 << kMaxElements << "], got " << m << ", " << h << ", " << w << ", " << k;
+    return MX_FAIL;
+  }
+  g->m = m, g->h = h, g->w = w, g->k = k;
+  g->hp = h + 2 * p.ph, g->wp = w + 2 * p.pw;
+  if (g->hp < p.kh || g->wp < p.kw) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: kernel " << p.kh << "x" << p.kw << " is larger than the "
+                 << "padded input " << g->hp << "x" << g->wp;
+    return MX_FAIL;
+  }
+  g->ho = OutSize(h, p.kh, p.sh, p.ph), g->wo = OutSize(w, p.kw, p.sw, p.pw);
+  g->yo = g->ho, g->xo = g->wo;
+  if (p.pool_kh) {
+    if (g->ho + 2 * p.pool_ph < p.pool_kh || g->wo + 2 * p.pool_pw < p.pool_kw) {
+      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel is larger than the " << g->ho << "x" << g->wo
+                   << " output";
+      return MX_FAIL;
+    }
+    g->yo = OutSize(g->ho, p.pool_kh, p.pool_sh, p.pool_ph);
+    g->xo = OutSize(g->wo, p.pool_kw, p.pool_sw, p.pool_pw);
+  }
+  g->hq = (g->hp + p.sh - 1) / p.sh, g->wq = (g->wp + p.sw - 1) / p.sw;
+  g->ext = g->ho * g->wq;
+  g->plane = (g->hq + (g->ext >= kFewOutputs ? 1 : 0)) * g->wq;
+  g->cols = static_cast<int64_t>(p.sh) * p.sw * g->plane;
+  if (g->cols > 1) g->cols = (g->cols + 7) / 8 * 8;  // whole 8-float strips for the GEMM
+  // per image: S (k x cols) and the split input (m x cols) hold the largest offsets; an output
+  // plane (ext <= cols, rounded up to whole tiles) is smaller
+  const int64_t widest = std::max(m, k);
+  if (g->cols > (kMaxElements - 64) / widest) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: input " << m << "x" << h << "x" << w << " with kernel " << p.kh
+                 << "x" << p.kw << ", stride " << p.sh << "x" << p.sw << ", pad " << p.ph << "x" << p.pw
+                 << " needs planes of more than " << kMaxElements << " floats per image";
     return MX_FAIL;
   }
   return MX_SUCCESS;
@@ -100,8 +208,5 @@ static inline MXReturnValue GetParams(const std::unordered_map<std::string, std:
 
 // The operator's state (lookup_conv.cc), created for each node by the registration.
 CustomStatefulOp* MakeLookupConv(const Params& p);
-
-// Output size of a convolution or pooling window over n inputs (MXNet's 'valid' convention).
-static inline int OutSize(int n, int kernel, int stride, int pad) { return (n + 2 * pad - kernel) / stride + 1; }
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

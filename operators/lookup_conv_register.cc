@@ -65,25 +65,13 @@ static MXReturnValue InferShape(const std::unordered_map<std::string, std::strin
     MX_ERROR_MSG << "lcnn_lookup_conv: bias must have num_filter = " << p.num_filter << " entries";
     return MX_FAIL;
   }
-  const int hp = x[2] + 2 * p.ph, wp = x[3] + 2 * p.pw;
-  if (hp < p.kh || wp < p.kw) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: kernel " << p.kh << "x" << p.kw << " is larger than the "
-                 << "padded input " << hp << "x" << wp;
-    return MX_FAIL;
-  }
-  int ho = OutSize(x[2], p.kh, p.sh, p.ph), wo = OutSize(x[3], p.kw, p.sw, p.pw);
-  if (p.pool_kh) {
-    if (ho + 2 * p.pool_ph < p.pool_kh || wo + 2 * p.pool_pw < p.pool_kw) {
-      MX_ERROR_MSG << "lcnn_lookup_conv: pool_kernel is larger than the " << ho << "x" << wo << " output";
-      return MX_FAIL;
-    }
-    ho = OutSize(ho, p.pool_kh, p.pool_sh, p.pool_ph), wo = OutSize(wo, p.pool_kw, p.pool_sw, p.pool_pw);
-  }
-  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(ho),
-               static_cast<unsigned>(wo)};
+  Geometry g;
+  if (MakeGeometry(p, x[1], x[2], x[3], d[0], &g) != MX_SUCCESS) return MX_FAIL;
+  (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(g.yo),
+               static_cast<unsigned>(g.xo)};
   if (p.residual && (*in)[6] != (*out)[0]) {
     MX_ERROR_MSG << "lcnn_lookup_conv: residual must have the output's shape (" << x[0] << ", "
-                 << p.num_filter << ", " << ho << ", " << wo << ")";
+                 << p.num_filter << ", " << g.yo << ", " << g.xo << ")";
     return MX_FAIL;
   }
   return MX_SUCCESS;

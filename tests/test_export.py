@@ -138,3 +138,28 @@ def test_export_cli_fails_on_a_diverged_checkpoint(lcnn_ops, tmp_path):
                "--output", tmp_path / "out" / "x", check=False)
     assert proc.returncode == 2 and "out/x: the training form's output is not finite" in proc.stdout
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("attr,value,message", [
+    ("stride", "(2147483647, 1)", "must be in [1, 65536]"),
+    ("pad", "(2147483600, 2147483600)", "must be in [0, 65536]"),
+    ("pad", "(60000, 60000)", "needs planes of more than"),
+])
+def test_crafted_symbol_attributes_are_errors(exported_lenet, tmp_path, attr, value, message):
+    """A -symbol.json whose operator attributes overflow 32-bit sizes: MXNetError in Python and a
+    clean exit in the C++ predictor, never an out-of-bounds access."""
+    import json
+    import shutil
+    prefix, folder, pixels = exported_lenet
+    crafted = str(tmp_path / "crafted")
+    graph = json.loads(open(prefix + "-symbol.json").read())
+    node = next(n for n in graph["nodes"] if n["op"] == "lcnn_lookup_conv")
+    node["attrs"][attr] = value
+    with open(crafted + "-symbol.json", "w") as f:
+        json.dump(graph, f)
+    for suffix in ("-0000.params", "-meta.json"):
+        shutil.copy(prefix + suffix, crafted + suffix)
+    with pytest.raises(mx.base.MXNetError, match=re.escape(message)):
+        export.load_exported(crafted)(mx.nd.array(pixels[None, None])).wait_to_read()
+    proc = predictor(crafted, "--input", folder / "digit.npy")
+    assert proc.returncode == 2 and message in proc.stdout, proc.stdout[-2000:]
