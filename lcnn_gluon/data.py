@@ -24,6 +24,8 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from . import recordio
+
 log = logging.getLogger(__name__)
 Shape = Tuple[int, int, int]
 
@@ -53,17 +55,20 @@ def get_preset(dataset: str) -> Preset:
     return PRESETS[dataset]
 
 
-def check_rec(rec: str, data_shape: Shape, resize: int = 0) -> int:
-    """Check ``rec`` and its ``.idx`` exist and that ``data_shape`` fits the stored images.
+def check_rec(rec: str, data_shape: Shape, resize: int = 0, num_classes: Optional[int] = None) -> int:
+    """Check ``rec`` and its ``.idx`` before MXNet's reader opens them: they exist and match
+    (:func:`lcnn_gluon.recordio.validate`, with the labels in ``[0, num_classes)`` when given),
+    and ``data_shape`` fits the stored images.
 
     Returns the number of records. Raises ``ValueError`` naming the file and
-    the mismatch (channel count, or images smaller than the crop).
+    the mismatch (bad index, label, channel count, or images smaller than the crop).
     """
     idx = os.path.splitext(rec)[0] + ".idx"
     for path in (rec, idx):
         if not os.path.isfile(path):
             raise ValueError(f"{path}: no such file (a .rec needs its .idx beside it; "
                              "pack with tools/im2rec.py)")
+    recordio.validate(rec, idx, num_classes)
     reader = mx.recordio.MXIndexedRecordIO(idx, rec, "r")
     try:
         if not reader.keys:
@@ -176,7 +181,7 @@ def _params(rec: str, batch_size: int, preset: Preset, data_shape: Shape, num_pa
               data_shape=data_shape, batch_size=batch_size, num_parts=num_parts,
               part_index=part_index, round_batch=False, label_width=1,
               # ctx='cpu' lets the iterator decode with OpenMP threads; without it
-              # it uses one thread on a 2-core machine (MXNET-NOTES.md)
+              # it uses one thread on a 2-core machine (docs/platform.md)
               ctx="cpu", preprocess_threads=os.cpu_count() or 1)
     if preset.resize:
         kw["resize"] = preset.resize

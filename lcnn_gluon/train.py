@@ -100,7 +100,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag, rec in (("--data-train", args.data_train), ("--data-val", args.data_val)):
         if rec:
             try:
-                data.check_rec(rec, args.image_shape, preset.resize)
+                data.check_rec(rec, args.image_shape, preset.resize, args.num_classes)
             except ValueError as e:
                 parser.error(f"{flag}: {e}")
     if args.load_epoch is not None and not args.model_prefix:
