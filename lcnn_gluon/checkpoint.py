@@ -1,12 +1,17 @@
-"""Checkpoints: ``PREFIX-%04d.params`` + ``.states`` (trainer) + ``.json`` (what was trained).
+"""Checkpoints: ``PREFIX-%04d.params`` + ``.states`` (optimizer) + ``.json`` (what was trained).
 
 Epoch ``N`` is the state after ``N`` finished epochs, as in MXNet's ``fit.py``
-(``--load-epoch N`` resumes at epoch ``N``). Each file is written under a
-temporary name and renamed; the ``.json`` is written last and marks the
-checkpoint complete. Loading checks that the parameters belong to the network.
+(``--load-epoch N`` resumes at epoch ``N``). A checkpoint is complete or absent:
+the old ``.json`` of that epoch is removed first, the parameter and state files are
+written under temporary names, flushed to disk and renamed, and the ``.json`` comes
+last, with a manifest (size and SHA-256 of each file). Loading checks the manifest,
+so a run killed between two renames, or files from different runs, are refused.
+Optimizer state is written by :mod:`lcnn_gluon.trainer_state` (no pickle). Loading
+checks that the parameters belong to the network.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Optional
@@ -14,34 +19,41 @@ from typing import Optional
 import mxnet as mx
 from mxnet import gluon
 
+from . import atomic, trainer_state
+
+HASH_CHUNK = 1 << 24  # bytes read at a time when hashing a file
+
 
 def paths(prefix: str, epoch: int) -> dict:
     stem = f"{prefix}-{epoch:04d}"
     return {"params": stem + ".params", "states": stem + ".states", "json": stem + ".json"}
 
 
-def write_atomically(path: str, write) -> None:
-    """Call ``write(temporary path)``, then rename the result to ``path``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def file_digest(path: str) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return {"size": os.path.getsize(path), "sha256": digest.hexdigest()}
 
 
 def save(prefix: str, epoch: int, net: gluon.Block, trainer: Optional[gluon.Trainer],
          meta: dict) -> str:
     """Write the checkpoint for ``epoch`` finished epochs; return the params path."""
     p = paths(prefix, epoch)
-    folder = os.path.dirname(os.path.abspath(p["params"]))
-    os.makedirs(folder, exist_ok=True)
-    write_atomically(p["params"], net.save_parameters)
+    os.makedirs(os.path.dirname(os.path.abspath(p["params"])), exist_ok=True)
+    if os.path.exists(p["json"]):  # from now until the new manifest: no complete checkpoint
+        os.remove(p["json"])
+    atomic.write_atomically(p["params"], net.save_parameters)
+    files = {"params": file_digest(p["params"])}
+    meta = dict(meta, epoch=epoch)
     if trainer is not None:
-        write_atomically(p["states"], trainer.save_states)
-
-    write_atomically(p["json"], lambda tmp: write_json(tmp, dict(meta, epoch=epoch)))
+        def write_states(tmp):
+            meta["trainer"] = trainer_state.save(trainer, tmp)
+        atomic.write_atomically(p["states"], write_states)
+        files["states"] = file_digest(p["states"])
+    atomic.write_atomically(p["json"], lambda tmp: write_json(tmp, dict(meta, files=files)))
     return p["params"]
 
 
@@ -51,14 +63,22 @@ def write_json(path: str, value: dict) -> None:
 
 
 def read_meta(params_path: str) -> dict:
-    """The ``.json`` beside a ``.params`` file, or ``{}`` when there is none."""
+    """The ``.json`` beside a ``.params`` file, or ``{}`` when there is none; ``ValueError``
+    naming it when it is not a JSON object."""
     if not os.path.isfile(params_path):
         raise ValueError(f"{params_path}: no such parameter file")
     meta_path = os.path.splitext(params_path)[0] + ".json"
     if not os.path.isfile(meta_path):
         return {}
-    with open(meta_path) as f:
-        return json.load(f)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{meta_path}: not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: holds a JSON {type(meta).__name__}, not the object a "
+                         "checkpoint writes")
+    return meta
 
 
 def load_params(net: gluon.Block, params_path: str, network: Optional[str] = None,
@@ -108,17 +128,25 @@ def _legacy_shape(array: mx.nd.NDArray, shape: tuple) -> mx.nd.NDArray:
 
 def load(prefix: str, epoch: int, net: gluon.Block, network: str, with_states: bool = True,
          ctx=None) -> dict:
-    """Restore the weights of epoch ``epoch`` (after checking that the checkpoint is
-    complete, with its trainer state when ``with_states``); return the metadata."""
+    """Restore the weights of epoch ``epoch`` after checking that the checkpoint is complete
+    (its files there, with its trainer state when ``with_states``, and as its manifest
+    describes them); return the metadata."""
     p = paths(prefix, epoch)
     for kind in ("json", "params") + (("states",) if with_states else ()):
         if not os.path.isfile(p[kind]):
             raise ValueError(f"--load-epoch {epoch}: {p[kind]} is missing (checkpoint incomplete "
                              "or never written)")
+    meta = read_meta(p["params"])
+    for kind, described in meta.get("files", {}).items():
+        if kind in p and (kind != "states" or with_states) and file_digest(p[kind]) != described:
+            raise ValueError(f"--load-epoch {epoch}: {p[kind]} is not the file its manifest "
+                             f"{p['json']} describes (cut short, or written by another run)")
     load_params(net, p["params"], network, ctx)
-    return read_meta(p["params"])
+    return meta
 
 
-def load_trainer(prefix: str, epoch: int, trainer: gluon.Trainer) -> None:
-    """Restore optimizer state (momentum, update count, schedule) of epoch ``epoch``."""
-    trainer.load_states(paths(prefix, epoch)["states"])
+def load_trainer(prefix: str, epoch: int, trainer: gluon.Trainer, trust_pickle: bool = False) -> None:
+    """Restore optimizer state (momentum, update counts; the schedule follows from them) of
+    epoch ``epoch``. A pickled ``.states`` of an earlier version needs ``trust_pickle``."""
+    p = paths(prefix, epoch)
+    trainer_state.load(trainer, p["states"], read_meta(p["params"]).get("trainer", {}), trust_pickle)

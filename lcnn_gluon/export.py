@@ -32,7 +32,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
-from . import checkpoint, data, ops, tree
+from . import atomic, checkpoint, data, ops, tree
 from .model_zoo.resnet import BasicBlock
 from .nn import LookupConv2D, LookupDense, _Lookup
 
@@ -286,7 +286,7 @@ def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
     net.hybridize(static_alloc=True, static_shape=True)
     net(mx.nd.zeros((1,) + tuple(data_shape))).wait_to_read()
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    tmp_prefix = f"{prefix}.tmp-{os.getpid()}"
+    tmp_prefix = atomic.temporary_name(prefix)
     staged, final = _files(tmp_prefix), _files(prefix)
     try:
         net.export(tmp_prefix, epoch=0)
@@ -296,12 +296,14 @@ def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
         if reference is not None:
             meta["check"] = check(tmp_prefix, reference, data_shape, rtol)
             checkpoint.write_json(staged["meta"], meta)
-        for kind in ("symbol", "params", "meta"):
+        for kind in ("symbol", "params", "meta"):  # the meta JSON last: it marks the export complete
+            atomic.fsync_path(staged[kind])
             os.replace(staged[kind], final[kind])
+        atomic.fsync_path(os.path.dirname(os.path.abspath(prefix)))
     finally:
         for path in staged.values():
             if os.path.exists(path):
-                os.remove(path)
+                atomic.remove_quietly(path)
     return meta
 
 

@@ -13,6 +13,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from . import atomic
+
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 SPLITS = {"train": "train", "val": "t10k"}  # output split -> MNIST file stem
@@ -55,18 +57,14 @@ def write_idx(path: str, array: np.ndarray) -> None:
     """Write a uint8 array as an idx file (gzipped if ``path`` ends in ``.gz``), atomically."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
+    def write(tmp):
         with open(tmp, "wb") as raw:
             if path.endswith(".gz"):  # no name or time in the header: same input, same bytes
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
                     f.write(header + array.tobytes())
             else:
                 raw.write(header + array.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic.write_atomically(path, write)
 
 
 def _find(root: str, name: str) -> str:

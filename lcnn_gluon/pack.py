@@ -24,6 +24,7 @@ import numpy as np
 import simplejpeg
 from tqdm import tqdm
 
+from . import atomic
 from .mnist import load_mnist
 from .recordio import IndexedRecordWriter, pack_header
 
@@ -69,10 +70,10 @@ def list_images(root: str, recursive: bool, exts: Sequence[str]) -> Tuple[List[I
 
 
 def _write_text(path: str, lines: Iterable[str]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(lines)
+    atomic.write_atomically(path, write)
 
 
 def write_list(path: str, items: Iterable[Item]) -> None:

@@ -71,6 +71,9 @@ def add_fit_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--wd", type=float, default=1e-4)
     g.add_argument("--model-prefix", help="checkpoint prefix; none saved when empty")
     g.add_argument("--load-epoch", type=int, help="resume from PREFIX-%%04d.* of this epoch")
+    g.add_argument("--trust-states", action="store_true",
+                   help="with --load-epoch: accept a pickled .states of an earlier version (a pickle "
+                        "runs whatever code it holds: only for files you wrote yourself)")
     g.add_argument("--disp-batches", type=int, default=20, help="log every this many batches")
     g.add_argument("--seed", type=int, default=0)
 
@@ -103,6 +106,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                 data.check_rec(rec, args.image_shape, preset.resize, args.num_classes)
             except ValueError as e:
                 parser.error(f"{flag}: {e}")
+    _check_ranges(parser, args)
     if args.load_epoch is not None and not args.model_prefix:
         parser.error("--load-epoch needs --model-prefix")
     if args.cpus < 0 or (args.cpus and args.gpus):
@@ -115,6 +119,26 @@ def parse_args(argv=None) -> argparse.Namespace:
         except ValueError as e:
             parser.error(str(e))
     return args
+
+
+def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Numbers outside what training can use: a clear error naming the flag."""
+    rules = [("--batch-size", args.batch_size, args.batch_size >= 1, ">= 1"),
+             ("--num-epochs", args.num_epochs, args.num_epochs >= 1, ">= 1"),
+             ("--lr", args.lr, args.lr > 0, "> 0"),
+             ("--lr-factor", args.lr_factor, 0 < args.lr_factor <= 1, "in (0, 1]"),
+             ("--mom", args.mom, 0 <= args.mom < 1, "in [0, 1)"),
+             ("--wd", args.wd, args.wd >= 0, ">= 0"),
+             ("--warmup-epochs", args.warmup_epochs, 0 <= args.warmup_epochs < args.num_epochs,
+              "in [0, --num-epochs)"),
+             ("--warmup-lr", args.warmup_lr, args.warmup_lr >= 0, ">= 0"),
+             ("--disp-batches", args.disp_batches, args.disp_batches >= 0, ">= 0"),
+             ("--load-epoch", args.load_epoch, args.load_epoch is None or args.load_epoch >= 1, ">= 1"),
+             ("--lr-step-epochs", args.lr_step_epochs, all(e >= 1 for e in args.lr_step_epochs),
+              "epochs >= 1")]
+    for flag, value, ok, allowed in rules:
+        if not ok:
+            parser.error(f"{flag} {value}: must be {allowed}")
 
 
 LOOKUP_FLAGS = {"dictionary_size": ("--dictionary-sizes", "dictionary_sizes"),
@@ -223,7 +247,7 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
     cluster.start(trainer, args.batch_size)  # after the weights are loaded: the others take rank 0's
     if args.load_epoch is not None:
         if states is not None:
-            checkpoint.load_trainer(args.model_prefix, args.load_epoch, trainer)
+            checkpoint.load_trainer(args.model_prefix, args.load_epoch, trainer, args.trust_states)
         log.info("resumed from %s-%04d%s", args.model_prefix, args.load_epoch,
                  "" if states else " (weights only: dist_async keeps optimizer state on the servers)")
     metric, result = fit.metrics(args.num_classes), {}
