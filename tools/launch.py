@@ -14,13 +14,18 @@ the working directory must exist at the same path on every host.
 
 Each line of output is prefixed with its role. The job ends when the workers
 have finished; when any role fails or dies, the others are stopped at once and
-the launcher exits non-zero naming the role. No process is left behind, on
-success, failure or Ctrl-C (remote ones are stopped when their ssh connection
-closes).
+the launcher exits non-zero naming the role. A scheduler or server that ends
+(even with status 0) while workers still run fails the job after --exit-grace
+seconds (workers would wait for it forever). No process is left behind, on
+success, failure, Ctrl-C, SIGTERM or SIGHUP; every local role (and every ssh
+client) also gets the kernel's parent-death signal, so even a launcher killed
+with SIGKILL takes its roles with it (remote ones are stopped when their ssh
+connection closes).
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shlex
 import signal
@@ -32,6 +37,9 @@ import time
 from typing import Dict, List, Optional
 
 GRACE_S = 30  # how long servers and the scheduler get to exit after the workers finished
+EXIT_GRACE_S = 30  # default of --exit-grace: workers left running after a server or the scheduler ended
+PR_SET_PDEATHSIG = 1  # prctl(2): signal this process when its parent dies
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 # The remote side of an ssh role: run the command in its own process group and
 # stop that group when the ssh connection (our stdin) closes.
 REMOTE_WRAPPER = ("exec 3<&0; setsid {cmd} <&- & pid=$!; "
@@ -55,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="set a variable for every role (repeatable)")
     parser.add_argument("--port", type=int, default=0, help="scheduler port (default: a free one)")
     parser.add_argument("--verbose", action="store_true", help="PS_VERBOSE=1: log each bind")
+    parser.add_argument("--exit-grace", type=float, default=EXIT_GRACE_S,
+                        help="seconds the workers may still run after a server or the scheduler ended")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the command every role runs")
     args = parser.parse_args(argv)
     args.num_servers = args.num_workers if args.num_servers is None else args.num_servers
@@ -103,6 +113,16 @@ def route_ip(address: str) -> str:
         return s.getsockname()[0]
 
 
+def _die_with(launcher_pid: int):
+    """A ``preexec_fn`` giving the child SIGKILL when the launcher dies (Linux), even by SIGKILL."""
+    def arm() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != launcher_pid:  # the launcher died before the signal was armed
+            os._exit(1)
+    return arm
+
+
 class Role:
     """One process of the job, started locally or over ssh."""
 
@@ -111,7 +131,8 @@ class Role:
 
     def start(self, env: Dict[str, str], out_lock: threading.Lock) -> None:
         self.proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with(os.getpid()))
         threading.Thread(target=self._forward, args=(out_lock,), daemon=True).start()
 
     def _forward(self, lock: threading.Lock) -> None:
@@ -162,10 +183,11 @@ def describe_exit(code: int) -> str:
     return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
 
 
-def supervise(roles: List[Role]) -> int:
+def supervise(roles: List[Role], exit_grace: float = EXIT_GRACE_S) -> int:
     """Wait for the workers; stop everything at the first failure. Returns the exit status."""
     workers = [r for r in roles if r.name.startswith("worker")]
     finished_at: Optional[float] = None
+    gone: Optional[tuple] = None  # (role, time) of the first server/scheduler that ended early
     while True:
         for role in roles:
             code = role.proc.poll()
@@ -175,13 +197,22 @@ def supervise(roles: List[Role]) -> int:
                 return 1
         if all(r.proc.poll() == 0 for r in roles):
             return 0
-        if finished_at is None and all(r.proc.poll() == 0 for r in workers):
+        workers_done = all(r.proc.poll() == 0 for r in workers)
+        if finished_at is None and workers_done:
             finished_at = time.time()
         if finished_at is not None and time.time() - finished_at > GRACE_S:
             left = ", ".join(r.name for r in roles if r.proc.poll() is None)
             print(f"[launch] workers finished; {left} did not exit within {GRACE_S} s: stopped",
                   flush=True)
             return 0
+        if gone is None and not workers_done:
+            ended = [r for r in roles if r not in workers and r.proc.poll() == 0]
+            gone = (ended[0], time.time()) if ended else None
+        if gone is not None and not workers_done and time.time() - gone[1] > exit_grace:
+            waiting = ", ".join(r.name for r in workers if r.proc.poll() is None)
+            print(f"[launch] {gone[0].name} exited while {waiting} still ran ({exit_grace:g} s ago): "
+                  "the workers cannot finish without it; stopping the job", flush=True)
+            return 1
         time.sleep(0.1)
 
 
@@ -207,11 +238,12 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     status = 1
     try:
         for role, env in roles_env:
             role.start(dict(os.environ, **env), lock)
-        status = supervise(roles)
+        status = supervise(roles, args.exit_grace)
     except KeyboardInterrupt:
         print("[launch] interrupted: stopping the job", flush=True)
         status = 130
