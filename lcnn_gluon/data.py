@@ -49,6 +49,17 @@ PRESETS = {
 }
 
 
+def parse_image_shape(text: str, flag: str = "--image-shape") -> Shape:
+    """``"C,H,W"`` as a shape of three positive integers; ``ValueError`` naming ``flag``."""
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{flag} {text}: must be C,H,W positive integers")
+    return shape
+
+
 def get_preset(dataset: str) -> Preset:
     if dataset not in PRESETS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(PRESETS)}")

@@ -347,9 +347,10 @@ def main(argv=None) -> None:
     parser.add_argument("--num-classes", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    shape = None
     try:
         meta = checkpoint.read_meta(args.params)
-        shape = (tuple(int(x) for x in args.image_shape.split(",")) if args.image_shape
+        shape = (data.parse_image_shape(args.image_shape) if args.image_shape
                  else tuple(meta.get("image_shape", ())))
         if len(shape) != 3:
             raise ValueError("--image-shape C,H,W is needed (the checkpoint has no metadata)")
@@ -364,8 +365,11 @@ def main(argv=None) -> None:
             network=args.network, dataset=dataset, mean=list(preset.mean), std=list(preset.std),
             resize=preset.resize, library=None if args.dense else os.path.basename(ops.path()),
             operator=None if args.dense else ops.OP_NAME), reference=net)
+    except mx.base.MXNetError as e:  # the network does not run on this input shape, or I/O in MXNet
+        parser.error(f"{args.output}: cannot export {args.network} for input {shape}: "
+                     f"{str(e).strip().splitlines()[-1]}")
     except (ValueError, OSError, RuntimeError) as e:
-        parser.error(f"{args.output}: {e}" if isinstance(e, ExportError) else str(e))
+        parser.error(f"{args.output}: {e}" if isinstance(e, (ExportError, OSError)) else str(e))
     log.info("exported %s and %s; max |exported - training form| = %.2e of the largest output",
              written["symbol"], written["params"], written["check"])
 

@@ -148,7 +148,7 @@ def format_table(rows: Sequence[Count]) -> str:
 
 
 def main(argv=None) -> None:
-    from . import checkpoint
+    from . import checkpoint, data
     from .model_zoo import get_model, list_models
 
     parser = argparse.ArgumentParser(description="Count multiplications per layer (the paper's "
@@ -158,9 +158,9 @@ def main(argv=None) -> None:
     parser.add_argument("--image-shape", help="C,H,W (default: 1,28,28 for lenet*, else 3,224,224)")
     parser.add_argument("--num-classes", type=int, default=None)
     args = parser.parse_args(argv)
-    shape = (tuple(int(x) for x in args.image_shape.split(",")) if args.image_shape
-             else (1, 28, 28) if args.network.startswith("lenet") else (3, 224, 224))
     try:
+        shape = (data.parse_image_shape(args.image_shape) if args.image_shape
+                 else (1, 28, 28) if args.network.startswith("lenet") else (3, 224, 224))
         meta = checkpoint.read_meta(args.params) if args.params else {}
         classes = args.num_classes or meta.get("num_classes") or (10 if shape[0] == 1 else 1000)
         net = get_model(args.network, classes=classes, **meta.get("model_kwargs", {}))

@@ -19,17 +19,25 @@ import sys
 import time
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-import cv2
-import numpy as np
-import simplejpeg
-from tqdm import tqdm
+# Images whose header claims more pixels than this are skipped with a warning before any
+# decoding (a 2 KB JPEG can claim 60000x60000: 10 GB decoded). 2^28 pixels = 16384x16384,
+# far above any photo a network is trained on. OpenCV's own limit (2^30 by default) is set
+# to the same for the formats it decodes; it reads the variable when it is first used.
+MAX_IMAGE_PIXELS = 1 << 28
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_IMAGE_PIXELS))
 
-from . import atomic
-from .mnist import load_mnist
-from .recordio import IndexedRecordWriter, pack_header
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import simplejpeg  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from . import atomic  # noqa: E402
+from .mnist import load_mnist  # noqa: E402
+from .recordio import IndexedRecordWriter, pack_header  # noqa: E402
 
 log = logging.getLogger(__name__)
 Item = Tuple[int, str, Tuple[float, ...]]  # (index, path relative to root, labels)
+MAX_RECORD_ID = 2 ** 64  # list indices become the records' uint64 ids
 
 
 class PackError(ValueError):
@@ -57,6 +65,7 @@ def list_images(root: str, recursive: bool, exts: Sequence[str]) -> Tuple[List[I
         for fname in sorted(files):
             fpath = os.path.join(path, fname)
             if os.path.splitext(fname)[1].lower() in exts and os.path.isfile(fpath):
+                _check_listable(fpath)
                 if not found:
                     classes.append(os.path.relpath(path, root))
                     found = True
@@ -67,6 +76,18 @@ def list_images(root: str, recursive: bool, exts: Sequence[str]) -> Tuple[List[I
     if not items:
         raise PackError(f"no images with extensions {sorted(exts)} under {root!r}")
     return items, classes
+
+
+def _check_listable(path: str) -> None:
+    """A ``.lst`` line holds the path as UTF-8 text between a tab and a newline."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PackError(f"file name {os.fsencode(path)!r} is not valid UTF-8: rename it "
+                        "(a list file holds UTF-8 text)") from None
+    if "\t" in path or "\n" in path or "\r" in path:
+        raise PackError(f"file name {path!r} holds a tab or line break, which a list file "
+                        "cannot hold: rename it")
 
 
 def _write_text(path: str, lines: Iterable[str]) -> None:
@@ -85,17 +106,25 @@ def write_list(path: str, items: Iterable[Item]) -> None:
 def read_list(path: str) -> List[Item]:
     """Read a ``.lst`` file; a malformed line is an error naming file and line."""
     items = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = [p.strip() for p in line.rstrip("\n").split("\t")]
-            try:
-                if len(parts) < 3:
-                    raise ValueError(f"{len(parts)} tab-separated fields, need at least 3")
-                items.append((int(parts[0]), parts[-1], tuple(float(x) for x in parts[1:-1])))
-            except ValueError as e:
-                raise PackError(f"{path}:{lineno}: bad list line {line.strip()!r}: {e}") from e
+    with open(path, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    for lineno, raw in enumerate(raw_lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise PackError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.rstrip("\r").split("\t")]
+        try:
+            if len(parts) < 3:
+                raise ValueError(f"{len(parts)} tab-separated fields, need at least 3")
+            index = int(parts[0])
+            if not 0 <= index < MAX_RECORD_ID:
+                raise ValueError(f"index {index} is outside [0, 2^64)")
+            items.append((index, parts[-1], tuple(float(x) for x in parts[1:-1])))
+        except ValueError as e:
+            raise PackError(f"{path}:{lineno}: bad list line {line.strip()!r}: {e}") from e
     if not items:
         raise PackError(f"{path}: list is empty")
     return items
@@ -118,6 +147,11 @@ def split_lists(items: List[Item], prefix: str, chunks: int, train_ratio: float,
                 parts[stem + "_test.lst"] = chunk[:sep_test]
             if train_ratio + test_ratio < 1.0:
                 parts[stem + "_val.lst"] = chunk[sep_test + sep:]
+        empty = [path for path, part in parts.items() if not part]
+        if empty:
+            raise PackError(f"{empty[0]} would be empty ({len(items)} images in {chunks} chunks of "
+                            f"{chunk_size}, --train-ratio {train_ratio}, --test-ratio {test_ratio}): "
+                            "use fewer --chunks or other ratios")
         for path, part in parts.items():
             write_list(path, part)
             written.append(path)
@@ -152,6 +186,22 @@ class EncodeOptions:
     pack_label: bool = False
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def header_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """``(height, width)`` a JPEG or PNG header claims, without decoding; None otherwise."""
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            return tuple(simplejpeg.decode_jpeg_header(data)[:2])
+        except ValueError:
+            return None
+    if data[:8] == PNG_SIGNATURE and len(data) >= 24:
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return height, width
+    return None
+
+
 def _decode(data: bytes, color: int) -> Optional[np.ndarray]:
     """Decode to HxWxC uint8 (BGR, or C=1 for ``color=0``); None if undecodable."""
     # EXIF-rotated and CMYK JPEGs go to OpenCV, which applies the orientation as MXNet's tool does.
@@ -175,6 +225,9 @@ def _transform(img: np.ndarray, opts: EncodeOptions) -> np.ndarray:
         h, w = img.shape[:2]
     if opts.resize:
         size = (opts.resize, h * opts.resize // w) if h > w else (w * opts.resize // h, opts.resize)
+        if size[0] * size[1] > MAX_IMAGE_PIXELS:
+            raise ValueError(f"--resize {opts.resize} makes it {size[0]}x{size[1]} pixels, above the "
+                             f"limit of {MAX_IMAGE_PIXELS}")
         img = cv2.resize(img, size)  # bilinear, as MXNet's tool
         if img.ndim == 2:
             img = img[:, :, None]
@@ -204,6 +257,10 @@ def encode_item(item: Item, opts: EncodeOptions) -> Tuple[Optional[bytes], Optio
             return None, f"{path}: empty file"
         if opts.pass_through:
             return pack_header(label, index, data), None
+        size = header_size(data)
+        if size and size[0] * size[1] > MAX_IMAGE_PIXELS:
+            return None, (f"{path}: header claims {size[1]}x{size[0]} pixels, above the limit of "
+                          f"{MAX_IMAGE_PIXELS} (lcnn_gluon.pack.MAX_IMAGE_PIXELS)")
         img = _decode(data, opts.color)
         if img is None or img.size == 0:
             return None, f"{path}: not a readable image"
@@ -224,6 +281,7 @@ class _Worker:
 
 def _init_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler would print a traceback here
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would only contend
 
 
@@ -254,6 +312,9 @@ def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOpti
                 else:
                     writer.write(index, record)
                 bar.update(1)
+            if not writer.count:  # leaves any earlier pair of these names as it was
+                raise PackError(f"{rec_path}: none of the {len(items)} images could be packed "
+                                "(each is named above); nothing written")
         finally:
             if pool is not None:
                 pool.terminate()

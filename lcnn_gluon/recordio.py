@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from . import atomic
+
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
 _IR_FORMAT = "IfQQ"  # flag, label, id, id2: MXNet's IRHeader
@@ -69,8 +71,7 @@ class IndexedRecordWriter:
 
     def __init__(self, rec_path: str, idx_path: str):
         self.rec_path, self.idx_path = rec_path, idx_path
-        suffix = f".tmp-{os.getpid()}"
-        self._rec_tmp, self._idx_tmp = rec_path + suffix, idx_path + suffix
+        self._rec_tmp, self._idx_tmp = atomic.temporary_name(rec_path), atomic.temporary_name(idx_path)
         self._rec = open(self._rec_tmp, "wb")
         self._idx = open(self._idx_tmp, "w")
         self.count = 0
@@ -90,19 +91,27 @@ class IndexedRecordWriter:
             os.remove(self.idx_path)
         os.replace(self._rec_tmp, self.rec_path)
         os.replace(self._idx_tmp, self.idx_path)
+        atomic.fsync_path(os.path.dirname(os.path.abspath(self.rec_path)))
 
     def discard(self) -> None:
+        """Remove the temporary files, also when closing them fails again (a full disk)."""
         for f, path in ((self._rec, self._rec_tmp), (self._idx, self._idx_tmp)):
-            f.close()
-            if os.path.exists(path):
-                os.remove(path)
+            try:
+                f.close()
+            except OSError:
+                pass
+            atomic.remove_quietly(path)
 
     def __enter__(self) -> "IndexedRecordWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                self.discard()
+                raise
         else:
             self.discard()
 

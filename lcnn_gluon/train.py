@@ -86,15 +86,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     preset = data.get_preset(args.dataset)
     try:
-        args.image_shape = (tuple(int(x) for x in args.image_shape.split(","))
-                            if args.image_shape else preset.data_shape)
+        args.image_shape = (data.parse_image_shape(args.image_shape) if args.image_shape
+                            else preset.data_shape)
         args.lr_step_epochs = [int(x) for x in args.lr_step_epochs.split(",") if x]
         args.dictionary_sizes = ([int(x) for x in args.dictionary_sizes.split(",")]
                                  if args.dictionary_sizes else None)
     except ValueError as e:
-        parser.error(f"bad number in a comma-separated flag: {e}")
-    if len(args.image_shape) != 3:
-        parser.error(f"--image-shape {args.image_shape}: must be C,H,W")
+        parser.error(str(e) if "--image-shape" in str(e) else f"bad number in a comma-separated flag: {e}")
     args.num_classes = args.num_classes or (10 if args.dataset == "mnist" else 1000)
     if args.network not in list_models():
         parser.error(f"unknown --network {args.network!r}; available: {', '.join(list_models())}")

@@ -163,3 +163,27 @@ def test_crafted_symbol_attributes_are_errors(exported_lenet, tmp_path, attr, va
         export.load_exported(crafted)(mx.nd.array(pixels[None, None])).wait_to_read()
     proc = predictor(crafted, "--input", folder / "digit.npy")
     assert proc.returncode == 2 and message in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--image-shape", "1,x,28"], "--image-shape 1,x,28: must be C,H,W positive integers"),
+    (["--image-shape", "1,-28,28"], "--image-shape 1,-28,28: must be C,H,W positive integers"),
+    (["--image-shape", "1,28"], "--image-shape 1,28: must be C,H,W positive integers"),
+    (["--output", "/proc/no/such/x"], "/proc/no/such/x"),
+    ("bad-json", "fast-0005.json: not valid JSON"),
+])
+def test_export_errors_name_the_input(exported_lenet, tmp_path, change, message):
+    import shutil
+    _, folder, _ = exported_lenet
+    params = str(tmp_path / "fast-0005.params")
+    shutil.copy(folder / "fast-0005.params", params)
+    shutil.copy(folder / "fast-0005.json", tmp_path / "fast-0005.json")
+    args = ["--network", "lenet_lcnn_fast", "--params", params, "--output", str(tmp_path / "out" / "x")]
+    if change == "bad-json":
+        (tmp_path / "fast-0005.json").write_text('{"network": "lenet_lcnn_fast", ')
+    else:
+        args += change
+    proc = run(PY, "-m", "lcnn_gluon.export", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stdout, proc.stdout[-2000:]
+    assert "Traceback" not in proc.stdout
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -122,9 +123,14 @@ def pack_lists(args: argparse.Namespace) -> None:
         log.warning("%d unreadable images were skipped (named above)", total_skipped)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: temporary files removed, workers stopped
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.mnist:
             pack.pack_mnist(args.prefix, args.root, args.seed, args.shuffle)
