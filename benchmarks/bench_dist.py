@@ -27,28 +27,25 @@ sys.path.insert(0, ROOT)
 def work(args) -> None:
     """One training process: time compute and KVStore exchange separately, print a summary."""
     import mxnet as mx
-    from mxnet import autograd, gluon
+    from mxnet import gluon
 
-    from lcnn_gluon import data, get_model
+    from lcnn_gluon import data, fit, get_model
+    from lcnn_gluon import nn as lnn
     from lcnn_gluon.distributed import Cluster
 
     cluster = Cluster.create(argparse.Namespace(kv_store=args.kv_store, gc_type="none", gc_threshold=0))
     mx.random.seed(0)
     net = get_model(args.network, classes=10)
-    net.initialize(mx.init.Xavier())
-    net(mx.nd.zeros((1, 1, 28, 28)))
-    net.hybridize(static_alloc=True, static_shape=True)
-    trainer = cluster.trainer(net.collect_params(), "sgd", dict(learning_rate=0.05, momentum=0.9))
+    fit.prepare(net, (1, 28, 28), args.batch_size, [mx.cpu()])
+    optimizer = lnn.optimizer_for("sgd", [mx.cpu()], 0.9, cluster.update_on_kvstore)
+    trainer = cluster.trainer(net.collect_params(), optimizer, dict(learning_rate=0.05, momentum=0.9))
     cluster.start(trainer, args.batch_size)
     it = data.train_iter(args.rec, args.batch_size, "mnist", num_parts=cluster.num_workers,
                          part_index=cluster.rank, num_batches=args.steps + 5)
     loss_fn, compute, exchange = gluon.loss.SoftmaxCrossEntropyLoss(), [], []
     for i, batch in enumerate(it):
         start = time.perf_counter()
-        x, y = batch.data[0].as_in_context(mx.cpu()), batch.label[0].as_in_context(mx.cpu())
-        with autograd.record():
-            loss = loss_fn(net(x), y)
-        loss.backward()
+        fit.forward_backward(net, loss_fn, batch, [mx.cpu()])
         mx.nd.waitall()
         middle = time.perf_counter()
         trainer.allreduce_grads()

@@ -126,7 +126,7 @@ def layer_rows(layers: list, counts: dict, runs: int, peak: float) -> list:
         k = b.dictionary_size
         one.reshape(one.shape[0], k, -1)[np.arange(k) % one.shape[0], np.arange(k), 0] = 1.0
         b.lookup.set_data(mx.nd.array(one))
-        b.alive.set_data(mx.nd.array(one))
+        b.alive.set_data(mx.nd.array(one, dtype="uint8"))
         empty = export.SparseLookup(b, None, None, False)
         b.lookup.set_data(lookup)
         b.alive.set_data(alive)

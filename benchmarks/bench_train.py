@@ -21,7 +21,7 @@ import lcnn_gluon  # noqa: E402,F401  (sets OMP_NUM_THREADS before mxnet is impo
 import mxnet as mx  # noqa: E402
 from mxnet import gluon  # noqa: E402
 
-from lcnn_gluon import fit, flops, get_model  # noqa: E402
+from lcnn_gluon import fit, get_model  # noqa: E402
 from lcnn_gluon import nn as lnn  # noqa: E402
 
 FAMILIES = {"alexnet": (3, 224, 224), "resnet18": (3, 224, 224), "lenet": (1, 28, 28)}
@@ -33,9 +33,8 @@ class Runner:
     def __init__(self, name: str, shape, batch_size: int):
         mx.random.seed(0)
         self.net = get_model(name, classes=1000 if shape[0] == 3 else 10)
-        self.net.initialize(mx.init.Xavier(magnitude=2))
-        self.forms = flops.choose_forms(flops.trace(self.net, shape), batch_size)
-        self.net.hybridize(static_alloc=True, static_shape=True)
+        fit.prepare(self.net, shape, batch_size, [mx.cpu()])
+        self.forms = {layer.name: layer.form for layer in lnn.lookup_layers(self.net)}
         self.layers = lnn.lookup_layers(self.net)
         optimizer = lnn.optimizer_for("sgd", [mx.cpu()], 0.9) if self.layers else "sgd"
         self.trainer = gluon.Trainer(self.net.collect_params(), optimizer,

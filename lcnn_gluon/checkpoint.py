@@ -108,7 +108,10 @@ def load_params(net: gluon.Block, params_path: str, network: Optional[str] = Non
         raise ValueError(f"{params_path} does not fit network {network or type(net).__name__}: "
                          f"{details}")
     for name, param in expected.items():
-        param._load_init(saved[name], ctx)
+        array = saved[name]
+        if array.dtype != param.dtype and name.endswith("alive"):  # a float kept-mask (before 0.2)
+            array = array.astype(param.dtype)
+        param._load_init(array, ctx)
 
 
 def _legacy_shape(array: mx.nd.NDArray, shape: tuple) -> mx.nd.NDArray:

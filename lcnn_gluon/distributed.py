@@ -18,6 +18,7 @@ import argparse
 import logging
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,11 @@ class Cluster:
         trainer._check_and_rescale_grad(trainer._scale / self.step_size(batch_size))
         if not trainer._kv_initialized:
             trainer._init_kvstore()
-        params = [p for p in trainer._params_to_init if not p._deferred_init]
+        # not the kept-masks (uint8: the parameter servers take floating point only); every
+        # worker holds the same ones already (initialised to 1 or loaded from one checkpoint)
+        # and the same updates keep them equal
+        params = [p for p in trainer._params_to_init if not p._deferred_init
+                  and np.issubdtype(np.dtype(p.dtype), np.floating)]
         keys = [trainer._param2idx[p.name] for p in params]
         if keys:  # values via numpy: default layout (see _pull_into)
             self.kvstore.init(keys, [mx.nd.array(p.data().asnumpy(), dtype=p.dtype) for p in params])

@@ -1,8 +1,8 @@
 """The inference form of an LCNN network, and its export for MXNet runtimes.
 
 ``sparsify(net)`` returns a copy of ``net`` in which every lookup layer is the C++
-operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its effective P packed as
-CSR by :func:`pack_csr`; a BatchNorm right after a lookup layer is folded into its
+operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its live P packed by
+:class:`lcnn_gluon.lookup.PackedLookup`; a BatchNorm right after a lookup layer is folded into its
 coefficients and bias, and a ReLU and a max-pooling after that are fused into the
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
@@ -34,28 +34,18 @@ from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
 from . import atomic, checkpoint, data, ops, tree
 from .model_zoo.resnet import BasicBlock
-from .nn import LookupConv2D, LookupDense, _Lookup
+from .lookup.layers import LookupConv2D, LookupDense, _Lookup
+from .lookup.packed import PackedLookup
 
 log = logging.getLogger(__name__)
 
 
 def pack_csr(lookup: np.ndarray, scale: Optional[np.ndarray] = None) -> Tuple[np.ndarray, ...]:
-    """CSR rows of P per output channel: ``(indptr (n+1,), indices (nnz,), coefs (nnz,))``.
-
-    ``lookup`` is the effective P, ``(n, k, kh, kw)`` (or ``(n, k)``); an index packs
-    ``(d * kh + r) * kw + c``; ``scale`` (n,) multiplies each row (a folded BatchNorm).
-    MXNet 1.x cannot hold zero-length arrays, so a P without entries is stored as
-    one zero coefficient.
-    """
-    flat = lookup.reshape(lookup.shape[0], -1)
-    rows, cols = np.nonzero(flat)
-    coefs = flat[rows, cols] * (scale[rows] if scale is not None else 1.0)
-    indptr = np.zeros(flat.shape[0] + 1, np.int32)
-    np.cumsum(np.bincount(rows, minlength=flat.shape[0]), out=indptr[1:])
-    if not len(cols):
-        rows, cols, coefs = np.array([flat.shape[0] - 1]), np.array([0]), np.array([0.0])
-        indptr[-1] = 1
-    return indptr, cols.astype(np.int32), coefs.astype(np.float32)
+    """Deprecated: ``(indptr, indices, coefs)`` of :meth:`lcnn_gluon.lookup.PackedLookup.pack`."""
+    n, k = lookup.shape[:2]
+    packed = PackedLookup.pack(lookup, np.zeros((k, 1), np.float32), None, scale,
+                               None if scale is None else np.zeros(n, np.float32))
+    return packed.indptr, packed.indices, packed.coefs
 
 
 class SparseLookup(HybridBlock):
@@ -78,20 +68,17 @@ class SparseLookup(HybridBlock):
         if pool is not None:
             self.attrs.update(pool_kernel=pool._kwargs["kernel"], pool_stride=pool._kwargs["stride"],
                               pool_pad=pool._kwargs["pad"])
-        indptr, indices, coefs = pack_csr(layer.effective_lookup().asnumpy(), scale)
-        bias = layer.bias.data().asnumpy() if layer.bias is not None else np.zeros(layer.channels)
-        if scale is not None:
-            bias = bias * scale + shift
-        arrays = dict(dictionary=layer.dictionary.data().asnumpy().reshape(layer.dictionary_size, -1),
-                      indptr=indptr, indices=indices, coefs=coefs, bias=bias.astype(np.float32))
+        packed = PackedLookup.pack(layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy(),
+                                   layer.bias.data().asnumpy() if layer.bias is not None else None,
+                                   scale, shift)
         with self.name_scope():
-            for name, value in arrays.items():
+            for name, value in packed.arrays().items():
                 param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
                                         differentiable=False)
                 param.initialize(init=mx.init.Constant(0))
                 param.set_data(mx.nd.array(value, dtype=value.dtype))
                 setattr(self, name, param)
-        self.density = float(np.count_nonzero(coefs)) / layer.lookup.data().size
+        self.density = packed.density
 
     def add_residual(self) -> None:
         """From now on take a second input, the shortcut, added before the ReLU:

@@ -18,9 +18,27 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
+from . import flops
 from . import nn as lnn
 
 log = logging.getLogger(__name__)
+
+
+INITIALIZER = dict(rnd_type="gaussian", factor_type="in", magnitude=2)  # He initialisation
+
+
+def prepare(net: gluon.HybridBlock, data_shape: Sequence[int], batch_size: int,
+            ctxs: List[mx.Context]) -> List[flops.Layer]:
+    """Make a freshly built network ready to train, the one way the library does: initialised
+    on ``ctxs`` (He-scaled Xavier), each lookup layer's form chosen for the batch each device
+    sees, hybridized with static memory. Returns its layer trace (for counting)."""
+    net.initialize(mx.init.Xavier(**INITIALIZER), ctx=ctxs)
+    layers = flops.trace(net, data_shape, ctx=ctxs[0])
+    forms = flops.choose_forms(layers, max(1, batch_size // len(ctxs)))
+    if forms:
+        log.info("lookup layer forms for batch %d: %s", batch_size, forms)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return layers
 
 
 def lr_scheduler(mode: str, base_lr: float, steps_per_epoch: int, num_epochs: int,
@@ -76,17 +94,25 @@ def train_step(net: gluon.Block, trainer: gluon.Trainer, loss_fn: gluon.loss.Los
     ``step_size`` is what ``trainer.step`` divides the summed gradients by: the
     global batch size (this worker's batch times the number of workers that sum).
     """
-    datas, labels, weights = _split(batch, ctxs)
-    with autograd.record():
-        outputs = [net(x) for x in datas]
-        losses = [loss_fn(o, y, w) for o, y, w in zip(outputs, labels, weights)]
-    autograd.backward(losses)
+    outputs, labels, losses = forward_backward(net, loss_fn, batch, ctxs)
     if lnn.updates_lookups(trainer):  # L1, mask, SGD and pruning in one pass per lookup tensor
         trainer.step(step_size)
     else:
         lnn.add_l1_grad(layers, batch.data[0].shape[0] / len(ctxs))
         trainer.step(step_size)
         lnn.prune(layers)
+    return outputs, labels, losses
+
+
+def forward_backward(net: gluon.Block, loss_fn: gluon.loss.Loss, batch: mx.io.DataBatch,
+                     ctxs: List[mx.Context]) -> tuple:
+    """The batch split over the devices, forward and backward (padding weighted 0). Returns
+    outputs, labels and per-sample losses (lists, one entry per device)."""
+    datas, labels, weights = _split(batch, ctxs)
+    with autograd.record():
+        outputs = [net(x) for x in datas]
+        losses = [loss_fn(o, y, w) for o, y, w in zip(outputs, labels, weights)]
+    autograd.backward(losses)
     return outputs, labels, losses
 
 

@@ -1,10 +1,9 @@
 """Counting multiplications the paper's way, per layer, for any Gluon network.
 
 A dense convolution costs ``out_elements * m * kh * kw`` (per group), a dense
-fully connected layer its weight count, a lookup layer ``Hp * Wp * k * m`` (the
-dictionary's 1x1 convolution over the padded input) plus
-``out_elements * kh * kw * k * density(P)``; everything else counts zero. All
-counts are for one image (batch 1).
+fully connected layer its weight count, a lookup layer what
+:mod:`lcnn_gluon.lookup.cost` says (the dictionary's product over the padded input
+plus the lookups); everything else counts zero. All counts are for one image (batch 1).
 
     python -m lcnn_gluon.flops --network resnet18_lcnn_fast [--params FILE] [--image-shape 3,224,224]
 prints a table per layer and ends with ``speedup: X``.
@@ -22,7 +21,8 @@ import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
 from . import tree
-from .nn import LookupConv2D, LookupDense, _Lookup
+from .lookup import cost
+from .lookup.layers import LookupConv2D, LookupDense, _Lookup, is_fully_connected
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +88,10 @@ def count(layers: Sequence[Layer], densities: Optional[dict] = None) -> List[Cou
         b, out = layer.block, int(np.prod(layer.out_shape))
         if isinstance(b, _Lookup):
             d = densities[layer.name] if layer.name in densities else b.density()
-        if isinstance(b, LookupConv2D):
-            m, (h, w) = layer.in_shape[0], layer.in_shape[1:]
-            kh, kw = b.kernel
-            (ph, pw), k = b.padding, b.dictionary_size
-            rows.append(Count(layer.name, "lookup conv", out * m * kh * kw,
-                              int(round((h + 2 * ph) * (w + 2 * pw) * k * m + out * kh * kw * k * d)), d))
-        elif isinstance(b, LookupDense):
-            m, k = int(np.prod(layer.in_shape)), b.dictionary_size
-            rows.append(Count(layer.name, "lookup dense", out * m, int(round(k * m + out * k * d)), d))
+        if isinstance(b, _Lookup):
+            rows.append(Count(layer.name, "lookup dense" if isinstance(b, LookupDense) else "lookup conv",
+                              cost.dense_mults(b, layer.in_shape, out),
+                              cost.lookup_mults(b, layer.in_shape, out, d), d))
         elif isinstance(b, nn.Conv2D):
             per_output = int(np.prod(b.weight.shape[1:]))  # (m / groups) * kh * kw
             rows.append(Count(layer.name, "conv", out * per_output, out * per_output, None))
@@ -125,14 +120,11 @@ def choose_forms(layers: Sequence[Layer], batch_size: int) -> dict:
         if not isinstance(b, _Lookup):
             continue
         conv = isinstance(b, LookupConv2D)
-        m = layer.in_shape[0] if conv else int(np.prod(layer.in_shape))
-        pixels = int(np.prod(layer.in_shape[1:])) if conv else 1
-        out, n, k, (kh, kw) = int(np.prod(layer.out_shape)), b.channels, b.dictionary_size, b.kernel
-        composed = n * k * kh * kw * m + batch_size * out * m * kh * kw
-        two_stage = batch_size * (pixels * k * m + out * k * kh * kw)
+        composed, two_stage = cost.training_costs(b, layer.in_shape, int(np.prod(layer.out_shape)),
+                                                  batch_size)
         b._set_form("two_stage" if two_stage < composed else "composed")
         if conv:
-            b.as_fc = tuple(layer.in_shape[1:]) == b.kernel and b.padding == (0, 0)
+            b.as_fc = is_fully_connected(b, layer.in_shape)
         chosen[layer.name] = b.form + (" as fc" if conv and b.as_fc else "")
     return chosen
 

@@ -185,13 +185,7 @@ def contexts(args: argparse.Namespace) -> List[mx.Context]:
 def build_net(args: argparse.Namespace, ctxs: List[mx.Context]):
     """The network, initialised on ``ctxs``, forms chosen, hybridized; and its layer trace."""
     net = get_model(args.network, classes=args.num_classes, **model_kwargs(args))
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctxs)
-    layers = flops.trace(net, args.image_shape, ctx=ctxs[0])
-    forms = flops.choose_forms(layers, max(1, args.batch_size // len(ctxs)))
-    if forms:
-        log.info("lookup layer forms for batch %d: %s", args.batch_size, forms)
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net, layers
+    return net, fit.prepare(net, args.image_shape, args.batch_size, ctxs)
 
 
 def make_data(args: argparse.Namespace, cluster: Cluster):

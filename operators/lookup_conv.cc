@@ -1,17 +1,11 @@
-// lcnn_lookup_conv: the sparse lookup convolution of LCNN, for inference, as an MXNet
-// 1.9 custom-operator library (lib_api). Laid out as MXNet's gemm_lib.cc example:
-// kernels, forward, parse attributes, infer type, infer shape, registration, initialize.
-//
-// Inputs (see Forward): data (N, m, H, W) float32; dictionary (k, m) or (k, m, 1, 1)
-// float32; indptr (n+1,) int32 and indices (nnz,) int32 and coefs (nnz,) float32, the
-// CSR rows of P per output channel, an index packing (dictionary entry d, tap r, c) as
-// (d * kh + r) * kw + c; bias (n,) float32. Output (N, n, Ho, Wo) float32.
+// lcnn_lookup_conv: the sparse lookup convolution of LCNN, for inference, as an MXNet 1.9
+// custom-operator library (lib_api). Its inputs, output and attributes are the contract of
+// lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h, the
+// operator is registered in lookup_conv_register.cc, the vector kernels are in
+// lookup_conv_kernels.h. This file is the operator's state and its forward pass:
 //
 //   S = D x pad(X)   (a dense 1x1 product, computed as one GEMM)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
-// with the optional act (relu) and max-pooling fused (attributes act, pool_kernel,
-// pool_stride, pool_pad: the BatchNorm + ReLU + MaxPool that follow a lookup layer), or,
-// with residual=1, a 7th input (N, n, Ho, Wo) added before act (a ResNet block's shortcut).
 //
 // Strided layers split pad(X) into stride-phase planes first, so that every tap reads
 // contiguous rows; each output plane is accumulated in 64-float register tiles over all
@@ -40,18 +34,18 @@ class LookupConv : public CustomStatefulOp {
  public:
   explicit LookupConv(const Params& p) : p_(p) {}
 
-  // inputs: [0] data, [1] dictionary, [2] indptr, [3] indices, [4] coefs, [5] bias; outputs: [0] y
+  // inputs and output as lookup_conv_format.h describes them
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
-    MXTensor &x = (*inputs)[0], &dict = (*inputs)[1];
+    MXTensor &x = (*inputs)[kData], &dict = (*inputs)[kDictionary];
     if (Prepare(*inputs) != MX_SUCCESS) return MX_FAIL;
     const int64_t batch = x.shape[0];
     const float* xd = x.data<float>();
-    const float* bias = (*inputs)[5].data<float>();
-    const float* coefs = (*inputs)[4].data<float>();
-    const int* indptr = (*inputs)[2].data<int>();
+    const float* bias = (*inputs)[kBias].data<float>();
+    const float* coefs = (*inputs)[kCoefs].data<float>();
+    const int* indptr = (*inputs)[kIndptr].data<int>();
     float* y = (*outputs)[0].data<float>();
-    const float* residual = p_.residual ? (*inputs)[6].data<float>() : nullptr;
+    const float* residual = p_.residual ? (*inputs)[kResidual].data<float>() : nullptr;
     const int threads = std::max(1, omp_get_max_threads());
     const size_t per_thread = ext_alloc_ + (p_.pool_kh ? static_cast<size_t>(ho_) * wo_ : 0);
     scratch_.resize(static_cast<size_t>(threads) * per_thread);
@@ -108,7 +102,8 @@ class LookupConv : public CustomStatefulOp {
  private:
   // Geometry for the input shape, offsets for the CSR content: recomputed only on change.
   MXReturnValue Prepare(std::vector<MXTensor>& in) {
-    const int64_t m = in[0].shape[1], h = in[0].shape[2], w = in[0].shape[3], k = in[1].shape[0];
+    const int64_t m = in[kData].shape[1], h = in[kData].shape[2], w = in[kData].shape[3],
+                  k = in[kDictionary].shape[0];
     if (m != m_ || h != h_ || w != w_ || k != k_) {
       Geometry g;  // every size checked to fit the 32-bit offsets below (lookup_conv_attrs.h)
       if (MakeGeometry(p_, m, h, w, k, &g) != MX_SUCCESS) return MX_FAIL;
@@ -123,7 +118,7 @@ class LookupConv : public CustomStatefulOp {
       ext_alloc_ = (ext_ + kTile - 1) / kTile * kTile;
       indptr_.clear();  // forces the offsets to be rebuilt for this geometry
     }
-    MXTensor &ptr = in[2], &idx = in[3];
+    MXTensor &ptr = in[kIndptr], &idx = in[kIndices];
     const size_t n1 = ptr.shape[0], nnz = idx.shape[0];
     if (indptr_.size() == n1 && indices_.size() == nnz &&
         !std::memcmp(indptr_.data(), ptr.data<int>(), n1 * sizeof(int)) &&
@@ -161,7 +156,8 @@ class LookupConv : public CustomStatefulOp {
     dc_.resize(static_cast<size_t>(kc_) * m_);
     offsets_.resize(nnz);
     for (size_t j = 0; j < nnz; ++j) {
-      const int d = idx[j] / taps, r = idx[j] % taps / p_.kw, c = idx[j] % p_.kw;
+      int d, r, c;
+      UnpackIndex(idx[j], p_.kh, p_.kw, &d, &r, &c);
       const int phase = (r % p_.sh) * p_.sw + c % p_.sw;
       offsets_[j] = static_cast<int>(compact[d] * cols_ + phase * plane_ + (r / p_.sh) * wq_ + c / p_.sw);
     }

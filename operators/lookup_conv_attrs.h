@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "lookup_conv_format.h"
 #include "mxnet/lib_api.h"
 
 using namespace mxnet::ext;  // NOLINT
@@ -63,12 +64,10 @@ static inline bool ParsePair(const std::string& text, int* a, int* b) {
 
 static inline MXReturnValue GetParams(const std::unordered_map<std::string, std::string>& attrs,
                                       Params* p) {
-  static const char* known[] = {"kernel", "stride", "pad", "num_filter", "act", "pool_kernel",
-                                "pool_stride", "pool_pad", "residual"};
   for (const auto& kv : attrs) {
     if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
-    if (std::find_if(std::begin(known), std::end(known),
-                     [&](const char* k) { return kv.first == k; }) == std::end(known)) {
+    if (std::find_if(std::begin(kAttributeNames), std::end(kAttributeNames),
+                     [&](const char* k) { return kv.first == k; }) == std::end(kAttributeNames)) {
       MX_ERROR_MSG << "lcnn_lookup_conv: unknown attribute '" << kv.first << "'";
       return MX_FAIL;
     }

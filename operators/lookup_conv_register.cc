@@ -22,11 +22,10 @@ static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::strin
 
 static MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
                                std::vector<int>* in, std::vector<int>* out) {
-  static const char* names[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias", "residual"};
   static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32, kFloat32};
   for (size_t i = 0; i < in->size(); ++i) {
     if ((*in)[i] != want[i]) {
-      MX_ERROR_MSG << "lcnn_lookup_conv: input '" << names[i] << "' must be "
+      MX_ERROR_MSG << "lcnn_lookup_conv: input '" << kInputNames[i] << "' must be "
                    << (want[i] == kFloat32 ? "float32" : "int32") << ", got dtype code " << (*in)[i];
       return MX_FAIL;
     }
@@ -40,8 +39,8 @@ static MXReturnValue InferShape(const std::unordered_map<std::string, std::strin
                                 std::vector<std::vector<unsigned int>>* out) {
   Params p;
   if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
-  const auto &x = (*in)[0], &d = (*in)[1], &ptr = (*in)[2], &idx = (*in)[3], &coef = (*in)[4],
-             &bias = (*in)[5];
+  const auto &x = (*in)[kData], &d = (*in)[kDictionary], &ptr = (*in)[kIndptr], &idx = (*in)[kIndices],
+             &coef = (*in)[kCoefs], &bias = (*in)[kBias];
   if (x.size() != 4) {
     MX_ERROR_MSG << "lcnn_lookup_conv: data must be 4-D (N, C, H, W), got " << x.size() << "-D";
     return MX_FAIL;
@@ -69,7 +68,7 @@ static MXReturnValue InferShape(const std::unordered_map<std::string, std::strin
   if (MakeGeometry(p, x[1], x[2], x[3], d[0], &g) != MX_SUCCESS) return MX_FAIL;
   (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(g.yo),
                static_cast<unsigned>(g.xo)};
-  if (p.residual && (*in)[6] != (*out)[0]) {
+  if (p.residual && (*in)[kResidual] != (*out)[0]) {
     MX_ERROR_MSG << "lcnn_lookup_conv: residual must have the output's shape (" << x[0] << ", "
                  << p.num_filter << ", " << g.yo << ", " << g.xo << ")";
     return MX_FAIL;

@@ -2,6 +2,9 @@
 // same arithmetic as the MXNet-operator form in nn.py, which chains 4 to 5 elementwise
 // operators, each with a temporary as large as P (AlexNet-accurate's fc6: 151M entries).
 //
+// The rule's parameters (eps, l1 = lambda * eps) come from lcnn_gluon/lookup/rule.py, which
+// owns the rule; alive, the kept-mask, is uint8 (one byte per entry), everything else float32.
+//
 //   lcnn_lookup_threshold(lookup, alive; eps) -> lookup * alive * (|lookup| > eps)
 //       backward: the output gradient on the same entries, 0 elsewhere (alive: no gradient)
 //   lcnn_lookup_l1(grad, lookup; strength, eps) -> grad + strength * sign(lookup) where
@@ -47,16 +50,21 @@ static MXReturnValue GetFloat(const Attrs& attrs, const char* op, const char* ke
   return MX_SUCCESS;
 }
 
-static MXReturnValue AllFloat32(const char* op, std::vector<int>* in, std::vector<int>* out) {
-  for (size_t i = 0; i < in->size(); ++i) {
-    if ((*in)[i] != kFloat32) {
-      MX_ERROR_MSG << op << ": input " << i << " must be float32, got dtype code " << (*in)[i];
+// Every input float32 but the kept-mask (input `alive`, one byte per entry: uint8).
+static MXReturnValue CheckTypes(const char* op, int alive, std::vector<int>* in, std::vector<int>* out) {
+  for (int i = 0; i < static_cast<int>(in->size()); ++i) {
+    const int want = i == alive ? kUint8 : kFloat32;
+    if ((*in)[i] != want) {
+      MX_ERROR_MSG << op << ": input " << i << " must be " << (i == alive ? "uint8 (the kept-mask)" : "float32")
+                   << ", got dtype code " << (*in)[i];
       return MX_FAIL;
     }
   }
   for (auto& t : *out) t = kFloat32;
   return MX_SUCCESS;
 }
+
+static const int kNoMask = -1;
 
 // Two inputs of one shape; the output has it too.
 static MXReturnValue SameShapes(const char* op, std::vector<std::vector<unsigned int>>* in,
@@ -81,7 +89,8 @@ static MXReturnValue ThresholdForward(const Attrs& attrs, std::vector<MXTensor>*
                                       std::vector<MXTensor>* outputs, const OpResource& res) {
   float eps;
   if (GetFloat(attrs, "lcnn_lookup_threshold", "eps", &eps) != MX_SUCCESS) return MX_FAIL;
-  const float *p = (*inputs)[0].data<float>(), *a = (*inputs)[1].data<float>();
+  const float* p = (*inputs)[0].data<float>();
+  const uint8_t* a = (*inputs)[1].data<uint8_t>();
   float* y = (*outputs)[0].data<float>();
   const int64_t n = Size((*inputs)[0]);
   ThresholdKernel(p, a, eps, n, y);
@@ -94,8 +103,8 @@ static MXReturnValue ThresholdBackward(const Attrs& attrs, std::vector<MXTensor>
                                        std::vector<MXTensor>* outputs, const OpResource& res) {
   float eps;
   if (GetFloat(attrs, "lcnn_lookup_threshold", "eps", &eps) != MX_SUCCESS) return MX_FAIL;
-  const float *g = (*inputs)[0].data<float>(), *p = (*inputs)[1].data<float>(),
-              *a = (*inputs)[2].data<float>();
+  const float *g = (*inputs)[0].data<float>(), *p = (*inputs)[1].data<float>();
+  const uint8_t* a = (*inputs)[2].data<uint8_t>();
   float* gp = (*outputs)[0].data<float>();
   const int64_t n = Size((*inputs)[1]);
   ThresholdGradKernel(g, p, a, eps, n, gp);
@@ -109,7 +118,7 @@ static MXReturnValue ThresholdAttrs(const Attrs& attrs, int* num_in, int* num_ou
 }
 
 static MXReturnValue ThresholdType(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  return AllFloat32("lcnn_lookup_threshold", in, out);
+  return CheckTypes("lcnn_lookup_threshold", 1, in, out);
 }
 
 static MXReturnValue ThresholdShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
@@ -146,7 +155,7 @@ static MXReturnValue L1Attrs(const Attrs& attrs, int* num_in, int* num_out) {
 }
 
 static MXReturnValue L1Type(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  return AllFloat32("lcnn_lookup_l1", in, out);
+  return CheckTypes("lcnn_lookup_l1", kNoMask, in, out);
 }
 
 static MXReturnValue L1Shape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
@@ -166,7 +175,7 @@ static MXReturnValue PruneForward(const Attrs& attrs, std::vector<MXTensor>* inp
   float eps;
   if (GetFloat(attrs, "lcnn_lookup_prune", "eps", &eps) != MX_SUCCESS) return MX_FAIL;
   const float* p = (*inputs)[0].data<float>();
-  float* a = (*inputs)[1].data<float>();  // mutated
+  uint8_t* a = (*inputs)[1].data<uint8_t>();  // mutated
   float* y = (*outputs)[0].data<float>();  // may be p itself (out=lookup)
   const int64_t n = Size((*inputs)[0]);
   PruneKernel(p, a, eps, n, y);
@@ -180,7 +189,7 @@ static MXReturnValue PruneAttrs(const Attrs& attrs, int* num_in, int* num_out) {
 }
 
 static MXReturnValue PruneType(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  return AllFloat32("lcnn_lookup_prune", in, out);
+  return CheckTypes("lcnn_lookup_prune", 1, in, out);
 }
 
 static MXReturnValue PruneShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,
@@ -220,7 +229,8 @@ static MXReturnValue SgdForward(const Attrs& attrs, std::vector<MXTensor>* input
   SgdParams q;
   if (GetSgdParams(attrs, &q) != MX_SUCCESS) return MX_FAIL;
   const float *w = (*inputs)[0].data<float>(), *g = (*inputs)[1].data<float>();
-  float *mom = (*inputs)[2].data<float>(), *a = (*inputs)[3].data<float>();
+  float* mom = (*inputs)[2].data<float>();
+  uint8_t* a = (*inputs)[3].data<uint8_t>();
   float* y = (*outputs)[0].data<float>();  // may be w itself (out=lookup)
   const int64_t n = Size((*inputs)[0]);
   SgdKernel(q, w, g, mom, a, n, y);
@@ -234,7 +244,7 @@ static MXReturnValue SgdAttrs(const Attrs& attrs, int* num_in, int* num_out) {
 }
 
 static MXReturnValue SgdType(const Attrs& attrs, std::vector<int>* in, std::vector<int>* out) {
-  return AllFloat32("lcnn_lookup_sgd", in, out);
+  return CheckTypes("lcnn_lookup_sgd", 3, in, out);
 }
 
 static MXReturnValue SgdShape(const Attrs& attrs, std::vector<std::vector<unsigned int>>* in,

@@ -3,14 +3,14 @@
 
 #include <cmath>
 
-static inline bool Live(float p, float alive, float eps) { return alive != 0.f && std::fabs(p) > eps; }
+static inline bool Live(float p, uint8_t alive, float eps) { return alive != 0 && std::fabs(p) > eps; }
 
-void ThresholdKernel(const float* p, const float* a, float eps, int64_t n, float* y) {
+void ThresholdKernel(const float* p, const uint8_t* a, float eps, int64_t n, float* y) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = Live(p[i], a[i], eps) ? p[i] : 0.f;
 }
 
-void ThresholdGradKernel(const float* g, const float* p, const float* a, float eps, int64_t n, float* gp) {
+void ThresholdGradKernel(const float* g, const float* p, const uint8_t* a, float eps, int64_t n, float* gp) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) gp[i] = Live(p[i], a[i], eps) ? g[i] : 0.f;
 }
@@ -23,16 +23,16 @@ void L1Kernel(const float* g, const float* p, float eps, float strength, int64_t
   }
 }
 
-void PruneKernel(const float* p, float* a, float eps, int64_t n, float* y) {
+void PruneKernel(const float* p, uint8_t* a, float eps, int64_t n, float* y) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const bool live = Live(p[i], a[i], eps);
-    a[i] = live ? 1.f : 0.f;
+    a[i] = live;
     y[i] = live ? p[i] : 0.f;
   }
 }
 
-void SgdKernel(const SgdParams& q, const float* w, const float* g, float* mom, float* a, int64_t n,
+void SgdKernel(const SgdParams& q, const float* w, const float* g, float* mom, uint8_t* a, int64_t n,
                float* y) {
   const float clip = q.clip > 0 ? q.clip : INFINITY;  // branch-free, so the loop vectorises
 #pragma omp parallel for simd schedule(static)
@@ -43,9 +43,9 @@ void SgdKernel(const SgdParams& q, const float* w, const float* g, float* mom, f
     gi = gi > clip ? clip : (gi < -clip ? -clip : gi);
     const float m = q.momentum * mom[i] - q.lr * q.wd * wi - q.lr * gi;
     const float next = wi + m;
-    const float live = static_cast<float>((a[i] != 0.f) & (std::fabs(next) > q.eps));
+    const bool live = (a[i] != 0) & (std::fabs(next) > q.eps);
     mom[i] = m;
     a[i] = live;
-    y[i] = live * next;
+    y[i] = live ? next : 0.f;
   }
 }

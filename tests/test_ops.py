@@ -40,8 +40,8 @@ def test_op_equals_training_form(lcnn_ops, m, n, k, kernel, stride, pad, size, b
     lnn.set_random_lookup(layer, 0.3, seed=size)
     alive = layer.alive.data().asnumpy()
     alive[1] = 0  # an output channel with no lookups
-    layer.alive.set_data(mx.nd.array(alive))
-    layer.lookup.set_data(layer.lookup.data() * layer.alive.data())
+    layer.alive.set_data(mx.nd.array(alive, dtype="uint8"))
+    layer.lookup.set_data(layer.lookup.data() * layer.alive.data().astype("float32"))
     layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
     compare(layer, mx.nd.random.normal(shape=(batch, m, size, size)))
 
@@ -73,7 +73,7 @@ def set_entries(layer, count: int, rows: int, seed: int) -> None:
     sub.flat[flat] = (layer.eps + rng.rand(count)) * rng.choice([-1, 1], count)
     p[:, :rows] = sub
     layer.lookup.set_data(mx.nd.array(p))
-    layer.alive.set_data(mx.nd.array(p != 0))
+    layer.alive.set_data(mx.nd.array(p != 0, dtype="uint8"))
 
 
 @pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SPARSE_SHAPES)

@@ -7,13 +7,14 @@ from mxnet import autograd, gluon
 
 from lcnn_gluon import fit
 from lcnn_gluon import nn as lnn
+from lcnn_gluon.lookup import rule
 
 OPT = dict(learning_rate=0.2, momentum=0.9, wd=1e-2)
 
 
 def train(form: str, kernels: bool, optimizer: str, monkeypatch, steps: int = 12):
     """A small LCNN trained ``steps`` steps; returns every parameter as numpy."""
-    monkeypatch.setattr(lnn, "TRAIN_WITH_OPS", kernels)
+    monkeypatch.setattr(rule, "USE_KERNELS", kernels)
     mx.random.seed(3)
     net = gluon.nn.HybridSequential()
     net.add(lnn.LookupConv2D(12, 3, padding=1, dictionary_size=5, lambda_=1.0, initial_sparsity=0.3,
@@ -98,13 +99,14 @@ def test_lookup_sgd_needs_momentum():
     (lambda p, a: mx.nd.lcnn_lookup_threshold(p, a), "missing attribute 'eps'"),
     (lambda p, a: mx.nd.lcnn_lookup_l1(p, p, eps=-1, strength=1), "eps='-1' is not a finite number >= 0"),
     (lambda p, a: mx.nd.lcnn_lookup_prune(p.astype("float64"), a, eps=0.1), "must be float32"),
+    (lambda p, a: mx.nd.lcnn_lookup_prune(p, a.astype("float32"), eps=0.1), r"must be uint8 \(the kept-mask\)"),
     (lambda p, a: mx.nd.lcnn_lookup_sgd(p, p, p, a[:2], lr=0.1, wd=0, momentum=0.9, rescale_grad=1,
                                         eps=0.1, l1=0), "must have the same shape"),
     (lambda p, a: mx.nd.lcnn_lookup_sgd(p, p, p, a, lr="x", wd=0, momentum=0.9, rescale_grad=1,
                                         eps=0.1, l1=0), "lr='x' is not a finite number"),
 ])
 def test_kernel_errors_are_mxnet_errors(lcnn_ops, call, message):
-    p, a = mx.nd.ones((4, 3)), mx.nd.ones((4, 3))
+    p, a = mx.nd.ones((4, 3)), mx.nd.ones((4, 3), dtype="uint8")
     with pytest.raises(mx.base.MXNetError, match=message):
         call(p, a).wait_to_read()
     assert float(mx.nd.lcnn_lookup_threshold(p, a, eps=0.5).sum().asscalar()) == 12  # still alive

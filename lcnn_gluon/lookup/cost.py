@@ -1,0 +1,53 @@
+"""Counting the multiplications of a lookup layer: the paper's speedup, and the training forms.
+
+For one image (docs/design.md, "Counting"): a lookup layer with ``m`` inputs on an
+``H x W`` map, padding ``(ph, pw)``, dictionary size ``k``, kernel ``kh x kw``, ``out``
+output elements and a fraction ``density`` of P live costs
+
+    (H + 2 ph) (W + 2 pw) k m        the dictionary's 1x1 product over the padded input
+  + out kh kw k density              the lookups
+
+and as a dense layer of the same shape ``out m kh kw``. A fully connected lookup layer
+is the 1x1 case on a 1x1 map. :mod:`lcnn_gluon.flops` applies this to a traced network.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .layers import LookupConv2D, _Lookup
+
+
+def _sizes(layer: _Lookup, in_shape: Sequence[int]) -> Tuple[int, int, int]:
+    """``(m, padded input pixels, input pixels)`` of ``layer`` on one ``in_shape`` input."""
+    if isinstance(layer, LookupConv2D):
+        (h, w), (ph, pw) = in_shape[1:], layer.padding
+        return in_shape[0], (h + 2 * ph) * (w + 2 * pw), h * w
+    return int(np.prod(in_shape)), 1, 1
+
+
+def dense_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int) -> int:
+    """Multiplications of a dense layer of ``layer``'s shape, for one image."""
+    m, _, _ = _sizes(layer, in_shape)
+    return out_elements * m * layer.kernel[0] * layer.kernel[1]
+
+
+def lookup_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int, density: float) -> int:
+    """Multiplications of ``layer`` with a fraction ``density`` of P live, for one image."""
+    m, padded, _ = _sizes(layer, in_shape)
+    k, (kh, kw) = layer.dictionary_size, layer.kernel
+    return int(round(padded * k * m + out_elements * kh * kw * k * density))
+
+
+def training_costs(layer: _Lookup, in_shape: Sequence[int], out_elements: int,
+                   batch_size: int) -> Tuple[int, int]:
+    """Multiplications of one training forward pass over ``batch_size`` images in each form:
+    ``composed`` builds ``W = P x D`` once (``n k kh kw m``) and runs a dense layer;
+    ``two_stage`` runs the dictionary product and a ``kh x kw`` convolution over ``k``
+    channels, both per image (dense P: training does not skip dead entries)."""
+    m, _, pixels = _sizes(layer, in_shape)
+    n, k, (kh, kw) = layer.channels, layer.dictionary_size, layer.kernel
+    composed = n * k * kh * kw * m + batch_size * out_elements * m * kh * kw
+    two_stage = batch_size * (pixels * k * m + out_elements * k * kh * kw)
+    return composed, two_stage
