@@ -33,7 +33,6 @@ from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
 from . import atomic, checkpoint, data, ops, tree
-from .model_zoo.resnet import BasicBlock
 from .lookup.layers import LookupConv2D, LookupDense, _Lookup
 from .lookup.packed import PackedLookup
 
@@ -112,17 +111,34 @@ class SparseResidualBlock(HybridBlock):
         return self.tail(self.body(x), shortcut)
 
 
+def residual_parts(block: HybridBlock) -> Optional[Tuple[nn.HybridSequential, Optional[HybridBlock]]]:
+    """``(body, shortcut)`` of a block that computes ``relu(body(x) + shortcut(x))`` (``shortcut``
+    None: the identity), or None for any other block.
+
+    The protocol: such a block declares itself with a method ``lcnn_residual()`` returning its
+    sequential ``body`` and its ``shortcut`` block (docs/design.md); Gluon's ``BasicBlockV1``
+    is declared here on its behalf. Export then lets the body's last lookup layer add the
+    shortcut and apply the ReLU.
+    """
+    declared = getattr(block, "lcnn_residual", None)
+    if callable(declared):
+        return declared()
+    if isinstance(block, BasicBlockV1):
+        return block.body, block.downsample
+    return None
+
+
 def _residual_blocks(block: HybridBlock) -> None:
-    """Replace each ResNet basic block below ``block`` (ours, or Gluon's ``BasicBlockV1``:
-    ``relu(body(x) + shortcut)``) whose body ends with a plain sparse lookup by a
-    :class:`SparseResidualBlock`."""
+    """Replace each residual block below ``block`` (:func:`residual_parts`) whose body ends
+    with a plain sparse lookup by a :class:`SparseResidualBlock`."""
     for key, child in list(block._children.items()):
-        body = list(child.body._children.values()) if isinstance(child, (BasicBlock, BasicBlockV1)) else []
+        parts = residual_parts(child)
+        body = list(parts[0]._children.values()) if parts is not None else []
         tail = body[-1] if body else None
         if (isinstance(tail, SparseLookup) and not tail.flatten and not tail.residual
                 and tail.attrs["act"] == "none" and "pool_kernel" not in tail.attrs):
-            tree.replace_child(block, key, SparseResidualBlock(body[:-1], tail, child.downsample,
-                                                     prefix=child.prefix))
+            tree.replace_child(block, key, SparseResidualBlock(body[:-1], tail, parts[1],
+                                                               prefix=child.prefix))
         else:
             _residual_blocks(child)
 

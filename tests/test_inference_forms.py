@@ -122,3 +122,36 @@ def test_a_gluon_residual_block_in_a_users_net_is_fused(lcnn_ops):
     sparse = export.sparsify(net)
     assert sum(isinstance(b, export.SparseResidualBlock) for b in tree.blocks(sparse)) == 1
     assert relative_error(sparse(x).asnumpy(), net(x).asnumpy()) <= 1e-4
+
+
+class MyResidual(nn.HybridBlock):
+    """A user's residual block: ``relu(body(x) + x)``, declared by the export protocol."""
+
+    def __init__(self, channels, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.body = nn.HybridSequential()
+            self.body.add(nn.Conv2D(channels, 3, padding=1, in_channels=channels), nn.BatchNorm(),
+                          nn.Activation("relu"), nn.Conv2D(channels, 3, padding=1, in_channels=channels),
+                          nn.BatchNorm())
+
+    def hybrid_forward(self, F, x):
+        return F.relu(self.body(x) + x)
+
+    def lcnn_residual(self):
+        return self.body, None
+
+
+def test_a_residual_block_defined_here_is_exported_by_protocol(lcnn_ops, tmp_path):
+    net = nn.HybridSequential()
+    with net.name_scope():
+        net.add(nn.Conv2D(8, 3, padding=1, in_channels=3), nn.BatchNorm(), nn.Activation("relu"),
+                MyResidual(8), MyResidual(8), nn.GlobalAvgPool2D(), nn.Dense(10))
+    net = trained(net)
+    x = mx.nd.array(np.random.RandomState(7).standard_normal((2,) + SHAPE))
+    sparse = export.sparsify(net)
+    assert sum(isinstance(b, export.SparseResidualBlock) for b in tree.blocks(sparse)) == 2
+    meta = export.export(sparse, str(tmp_path / "mine"), SHAPE, dict(library="x"), reference=net)
+    assert meta["check"] <= 1e-4
+    with open(tmp_path / "mine-symbol.json") as f:
+        assert '"residual": "1"' in f.read()

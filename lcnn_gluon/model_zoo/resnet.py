@@ -44,6 +44,10 @@ class BasicBlock(HybridBlock):
         shortcut = self.downsample(x) if self.downsample is not None else x
         return F.Activation(self.body(x) + shortcut, act_type="relu")
 
+    def lcnn_residual(self):
+        """``relu(body(x) + shortcut(x))``: the export protocol (lcnn_gluon.export.residual_parts)."""
+        return self.body, self.downsample
+
 
 class ResNet18(HybridBlock):
     """Input ``(B, 3, 224, 224)``, output ``(B, classes)`` scores."""
