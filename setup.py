@@ -40,7 +40,7 @@ setup(
     packages=find_packages(include=["lcnn_gluon", "lcnn_gluon.*"]),
     cmdclass={"build_py": BuildWithOperators},
     python_requires=">=3.9,<3.12",  # mxnet and gluoncv import distutils (gone in 3.12)
-    # Versions checked together on Python 3.11 (MXNET-NOTES.md): mxnet 1.9.1 breaks
+    # Versions checked together on Python 3.11 (docs/platform.md): mxnet 1.9.1 breaks
     # on numpy >= 1.24; gluoncv requires opencv-python and breaks beside torch >= 2.
     install_requires=[
         "mxnet==1.9.1",

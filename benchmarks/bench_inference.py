@@ -37,7 +37,7 @@ from lcnn_gluon import nn as lnn  # noqa: E402
 
 PAPER = {"alexnet_lcnn_fast": 37.6, "alexnet_lcnn_accurate": 3.2,
          "resnet18_lcnn_fast": 29.2, "resnet18_lcnn_accurate": 5.0}
-PROFILE = {  # per-layer densities reached by a TensorFlow re-implementation (DESIGN.md)
+PROFILE = {  # per-layer densities reached by a TensorFlow re-implementation (docs/design.md)
     "alexnet_lcnn_fast": [.083, .034, .008, .013, .027, .001, .002],
     "alexnet_lcnn_accurate": [.129, .040, .029, .034, .071, .006, .007],
 }
@@ -77,7 +77,7 @@ FLOOR = 0.005  # density used when the paper's counted speedup is out of reach (
 def set_paper_densities(name: str, layers: list) -> dict:
     """Densities per lookup layer giving the paper's counted speedup (bisection on a scale).
 
-    Under DESIGN.md's formula (dictionary products over the padded input, dense
+    Under docs/design.md's formula (dictionary products over the padded input, dense
     shortcuts and classifier counted) a target can be out of reach even with an empty
     P (ResNet-18 fast); an empty P would make the output constant, so the densities
     are then set to FLOOR and the table says which counted speedup that gives.

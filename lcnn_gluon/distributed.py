@@ -1,7 +1,7 @@
 """Where this process sits in a training job: one process, or a worker of a KVStore cluster.
 
 Distributed training goes through MXNet's KVStore (ps-lite), started by
-``tools/launch.py``. What this module takes care of (MXNET-NOTES.md):
+``tools/launch.py``. What this module takes care of (docs/platform.md):
 
 * MXNet *sums* gradients over workers: ``step_size`` is the global batch for
   ``dist_sync``/``dist_device_sync``; ``dist_async`` applies each worker's push
