@@ -5,9 +5,15 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 static const int kTile = 64;  // floats per register tile: 8 AVX registers
+
+// Lanes [0, n) of an 8-float mask (n in 1..8).
+static inline __m256i TailMask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
 
 // out[0..8V) = act(bias + sum over entries of coef * s[off .. off + 8V)); the V accumulators
 // stay in registers.
@@ -26,11 +32,11 @@ static inline void AccumulateTile(const float* s, const int* off, const float* c
   for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
 }
 
-// out (R x width, row stride ldo) = d (R x m, row-major) x x (m x width, row stride ldx), R <= 6:
-// 16-column strips keep 2R accumulators in registers while x streams by once (no packing),
-// then an 8-column strip, then the last columns under a mask.
+// out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
+// stride ldx), R <= 6: 16-column strips keep 2R accumulators in registers while x streams by once
+// (no packing), then an 8-column strip, then the last columns under a mask.
 template <int R>
-static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t ldx, int64_t width,
+static inline void SmallGemmRows(const float* const* rows, int m, const float* x, int64_t ldx, int64_t width,
                                  float* out, int64_t ldo) {
   int64_t j = 0;
   for (; j + 16 <= width; j += 16) {
@@ -39,7 +45,7 @@ static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t 
     for (int c = 0; c < m; ++c) {
       const __m256 v0 = _mm256_loadu_ps(x + c * ldx + j), v1 = _mm256_loadu_ps(x + c * ldx + j + 8);
       for (int r = 0; r < R; ++r) {
-        const __m256 b = _mm256_broadcast_ss(d + r * m + c);
+        const __m256 b = _mm256_broadcast_ss(rows[r] + c);
         acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
         acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
       }
@@ -54,20 +60,37 @@ static inline void SmallGemmRows(const float* d, int m, const float* x, int64_t 
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int c = 0; c < m; ++c) {
       const __m256 v = _mm256_loadu_ps(x + c * ldx + j);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + r * m + c), v, acc[r]);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[r] + c), v, acc[r]);
     }
     for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + r * ldo + j, acc[r]);
   }
   if (j < width) {  // the last 1-7 columns, through masked loads and stores
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - j)),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i mask = TailMask(static_cast<int>(width - j));
     __m256 acc[R];
     for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
     for (int c = 0; c < m; ++c) {
       const __m256 v = _mm256_maskload_ps(x + c * ldx + j, mask);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(d + r * m + c), v, acc[r]);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[r] + c), v, acc[r]);
     }
     for (int r = 0; r < R; ++r) _mm256_maskstore_ps(out + r * ldo + j, mask, acc[r]);
+  }
+}
+
+// acc[0..count) = bias + sum over entries of coef * s[(off + e) * count + b] for b < count: one
+// output position of one channel for `count` images at once (S laid out image-innermost).
+static inline void GatherImages(const float* s, const int* off, const float* coef, int nnz, int e, int count,
+                                float bias, bool relu, float* out, int64_t out_stride) {
+  for (int b0 = 0; b0 < count; b0 += 8) {
+    const __m256i mask = TailMask(std::min(8, count - b0));
+    __m256 acc = _mm256_set1_ps(bias);
+    for (int j = 0; j < nnz; ++j) {
+      const float* src = s + (static_cast<int64_t>(off[j]) + e) * count + b0;
+      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + j), _mm256_maskload_ps(src, mask), acc);
+    }
+    if (relu) acc = _mm256_max_ps(acc, _mm256_setzero_ps());
+    float lanes[8];
+    _mm256_storeu_ps(lanes, acc);
+    for (int b = b0; b < std::min(count, b0 + 8); ++b) out[b * out_stride] = lanes[b - b0];
   }
 }
 

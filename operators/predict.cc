@@ -3,12 +3,15 @@
 //
 //   lcnn-predict --symbol P-symbol.json --params P-0000.params --library liblcnn_ops.so
 //                --input digit.png|x.npy [--shape C,H,W] [--mean a,b,c] [--std a,b,c]
-//                [--resize N] [--repeat N] [--top K]
+//                [--resize N] [--repeat N] [--top K] [--batch N] [--threads T]
 //
 // Images are decoded and resized by MXNet's own _cvimdecode / _cvimresize (no other image
 // library): shorter side to --resize then a centre crop of --shape (or straight to --shape
 // without --resize); pixels become (x - mean) / std, channels RGB, layout CHW.
-// A .npy input (float32, C-order, (C,H,W) or (1,C,H,W)) is fed as it is.
+// A .npy input (float32, C-order, (C,H,W) or (1,C,H,W)) is fed as it is. --batch N feeds N
+// copies of the input at once (scores printed for the first; latency per batch and per image);
+// --threads T runs MXNet and the operator with T OpenMP threads (the program restarts itself
+// with OMP_NUM_THREADS=T: OpenMP reads it when the libraries load).
 #include <mxnet/c_api.h>
 #include <mxnet/c_predict_api.h>
 
@@ -25,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 extern "C" int NNGetOpHandle(const char* op_name, void** op_out);  // nnvm/c_api.h
 
 struct Error : std::runtime_error {
@@ -39,6 +44,18 @@ static std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot read " + path);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+static int PositiveInt(const std::string& text, const std::string& flag) {
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || value < 1) throw Error(flag + " " + text + ": must be a positive integer");
+  return value;
 }
 
 static std::vector<float> Numbers(const std::string& text, const std::string& flag) {
@@ -132,7 +149,7 @@ static std::vector<uint8_t> LoadImage(const std::string& path, int c, int h, int
 int main(int argc, char** argv) {
   std::map<std::string, std::string> opt = {{"--shape", ""}, {"--mean", ""}, {"--std", ""},
                                             {"--resize", "0"}, {"--repeat", "1"}, {"--top", "5"},
-                                            {"--library", ""}};
+                                            {"--library", ""}, {"--batch", "1"}, {"--threads", ""}};
   try {
     for (int i = 1; i < argc; i += 2) {
       std::string key = argv[i];
@@ -146,6 +163,16 @@ int main(int argc, char** argv) {
     }
     for (const char* need : {"--symbol", "--params", "--input"})
       if (opt[need].empty()) throw Error(std::string(need) + " is required (see --help)");
+    const int batch = PositiveInt(opt["--batch"], "--batch");
+    if (!opt["--threads"].empty()) {
+      const std::string threads = std::to_string(PositiveInt(opt["--threads"], "--threads"));
+      const char* current = std::getenv("OMP_NUM_THREADS");
+      if (!current || threads != current) {  // restart with the thread count set before OpenMP loads
+        setenv("OMP_NUM_THREADS", threads.c_str(), 1);
+        execv("/proc/self/exe", argv);
+        throw Error("cannot restart with --threads " + threads);
+      }
+    }
     if (!opt["--library"].empty()) Check(MXLoadLib(opt["--library"].c_str(), 0), "loading " + opt["--library"]);
 
     std::vector<uint32_t> shape;
@@ -170,24 +197,29 @@ int main(int argc, char** argv) {
 
     std::string symbol = ReadFile(opt["--symbol"]), params = ReadFile(opt["--params"]);
     const char* keys[] = {"data"};
-    const uint32_t indptr[] = {0, 4}, dims[] = {1, shape[0], shape[1], shape[2]};
+    const uint32_t indptr[] = {0, 4}, dims[] = {uint32_t(batch), shape[0], shape[1], shape[2]};
+    std::vector<float> image = input;  // the same image `batch` times
+    input.clear();
+    for (int b = 0; b < batch; ++b) input.insert(input.end(), image.begin(), image.end());
     PredictorHandle pred = nullptr;
     Check(MXPredCreate(symbol.c_str(), params.data(), int(params.size()), 1, 0, 1, keys, indptr, dims, &pred),
           "creating the predictor");
     uint32_t* out_shape = nullptr;
     uint32_t out_ndim = 0;
     Check(MXPredGetOutputShape(pred, 0, &out_shape, &out_ndim), "output shape");
-    const size_t classes = std::accumulate(out_shape, out_shape + out_ndim, size_t(1), std::multiplies<size_t>());
-    std::vector<float> scores(classes);
+    const size_t outputs = std::accumulate(out_shape, out_shape + out_ndim, size_t(1), std::multiplies<size_t>());
+    const size_t classes = outputs / batch;
+    std::vector<float> all_scores(outputs);
     const int repeat = std::max(1, std::stoi(opt["--repeat"]));
     double total = 0;
     for (int r = -1; r < repeat; ++r) {  // r = -1: warm-up, not timed
       auto start = std::chrono::steady_clock::now();
       Check(MXPredSetInput(pred, "data", input.data(), uint32_t(input.size())), "setting the input");
       Check(MXPredForward(pred), "forward");
-      Check(MXPredGetOutput(pred, 0, scores.data(), uint32_t(classes)), "reading the output");
+      Check(MXPredGetOutput(pred, 0, all_scores.data(), uint32_t(outputs)), "reading the output");
       if (r >= 0) total += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     }
+    std::vector<float> scores(all_scores.begin(), all_scores.begin() + classes);  // the first image
     const float top = *std::max_element(scores.begin(), scores.end());
     double sum = 0;
     for (float& s : scores) sum += (s = std::exp(s - top));
@@ -199,7 +231,10 @@ int main(int argc, char** argv) {
                       [&](size_t a, size_t b) { return scores[a] > scores[b]; });
     std::printf("top-%zu:\n", k);
     for (size_t i = 0; i < k; ++i) std::printf("  %zu. class %zu score %.6f\n", i + 1, order[i], scores[order[i]]);
+    const char* threads = std::getenv("OMP_NUM_THREADS");
     std::printf("latency: %.4f ms (mean of %d runs)\n", total / repeat, repeat);
+    std::printf("batch %d, %s threads: %.4f ms per batch, %.4f ms per image\n", batch,
+                threads ? threads : "default", total / repeat, total / repeat / batch);
     MXPredFree(pred);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcnn-predict: %s\n", e.what());

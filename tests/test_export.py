@@ -187,3 +187,15 @@ def test_export_errors_name_the_input(exported_lenet, tmp_path, change, message)
     assert proc.returncode == 2 and message in proc.stdout, proc.stdout[-2000:]
     assert "Traceback" not in proc.stdout
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+def test_cpp_predictor_takes_a_batch_and_threads(exported_lenet):
+    prefix, folder, pixels = exported_lenet
+    scores = mx.nd.softmax(export.load_exported(prefix)(mx.nd.array(pixels[None, None]))).asnumpy()[0]
+    proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "16", "--threads", "2", "--repeat", "2")
+    assert proc.returncode == 0, proc.stdout
+    found = re.findall(r"\d+\. class (\d+) score ([\d.]+)", proc.stdout)
+    np.testing.assert_allclose([float(s) for _, s in found], np.sort(scores)[::-1][:5], atol=1e-4)
+    assert re.search(r"batch 16, 2 threads: [\d.]+ ms per batch, [\d.]+ ms per image", proc.stdout)
+    proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "0")
+    assert proc.returncode == 2 and "--batch 0: must be a positive integer" in proc.stdout

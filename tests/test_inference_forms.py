@@ -151,6 +151,7 @@ def test_a_residual_block_defined_here_is_exported_by_protocol(lcnn_ops, tmp_pat
     x = mx.nd.array(np.random.RandomState(7).standard_normal((2,) + SHAPE))
     sparse = export.sparsify(net)
     assert sum(isinstance(b, export.SparseResidualBlock) for b in tree.blocks(sparse)) == 2
+    assert relative_error(sparse(x).asnumpy(), net(x).asnumpy()) <= 1e-4
     meta = export.export(sparse, str(tmp_path / "mine"), SHAPE, dict(library="x"), reference=net)
     assert meta["check"] <= 1e-4
     with open(tmp_path / "mine-symbol.json") as f:

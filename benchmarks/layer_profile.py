@@ -1,0 +1,79 @@
+"""Per-layer profile of one cell of ``bench_inference.py`` (``--layers MODEL``): where the time of
+the exported network goes, and how close each layer's lookup stage is to the machine's limits.
+
+Per lookup layer, at the cell's batch and threads: the dense layer (oneDNN), the operator, the
+operator with one entry per dictionary vector (its dictionary stage alone: the lookup stage has
+next to nothing to do), the lookup stage's useful GFLOP/s against the FMA peak of the threads
+used (``fma_peak.cc``), and the bytes the operator moves per output element: the dictionary
+stage reads the input and writes S; the lookup stage reads ``nnz / n`` S values per output.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+
+def fma_peak() -> float:
+    """One core's FMA peak in GFLOP/s, from ``fma_peak.cc`` compiled here."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.cc")
+    with tempfile.TemporaryDirectory() as folder:
+        exe = os.path.join(folder, "fma-peak")
+        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", "-o", exe,
+                        source], check=True)
+        return float(subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -> None:
+    if os.environ.get("OMP_NUM_THREADS") != str(threads):  # threads are fixed when mxnet loads
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
+        sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
+    import mxnet as mx
+    from bench_inference import build, fastest, median_ms
+    from mxnet.gluon import nn
+
+    from lcnn_gluon import export, flops, ops
+    from lcnn_gluon import nn as lnn
+    from lcnn_gluon.lookup import rule
+    ops.load()
+    peak = fma_peak() * threads
+    _, lcnn, layers = build(name, density)
+    counts = {r.name: r for r in flops.count(layers)}
+    print(f"{name}, density {density}, batch {batch}, {threads} threads; FMA peak {peak:.0f} GFLOP/s\n")
+    print("| layer | density | dense ms | LCNN ms | dictionary stage ms | lookup stage GFLOP/s (of peak) "
+          "| bytes/output: dictionary, lookup | measured | counted |\n" + "| --- " * 9 + "|")
+    for lay in (lay for lay in layers if isinstance(lay.block, lnn._Lookup)):
+        b, c = lay.block, counts[lay.name]
+        x = mx.nd.random.normal(shape=(batch,) + lay.in_shape)
+        fc = lnn.is_fully_connected(b, lay.in_shape)
+        strides, padding = ((1, 1), (0, 0)) if isinstance(b, lnn.LookupDense) else (b.strides, b.padding)
+        dense = (nn.Dense(b.channels, in_units=int(np.prod(lay.in_shape))) if fc else
+                 nn.Conv2D(b.channels, b.kernel, strides, padding, in_channels=lay.in_shape[0]))
+        dense.initialize()
+        dense_ms, _ = fastest(dense, x, runs)
+        ours = export.SparseLookup(b, None, None, False)
+        ours.hybridize(static_alloc=True, static_shape=True)
+        ours_ms = median_ms(lambda: ours(x).wait_to_read(), runs)
+        lookup, alive = b.lookup.data().copy(), b.alive.data().copy()
+        one = np.zeros(lookup.shape, np.float32)
+        k = b.dictionary_size
+        one.reshape(one.shape[0], k, -1)[np.arange(k) % one.shape[0], np.arange(k), 0] = 1.0
+        b.lookup.set_data(mx.nd.array(one))
+        b.alive.set_data(mx.nd.array(one != 0, dtype=rule.ALIVE_DTYPE))
+        stage1 = export.SparseLookup(b, None, None, False)
+        b.lookup.set_data(lookup)
+        b.alive.set_data(alive)
+        stage1.hybridize(static_alloc=True, static_shape=True)
+        stage1_ms = median_ms(lambda: stage1(x).wait_to_read(), runs)
+        nnz = float(np.count_nonzero(ours.coefs.data().asnumpy()))
+        outputs = int(np.prod(lay.out_shape))
+        in_elems = int(np.prod(lay.in_shape))
+        stage2_ms = max(ours_ms - stage1_ms, 1e-6)
+        gflops = 2 * nnz / b.channels * outputs * batch / stage2_ms / 1e6
+        dict_bytes = 4 * (in_elems + k * outputs / b.channels * b.kernel[0] * b.kernel[1]) / outputs
+        print(f"| {lay.name} | {c.density:.4f} | {dense_ms:.3f} | {ours_ms:.3f} | {stage1_ms:.3f} | "
+              f"{gflops:.1f} ({gflops / peak:.0%}) | {dict_bytes:.0f}, {4 * (nnz / b.channels + 1):.0f} | "
+              f"{dense_ms / ours_ms:.1f}x | {c.dense / c.lcnn:.1f}x |")
