@@ -37,7 +37,7 @@ struct Workspace {
 
 class LookupConv : public CustomStatefulOp {
  public:
-  explicit LookupConv(const Params& p) : p_(p) {}
+  explicit LookupConv(const Params& p) : params_(p) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
@@ -45,7 +45,7 @@ class LookupConv : public CustomStatefulOp {
     if (Prepare(*inputs, threads) != MX_SUCCESS) return MX_FAIL;
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(),
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
-              p_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
+              params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (plan_.batched_few_outputs) {
       BatchedFewOutputs(t, threads);
     } else if (plan_.images_in_parallel) {
@@ -79,9 +79,9 @@ class LookupConv : public CustomStatefulOp {
         !std::memcmp(indptr_.data(), ptr, n1 * sizeof(int)) && !std::memcmp(indices_.data(), idx, nnz * sizeof(int)))
       return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
-    if (MakeGeometry(p_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
+    if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     indptr_.clear();  // until the new plan is complete, no cached content matches
-    if (BuildPlan(p_, g, batch, threads, ptr, n1, idx, nnz, &plan_) != MX_SUCCESS) return MX_FAIL;
+    if (BuildPlan(params_, g, batch, threads, ptr, n1, idx, nnz, &plan_) != MX_SUCCESS) return MX_FAIL;
     indptr_.assign(ptr, ptr + n1);
     indices_.assign(idx, idx + nnz);
     Allocate(threads);
@@ -100,7 +100,7 @@ class LookupConv : public CustomStatefulOp {
       ws.s.assign(rows * g.cols + 2 * kTile, 0.f);
       ws.transposed.assign(plan_.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
       ws.channel.assign((plan_.images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
-      ws.all_channels.assign(plan_.tile_major ? p_.num_filter * ext_alloc_ : 0, 0.f);
+      ws.all_channels.assign(plan_.tile_major ? params_.num_filter * ext_alloc_ : 0, 0.f);
     }
     if (plan_.batched_few_outputs) {
       batch_input_.assign(g.m * g.cols * plan_.batch, 0.f);
@@ -108,7 +108,7 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  int64_t ChannelScratch() const { return ext_alloc_ + (p_.pool_kh ? plan_.geometry.ho * plan_.geometry.wo : 0); }
+  int64_t ChannelScratch() const { return ext_alloc_ + (params_.pool_kh ? plan_.geometry.ho * plan_.geometry.wo : 0); }
 
   // One image b: the dictionary product, then every channel's lookups (`threads` share them).
   void Image(const Tensors& t, int64_t b, Workspace* ws, int threads) {
@@ -118,34 +118,34 @@ class LookupConv : public CustomStatefulOp {
     if (rows == 0) {
       // no lookups at all: every channel is a constant
     } else if (plan_.only_needed) {  // few outputs: only the S values read below
-      SplitPhases(p_, g, x, g.m, ws->split.data(), threads);
+      SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
     } else if (plan_.product_then_split && !plan_.few_outputs) {  // split S (fewer planes than X)
       DictionaryProduct(t.dictionary, plan_.rows, plan_.all_rows, g.m, x, g.h * g.w, ws->product.data(),
                         threads, &ws->gathered);
-      SplitPhases(p_, g, ws->product.data(), rows, ws->s.data(), threads);
+      SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
-      SplitPhases(p_, g, x, g.m, ws->split.data(), threads);
+      SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       DictionaryProduct(t.dictionary, plan_.rows, plan_.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
                         threads, &ws->gathered);
     }
     const int64_t out_plane = g.yo * g.xo;
-    float* y = t.y + b * p_.num_filter * out_plane;
-    const bool relu = p_.relu && !t.residual;  // with a shortcut, act comes after the addition
+    float* y = t.y + b * params_.num_filter * out_plane;
+    const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
     if (plan_.tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (int64_t ti = 0; ti < tiles; ++ti)
-        for (int f = 0; f < p_.num_filter; ++f)
+        for (int f = 0; f < params_.num_filter; ++f)
           if (t.indptr[f + 1] > t.indptr[f])
             Tile(ws->s.data(), ti * kTile, f, t, relu, ws->all_channels.data() + f * ext_alloc_);
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
-    for (int f = 0; f < p_.num_filter; ++f) {
+    for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
       float* ext = plan_.tile_major ? ws->all_channels.data() + f * ext_alloc_ : own;
       Channel(ws->s.data(), f, t, ext, own + ext_alloc_,
-              t.residual ? t.residual + (b * p_.num_filter + f) * out_plane : nullptr, y + f * out_plane);
+              t.residual ? t.residual + (b * params_.num_filter + f) * out_plane : nullptr, y + f * out_plane);
     }
   }
 
@@ -173,7 +173,7 @@ class LookupConv : public CustomStatefulOp {
     const int64_t n = plan_.batch;
     Workspace* ws = &spaces_[0];
     for (int64_t b = 0; b < n; ++b) {
-      SplitPhases(p_, g, t.x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
+      SplitPhases(params_, g, t.x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
 #pragma omp parallel for num_threads(threads)
       for (int64_t c = 0; c < g.m; ++c)
         for (int64_t pos = 0; pos < g.cols; ++pos)
@@ -183,13 +183,13 @@ class LookupConv : public CustomStatefulOp {
                       batch_s_.data(), threads, &ws->gathered);
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
-    for (int f = 0; f < p_.num_filter; ++f) {
+    for (int f = 0; f < params_.num_filter; ++f) {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
       for (int64_t e = 0, o = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
         GatherImages(batch_s_.data(), plan_.entry_offsets.data() + start, t.coefs + start, nnz,
-                     static_cast<int>(e), static_cast<int>(n), t.bias[f], p_.relu,
-                     t.y + f * out_plane + o++, p_.num_filter * out_plane);
+                     static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
+                     t.y + f * out_plane + o++, params_.num_filter * out_plane);
       }
     }
   }
@@ -202,14 +202,14 @@ class LookupConv : public CustomStatefulOp {
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
     const float bias = t.bias[f];
     if (nnz == 0 && !residual) {  // no lookups: the channel is pool(act(bias)), a constant
-      std::fill(out, out + g.yo * g.xo, p_.relu ? std::max(bias, 0.f) : bias);
+      std::fill(out, out + g.yo * g.xo, params_.relu ? std::max(bias, 0.f) : bias);
       return;
     }
     if (nnz == 0) {  // act(bias + residual)
       std::fill(ext, ext + g.ext, bias);
-      return AddResidual(p_, g, ext, residual, out);
+      return AddResidual(params_, g, ext, residual, out);
     }
-    const bool relu = p_.relu && !residual;
+    const bool relu = params_.relu && !residual;
     const int* off = plan_.entry_offsets.data() + start;
     if (plan_.few_outputs) {  // a few outputs (fully connected layers): gather over entries
       for (int64_t e = 0; e < g.ext; ++e) {
@@ -221,9 +221,9 @@ class LookupConv : public CustomStatefulOp {
       for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, t, relu, ext);
     }
     if (residual) {
-      AddResidual(p_, g, ext, residual, out);
-    } else if (p_.pool_kh) {
-      MaxPool(p_, g, ext, out, plane);
+      AddResidual(params_, g, ext, residual, out);
+    } else if (params_.pool_kh) {
+      MaxPool(params_, g, ext, out, plane);
     } else {  // the extended rows (wq wide) hold the wo columns kept
       for (int64_t oy = 0; oy < g.ho; ++oy) std::memcpy(out + oy * g.wo, ext + oy * g.wq, g.wo * sizeof(float));
     }
@@ -248,7 +248,7 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  Params p_;
+  Params params_;
   Plan plan_;
   int64_t ext_alloc_ = 0;                    // an extended plane rounded up to whole tiles
   std::vector<int> indptr_, indices_;        // the packed content the plan was built for
