@@ -116,6 +116,26 @@ def forward_backward(net: gluon.Block, loss_fn: gluon.loss.Loss, batch: mx.io.Da
     return outputs, labels, losses
 
 
+def recalibrate_batchnorm(net: gluon.Block, data: mx.io.DataIter, ctxs: List[mx.Context], batches: int) -> int:
+    """Re-estimate every BatchNorm's running statistics on ``batches`` training batches, without
+    changing a weight: after layers were replaced, the statistics of the old ones no longer
+    describe their outputs. (A backward pass runs too: MXNet's oneDNN BatchNorm updates its
+    running statistics there; the gradients are overwritten by the next training step.)
+    Returns the batches used."""
+    data.reset()
+    used = 0
+    for batch in data:
+        with autograd.record():
+            zeros = [net(x).sum() * 0 for x in _split(batch, ctxs)[0]]
+        autograd.backward(zeros)
+        used += 1
+        if used >= batches:
+            break
+    mx.nd.waitall()
+    data.reset()
+    return used
+
+
 def evaluate(net: gluon.Block, data: mx.io.DataIter, ctxs: List[mx.Context],
              metric: mx.metric.EvalMetric) -> List[tuple]:
     """(name, value) of ``metric`` over one pass of ``data``."""

@@ -21,7 +21,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from . import checkpoint, data, fit, flops
+from . import checkpoint, conversion, data, fit, flops
 from . import nn as lnn
 from .distributed import Cluster, add_dist_args
 from .model_zoo import get_model, list_models
@@ -48,6 +48,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dictionary-sizes", help="comma-separated k per lookup layer (preset's by default)")
     g.add_argument("--lambda", dest="lambda_", type=float, help="L1 strength lambda' (preset's)")
     g.add_argument("--initial-sparsity", type=float, help="c in eps = c / sqrt(kh*kw*k) (preset's)")
+    g.add_argument("--init-from", help="start from the parameters of a trained dense network "
+                                       "(PREFIX-NNNN.params): each lookup layer factorised from its weight")
+    g.add_argument("--init-network", help="with --init-from: the dense network those parameters belong to "
+                                          "(default: --network without its _lcnn_* suffix)")
+    g.add_argument("--init-density", type=float, default=conversion.DEFAULT_DENSITY,
+                   help="with --init-from: fraction of each lookup tensor kept by the factorisation")
+    g.add_argument("--init-bn-batches", type=int, default=50,
+                   help="with --init-from: training batches (weights unchanged) that re-estimate the "
+                        "BatchNorm statistics after the factorisation")
 
 
 def add_fit_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +114,10 @@ def parse_args(argv=None) -> argparse.Namespace:
             except ValueError as e:
                 parser.error(f"{flag}: {e}")
     _check_ranges(parser, args)
+    if args.init_from and args.load_epoch is not None:
+        parser.error("--init-from starts a new run; --load-epoch resumes one: give one of them")
+    if args.init_from and not 0 < args.init_density <= 1:
+        parser.error(f"--init-density {args.init_density}: must be in (0, 1]")
     if args.load_epoch is not None and not args.model_prefix:
         parser.error("--load-epoch needs --model-prefix")
     if args.cpus < 0 or (args.cpus and args.gpus):
@@ -232,6 +245,8 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
         report = data.read_report(train)
         log.info("test-io: %(images)d images, %(img_per_s).1f samples/sec", report)
         return report
+    if args.init_from:
+        init_from_dense(args, net, layers, train, val, ctxs)
     trainer = make_trainer(args, net, cluster, train.num_batches, ctxs)
     states = trainer if cluster.saves_trainer_states else None
     if args.load_epoch is not None:
@@ -258,6 +273,26 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
                         lookup_layers=lnn.lookup_config(net), **result)
             checkpoint.save(args.model_prefix, epoch + 1, net, states, meta)
     return result
+
+
+def init_from_dense(args: argparse.Namespace, net, layers, train, val, ctxs: List[mx.Context]) -> None:
+    """Start the LCNN ``net`` from the trained dense network of ``--init-from``: each layer
+    factorised (logged), BatchNorm statistics re-estimated on training batches, then the
+    accuracy and counted speedup before any weight is trained."""
+    name = args.init_network or args.network.split("_lcnn")[0]
+    if name not in list_models():
+        raise ValueError(f"--init-network {name!r}: unknown; available: {', '.join(list_models())}")
+    dense = get_model(name, classes=args.num_classes)
+    dense.initialize(ctx=ctxs)
+    checkpoint.load_params(dense, args.init_from, name, ctxs)
+    conversion.initialize_from_dense(net, dense, args.init_density)
+    used = fit.recalibrate_batchnorm(net, train, ctxs, args.init_bn_batches)
+    log.info("BatchNorm statistics re-estimated on %d training batches", used)
+    report = lcnn_report(-1, layers)
+    if val is not None:
+        for metric, value in fit.evaluate(net, val, ctxs, fit.metrics(args.num_classes)):
+            log.info("initialised from %s: Validation-%s=%f", args.init_from, metric, value)
+    log.info("initialised from %s: counted speedup=%.2f", args.init_from, report["speedup"])
 
 
 def seed_everything(seed: int) -> None:
