@@ -49,6 +49,7 @@ setup(
         "opencv-python==4.11.0.86",
         "simplejpeg==1.9.0",
         "tqdm==4.70.1",
+        "matplotlib==3.10.8",  # the sweep's accuracy-against-speed plot
     ],
     extras_require={
         "test": ["pytest==9.2.0", "ruff==0.14.5", "hypothesis==6.170.17"],

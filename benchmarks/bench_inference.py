@@ -25,11 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -52,33 +50,6 @@ def cells(models):
         else:
             for d in RESNET_DENSITIES:
                 yield name, f"{d:g}"
-
-
-def median_ms(fn, runs: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def fastest(block, x, runs: int):
-    """(ms, variant) of ``block`` hybridized plainly or optimised by oneDNN's graph passes."""
-    import mxnet as mx
-
-    def run():
-        block(x).wait_to_read()
-    block.hybridize(static_alloc=True, static_shape=True)
-    plain = median_ms(run, runs)
-    try:
-        block.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-        fused = median_ms(run, runs)
-    except mx.base.MXNetError:
-        fused = float("inf")
-    return (fused, "oneDNN graph") if fused < plain else (plain, "plain")
 
 
 def build(name: str, density: str):
@@ -105,6 +76,7 @@ def worker(args) -> None:
     import mxnet as mx
 
     from lcnn_gluon import export, flops, ops
+    from lcnn_gluon.speed import fastest
     ops.load()
     with tempfile.TemporaryDirectory() as folder:
         for name, density in cells(args.models.split(",")):

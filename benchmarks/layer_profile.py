@@ -32,7 +32,9 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
         sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
     import mxnet as mx
-    from bench_inference import build, fastest, median_ms
+    from bench_inference import build
+
+    from lcnn_gluon.speed import fastest, median_ms
     from mxnet.gluon import nn
 
     from lcnn_gluon import export, flops, ops

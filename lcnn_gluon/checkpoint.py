@@ -29,6 +29,15 @@ def paths(prefix: str, epoch: int) -> dict:
     return {"params": stem + ".params", "states": stem + ".states", "json": stem + ".json"}
 
 
+def latest_epoch(prefix: str) -> Optional[int]:
+    """The largest ``N`` with a complete checkpoint ``PREFIX-N`` (its ``.json`` exists: it is
+    written last), or None."""
+    folder, stem = os.path.split(os.path.abspath(prefix))
+    epochs = [int(name[len(stem) + 1:-5]) for name in (os.listdir(folder) if os.path.isdir(folder) else [])
+              if name.startswith(stem + "-") and name.endswith(".json") and name[len(stem) + 1:-5].isdigit()]
+    return max(epochs, default=None)
+
+
 def file_digest(path: str) -> dict:
     """``{"size": bytes, "sha256": hex}`` of a file."""
     digest = hashlib.sha256()
