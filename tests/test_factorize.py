@@ -103,3 +103,17 @@ def test_cli_starts_an_lcnn_from_a_dense_checkpoint(mnist_rec, tmp_path):
     proc = run(*train_args(mnist_rec, str(tmp_path / "y"), "--init-from", dense + "-0001.params",
                            "--load-epoch", "1", epochs=1), check=False)
     assert proc.returncode == 2 and "give one of them" in proc.stdout
+
+
+def test_the_density_cut_is_exact_and_wide_layers_get_their_leading_directions():
+    from lcnn_gluon.lookup.factorize import EXACT_SVD_MAX, _cut
+    rng = np.random.RandomState(0)
+    for shape in [(7, 3, 5), (100, 50, 1), (3, 4, 2)]:
+        p = rng.standard_normal(shape).astype(np.float32)
+        for keep in (1, 2, p.size // 3, p.size):
+            assert _cut(p, keep) == np.sort(np.abs(p).ravel())[::-1][keep - 1]
+    m = EXACT_SVD_MAX + 500  # the randomized range finder: as good as the best rank-k basis
+    w = (rng.standard_normal((300, m)) / np.sqrt(np.arange(1, m + 1))).astype(np.float32)
+    f = factorize(w, 64, eps=0.0, density=1.0, iterations=1)
+    s = np.linalg.svd(w, compute_uv=False)
+    assert f.relative_error <= 1.02 * np.sqrt((s[64:] ** 2).sum() / (s ** 2).sum())
