@@ -117,3 +117,31 @@ def test_the_density_cut_is_exact_and_wide_layers_get_their_leading_directions()
     f = factorize(w, 64, eps=0.0, density=1.0, iterations=1)
     s = np.linalg.svd(w, compute_uv=False)
     assert f.relative_error <= 1.02 * np.sqrt((s[64:] ** 2).sum() / (s ** 2).sum())
+
+
+@pytest.mark.parametrize("name,size", [("resnet18_lcnn_accurate", 32), ("resnet18_lcnn_fast", 32),
+                                       ("alexnet_lcnn_fast", 224)])
+def test_every_zoo_family_starts_from_its_dense_network(name, size):
+    mx.random.seed(0)
+    x = mx.nd.random.normal(shape=(2, 3, size, size))
+    dense = lcnn_gluon.get_model(name.split("_")[0], classes=10)
+    dense.initialize(mx.init.Xavier())
+    dense(x)
+    rng = np.random.RandomState(0)
+    for pname, p in dense.collect_params(".*running_(mean|var)").items():  # statistics of a trained net
+        p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+    lcnn = lcnn_gluon.get_model(name, classes=10)
+    lcnn.initialize()
+    lcnn(x)
+    report = conversion.initialize_from_dense(lcnn, dense, density=1.0)
+    assert len(report.initialised) == len(lnn.lookup_layers(lcnn))
+    assert all(f.relative_error < 1 for f in report.initialised.values())
+    theirs = dense._collect_params_with_prefix()
+    lookup = {id(p) for b in lnn.lookup_layers(lcnn) for p in b.params.values()}
+    copied = {n: p for n, p in lcnn._collect_params_with_prefix().items() if id(p) not in lookup}
+    assert copied and all(np.array_equal(p.data().asnumpy(), theirs[n].data().asnumpy()) for n, p in copied.items())
+    if name == "resnet18_lcnn_accurate":  # dictionaries as wide as the inputs: the same network
+        assert all(f.relative_error < 1e-3 for f in report.initialised.values())
+        with mx.autograd.predict_mode():
+            want, got = dense(x).asnumpy(), lcnn(x).asnumpy()
+        assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
