@@ -168,14 +168,32 @@ def lcnn_point(own, args: argparse.Namespace, lam: float, dense_params: str) -> 
             "epochs": args.num_epochs}
 
 
+IGNORED_IN_CONFIG = ("model_prefix", "lambda_", "load_epoch", "disp_batches", "trust_states")
+
+
+def point_config(args: argparse.Namespace) -> dict:
+    """What makes the points of two sweeps comparable: every training flag but the per-point
+    ones; the dense network's file by content (a retrained one differs), the data files by
+    size and modification time (hashing a dataset would take minutes)."""
+    config = {k: v for k, v in vars(args).items() if k not in IGNORED_IN_CONFIG}
+    for key in ("data_train", "data_val"):
+        stat = os.stat(config[key])
+        config[key] = dict(path=os.path.abspath(config[key]), size=stat.st_size, mtime=stat.st_mtime)
+    if config.get("init_from"):
+        config["init_from"] = checkpoint.file_digest(config["init_from"])
+    return json.loads(json.dumps(config))  # as stored: tuples become lists
+
+
 def _point(own, key: str, config: dict, make) -> dict:
     """The stored row of point ``key``, or a new one from ``make()`` (then stored)."""
     path = os.path.join(own.out, "points", f"{key}.json")
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        if stored.get("config") != config:
-            raise ValueError(f"{path} was made by a different sweep ({stored.get('config')}); "
+        theirs = stored.get("config") or {}
+        differ = sorted(k for k in set(theirs) | set(config) if theirs.get(k) != config.get(k))
+        if differ:
+            raise ValueError(f"{path} was made by a different sweep (it differs in {', '.join(differ)}); "
                              f"use another --out, or remove {own.out}")
         return stored["row"]
     row = make()
@@ -229,8 +247,7 @@ def main(argv=None) -> int:
     own, args = parse_args(argv)
     logging.getLogger().setLevel(logging.INFO)  # the points' logs go to their files only
     os.makedirs(own.out, exist_ok=True)
-    config = dict(network=args.network, num_epochs=args.num_epochs, data_train=os.path.abspath(args.data_train),
-                  init_from=args.init_from and os.path.abspath(args.init_from))
+    config = point_config(args)
     try:
         rows: List[dict] = []
         points = [DENSE] + own.lambdas

@@ -75,7 +75,8 @@ def test_sweep_from_a_dense_network_writes_the_table_and_the_plot(mnist_rec, den
 
     # another sweep into the same folder is refused, naming the point file
     proc = run(*sweep_cmd(mnist_rec, out, epochs=2), check=False)
-    assert proc.returncode == 2 and "was made by a different sweep" in proc.stdout
+    assert proc.returncode == 2 and "was made by a different sweep (it differs in " in proc.stdout
+    assert "init_from" in proc.stdout and "num_epochs" in proc.stdout
     assert os.path.join(out, "points") in proc.stdout
 
 
