@@ -31,7 +31,7 @@ from typing import List, Optional
 import mxnet as mx
 from tqdm import tqdm
 
-from . import atomic, checkpoint, data, fit, flops, speed, train
+from . import atomic, checkpoint, data, fit, flops, ops, speed, train
 from . import nn as lnn
 from .distributed import Cluster
 from .model_zoo import get_model
@@ -66,6 +66,10 @@ def parse_args(argv=None):
     for flag in OWNED_FLAGS:
         if any(a == flag or a.startswith(flag + "=") for a in rest):
             parser.error(f"{flag} is set by the sweep for each point; leave it out")
+    try:  # before any point trains: every point's measured speedup needs the operator
+        ops.load()
+    except (OSError, RuntimeError, mx.MXNetError) as e:
+        parser.error(f"the measured speedup needs the C++ operator library (make -C operators): {e}")
     args = train.parse_args(rest)
     if not any(a == "--init-density" or a.startswith("--init-density=") for a in rest):
         args.init_density = SWEEP_INIT_DENSITY

@@ -108,3 +108,10 @@ def test_sweep_flags_are_checked(mnist_rec, tmp_path, extra, message):
     proc = run(*cmd, check=False)
     assert proc.returncode == 2 and message in proc.stdout
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_sweep_without_the_operator_stops_before_training(mnist_rec, tmp_path):
+    proc = run(*sweep_cmd(mnist_rec, str(tmp_path / "out")), check=False,
+               env={"LCNN_CPU_FLAGS": "fpu sse sse2 sse4_2 avx"})  # a CPU the kernels cannot run on
+    assert proc.returncode == 2 and "the measured speedup needs the C++ operator library" in proc.stdout
+    assert "AVX2" in proc.stdout and not os.path.exists(tmp_path / "out")
