@@ -88,19 +88,37 @@ def dense_name(args: argparse.Namespace) -> str:
     return args.init_network or args.network.split("_lcnn")[0]
 
 
-def _train(args: argparse.Namespace, log_path: str) -> None:
+class _EpochProgress(logging.Handler):
+    """Shows a point's finished epochs and last validation accuracy on the sweep's bar."""
+
+    def __init__(self, bar: tqdm, key: str, epochs: int):
+        super().__init__()
+        self.bar, self.key, self.epochs = bar, key, epochs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "Validation-accuracy=" in message and message.startswith("Epoch["):
+            epoch = int(message[len("Epoch["):message.index("]")])
+            accuracy = float(message.split("Validation-accuracy=")[1])
+            self.bar.set_postfix_str(f"{self.key}: epoch {epoch + 1}/{self.epochs}, accuracy {accuracy:.4f}")
+
+
+def _train(args: argparse.Namespace, log_path: str, progress: Optional[logging.Handler] = None) -> None:
     """One lcnn_gluon.train run in this process, its log in ``log_path``."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     handler = logging.FileHandler(log_path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handlers = [handler] + ([progress] if progress else [])
     root = logging.getLogger()
-    root.addHandler(handler)
+    for h in handlers:
+        root.addHandler(h)
     try:
         logging.getLogger(train.__name__).info("arguments: %s", vars(args))
         train.seed_everything(args.seed)
         train.run(args, Cluster.create(args))
     finally:
-        root.removeHandler(handler)
+        for h in handlers:
+            root.removeHandler(h)
         handler.close()
 
 
@@ -133,7 +151,7 @@ def overall_density(net) -> float:
     return sum(layer.density() * size for layer, size in zip(layers, sizes)) / max(sum(sizes), 1)
 
 
-def dense_point(own, args: argparse.Namespace) -> dict:
+def dense_point(own, args: argparse.Namespace, progress: Optional[logging.Handler] = None) -> dict:
     """The dense network's row (trained here when there is no --init-from); its params path."""
     name = dense_name(args)
     params = args.init_from
@@ -143,7 +161,7 @@ def dense_point(own, args: argparse.Namespace) -> dict:
         dense_args = _resumable(args, prefix, network=name, dictionary_sizes=None, lambda_=None,
                                 initial_sparsity=None)
         if dense_args is not None:
-            _train(dense_args, os.path.join(own.out, DENSE, "train.log"))
+            _train(dense_args, os.path.join(own.out, DENSE, "train.log"), progress)
         params, epochs = checkpoint.paths(prefix, args.num_epochs)["params"], args.num_epochs
     net = load_trained(name, params, args)
     val = data.val_iter(args.data_val, args.batch_size, args.dataset, args.image_shape)
@@ -153,13 +171,14 @@ def dense_point(own, args: argparse.Namespace) -> dict:
             "params": os.path.abspath(params)}
 
 
-def lcnn_point(own, args: argparse.Namespace, lam: float, dense_params: str) -> dict:
+def lcnn_point(own, args: argparse.Namespace, lam: float, dense_params: str,
+               progress: Optional[logging.Handler] = None) -> dict:
     """Train (or resume) the LCNN with L1 strength ``lam``; its measured row."""
     folder = os.path.join(own.out, f"lambda-{lam:g}")
     prefix = os.path.join(folder, args.network)
     point_args = _resumable(args, prefix, lambda_=lam)
     if point_args is not None:
-        _train(point_args, os.path.join(folder, "train.log"))
+        _train(point_args, os.path.join(folder, "train.log"), progress)
     params = checkpoint.paths(prefix, args.num_epochs)["params"]
     meta = checkpoint.read_meta(params)
     net = load_trained(args.network, params, args, **meta.get("model_kwargs", {}))
@@ -259,10 +278,11 @@ def main(argv=None) -> int:
         for lam in bar:
             key = DENSE if lam == DENSE else f"lambda-{lam:g}"
             bar.set_postfix_str(key)
+            progress = _EpochProgress(bar, key, args.num_epochs)
             if lam == DENSE:
-                row = _point(own, key, config, lambda: dense_point(own, args))
+                row = _point(own, key, config, lambda: dense_point(own, args, progress))
             else:
-                row = _point(own, key, config, lambda: lcnn_point(own, args, lam, rows[0]["params"]))
+                row = _point(own, key, config, lambda: lcnn_point(own, args, lam, rows[0]["params"], progress))
             rows.append(row)
             write_csv(os.path.join(own.out, "sweep.csv"), rows)
             bar.write(f"{key}: top-1 {row['top1']:.4f}, density {row['density']:.4f}, counted "

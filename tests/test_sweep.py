@@ -35,6 +35,7 @@ def test_sweep_from_a_dense_network_writes_the_table_and_the_plot(mnist_rec, den
     out = str(tmp_path / "sweep")
     proc = run(*sweep_cmd(mnist_rec, out, "--init-from", dense_params, "--init-bn-batches", "3"))
     assert f"wrote {out}/sweep.csv and {out}/sweep.png" in proc.stdout
+    assert "lambda-0.05: epoch 1/1, accuracy 0." in proc.stdout  # the progress bar follows the epochs
     rows = read_rows(out)
     assert tuple(rows[0]) == sweep.COLUMNS
     assert [r["lambda"] for r in rows] == ["dense", "0.005", "0.05"]
