@@ -83,11 +83,6 @@ def parse_args(argv=None):
     return own, args
 
 
-def dense_name(args: argparse.Namespace) -> str:
-    """The dense counterpart of ``--network`` (or ``--init-network``)."""
-    return args.init_network or args.network.split("_lcnn")[0]
-
-
 class _EpochProgress(logging.Handler):
     """Shows a point's finished epochs and last validation accuracy on the sweep's bar."""
 
@@ -153,7 +148,7 @@ def overall_density(net) -> float:
 
 def dense_point(own, args: argparse.Namespace, progress: Optional[logging.Handler] = None) -> dict:
     """The dense network's row (trained here when there is no --init-from); its params path."""
-    name = dense_name(args)
+    name = train.dense_counterpart(args)
     params = args.init_from
     epochs = None
     if not params:
@@ -183,7 +178,7 @@ def lcnn_point(own, args: argparse.Namespace, lam: float, dense_params: str,
     meta = checkpoint.read_meta(params)
     net = load_trained(args.network, params, args, **meta.get("model_kwargs", {}))
     counted = flops.speedup(flops.count(flops.trace(net, args.image_shape)))
-    dense = load_trained(dense_name(args), dense_params, args)
+    dense = load_trained(train.dense_counterpart(args), dense_params, args)
     timing = speed.exported_vs_dense(net, dense, args.image_shape, MEASURE_BATCH, own.runs)
     sizes = ",".join(str(layer.dictionary_size) for layer in lnn.lookup_layers(net))
     return {"lambda": f"{lam:g}", "dictionary_sizes": sizes, "density": overall_density(net),
@@ -288,7 +283,7 @@ def main(argv=None) -> int:
             bar.write(f"{key}: top-1 {row['top1']:.4f}, density {row['density']:.4f}, counted "
                       f"{row['counted_speedup']:.2f}x, measured {row['measured_speedup']:.2f}x")
         png = os.path.join(own.out, "sweep.png")
-        plot(rows, png, f"{args.network} from {dense_name(args)}, {args.num_epochs} epochs per point")
+        plot(rows, png, f"{args.network} from {train.dense_counterpart(args)}, {args.num_epochs} epochs per point")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -118,6 +118,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--init-from starts a new run; --load-epoch resumes one: give one of them")
     if args.init_from and not 0 < args.init_density <= 1:
         parser.error(f"--init-density {args.init_density}: must be in (0, 1]")
+    if args.init_from and not os.path.isfile(args.init_from):
+        parser.error(f"--init-from {args.init_from}: no such file")
+    if args.init_from and dense_counterpart(args) not in list_models():
+        parser.error(f"--init-network {dense_counterpart(args)!r}: unknown; available: {', '.join(list_models())}")
     if args.load_epoch is not None and not args.model_prefix:
         parser.error("--load-epoch needs --model-prefix")
     if args.cpus < 0 or (args.cpus and args.gpus):
@@ -275,13 +279,17 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
     return result
 
 
+def dense_counterpart(args: argparse.Namespace) -> str:
+    """The dense network ``--init-from`` holds: ``--init-network``, or ``--network`` without
+    its ``_lcnn_*`` suffix."""
+    return args.init_network or args.network.split("_lcnn")[0]
+
+
 def init_from_dense(args: argparse.Namespace, net, layers, train, val, ctxs: List[mx.Context]) -> None:
     """Start the LCNN ``net`` from the trained dense network of ``--init-from``: each layer
     factorised (logged), BatchNorm statistics re-estimated on training batches, then the
     accuracy and counted speedup before any weight is trained."""
-    name = args.init_network or args.network.split("_lcnn")[0]
-    if name not in list_models():
-        raise ValueError(f"--init-network {name!r}: unknown; available: {', '.join(list_models())}")
+    name = dense_counterpart(args)
     dense = get_model(name, classes=args.num_classes)
     dense.initialize(ctx=ctxs)
     checkpoint.load_params(dense, args.init_from, name, ctxs)

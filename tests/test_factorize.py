@@ -145,3 +145,16 @@ def test_every_zoo_family_starts_from_its_dense_network(name, size):
         with mx.autograd.predict_mode():
             want, got = dense(x).asnumpy(), lcnn(x).asnumpy()
         assert np.abs(got - want).max() <= 1e-2 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--init-from", "nowhere-0030.params"], "--init-from nowhere-0030.params: no such file"),
+    (["--init-from", "README.md", "--init-network", "vgg16"], "--init-network 'vgg16': unknown"),
+    (["--init-from", "README.md", "--init-density", "0"], "--init-density 0.0: must be in (0, 1]"),
+])
+def test_init_flags_are_checked_before_anything_runs(mnist_rec, tmp_path, extra, message):
+    from conftest import run
+    from test_train import train_args
+    proc = run(*train_args(mnist_rec, str(tmp_path / "p"), *extra, epochs=1), check=False)
+    assert proc.returncode == 2 and message in proc.stdout
+    assert not list(tmp_path.iterdir())
