@@ -25,6 +25,7 @@ import csv
 import json
 import logging
 import os
+import re
 import sys
 from typing import List, Optional
 
@@ -83,6 +84,9 @@ def parse_args(argv=None):
     return own, args
 
 
+EPOCH_ACCURACY = re.compile(r"Epoch\[(\d+)\] Validation-accuracy=([0-9.eE+-]+)$")  # train's log line
+
+
 class _EpochProgress(logging.Handler):
     """Shows a point's finished epochs and last validation accuracy on the sweep's bar."""
 
@@ -91,10 +95,9 @@ class _EpochProgress(logging.Handler):
         self.bar, self.key, self.epochs = bar, key, epochs
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "Validation-accuracy=" in message and message.startswith("Epoch["):
-            epoch = int(message[len("Epoch["):message.index("]")])
-            accuracy = float(message.split("Validation-accuracy=")[1])
+        found = EPOCH_ACCURACY.match(record.getMessage())
+        if found:
+            epoch, accuracy = int(found.group(1)), float(found.group(2))
             self.bar.set_postfix_str(f"{self.key}: epoch {epoch + 1}/{self.epochs}, accuracy {accuracy:.4f}")
 
 
