@@ -11,13 +11,12 @@ whose dictionary would be as large as ``n * kh * kw``, and the classifier.
     report = lcnn_gluon.convert(net, dictionary_size=32, lambda_=0.3)
     print(report)
 
-Converted layers are freshly initialised; the others keep their parameters. With
-``from_weights=True`` each converted layer of a trained network starts instead from its
-dense weight ``W``: ``D`` and a sparse ``P`` with ``P x D ~ W``
+The other layers keep their parameters. A converted layer whose dense weight holds values
+(a trained or loaded network) starts from it: ``D`` and a sparse ``P`` with ``P x D ~ W``
 (:mod:`lcnn_gluon.lookup.factorize`), and its bias; the log gives each layer's relative
-error and density. :func:`initialize_from_dense` does the same from a separate dense network
-of the same architecture (the zoo's ``lenet`` for ``lenet_lcnn_fast``). Without it, convert
-before ``initialize()``/``hybridize()`` or re-initialise afterwards.
+error and density (``from_weights=False``: start fresh instead). A layer not yet
+initialised is left for ``initialize()``. :func:`initialize_from_dense` starts a zoo LCNN
+from a separate dense network of the same architecture (``lenet`` for ``lenet_lcnn_fast``).
 """
 from __future__ import annotations
 
@@ -157,15 +156,16 @@ def _lookup_for(block: HybridBlock, k: int, lambda_: float, initial_sparsity: fl
 
 def convert(net: HybridBlock, dictionary_size: DictionarySize, lambda_: float = 0.0,
             initial_sparsity: float = 0.01, classifier: Optional[str] = None,
-            from_weights: bool = False, density: float = DEFAULT_DENSITY) -> Report:
+            from_weights: Optional[bool] = None, density: float = DEFAULT_DENSITY) -> Report:
     """Replace ``net``'s convolution and dense layers by lookup layers, in place.
 
     ``dictionary_size``: one ``k`` for all layers, ``{layer name: k}``, or a function
     of the layer returning ``k`` or None (keep it dense). ``classifier``: the name of
     the layer to keep dense as the classifier (default: the last one registered).
-    ``from_weights``: start each lookup layer from the trained weight it replaces
-    (:func:`initialize_lookup`, about ``density`` of P kept). Returns what was converted
-    and what was kept, with reasons.
+    ``from_weights``: start each lookup layer from the weight it replaces
+    (:func:`initialize_lookup`, about ``density`` of P kept): None (default) where that
+    weight holds values, True everywhere (an error where it does not), False nowhere.
+    Returns what was converted and what was kept, with reasons.
     """
     layers = [(parent, key, b) for parent, key, b in tree.walk(net) if isinstance(b, (nn.Conv2D, nn.Dense))]
     if not layers:
@@ -184,8 +184,9 @@ def convert(net: HybridBlock, dictionary_size: DictionarySize, lambda_: float = 
         lookup = _lookup_for(block, k, lambda_, initial_sparsity)
         tree.replace_child(parent, key, lookup)
         report.converted.append((block.name, k))
-        if from_weights:
-            if block.weight._data is None:
+        has_values = block.weight._data is not None
+        if from_weights or (from_weights is None and has_values):
+            if not has_values:
                 raise ValueError(f"from_weights: {block.name} has no trained weight (initialise and "
                                  "train, or load, the network first)")
             bias = block.bias.data().asnumpy() if block.bias is not None else None

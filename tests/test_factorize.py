@@ -158,3 +158,22 @@ def test_init_flags_are_checked_before_anything_runs(mnist_rec, tmp_path, extra,
     proc = run(*train_args(mnist_rec, str(tmp_path / "p"), *extra, epochs=1), check=False)
     assert proc.returncode == 2 and message in proc.stdout
     assert not list(tmp_path.iterdir())
+
+
+def test_convert_starts_from_the_weights_a_network_holds():
+    def net(initialised):
+        mx.random.seed(0)
+        block = gluon.nn.HybridSequential()
+        block.add(gluon.nn.Conv2D(16, 3, in_channels=8), gluon.nn.Dense(10, in_units=16 * 6 * 6))
+        if initialised:
+            block.initialize(mx.init.Xavier())
+        return block
+    trained = net(True)
+    report = lcnn_gluon.convert(trained, dictionary_size=4)  # default: from the weights it holds
+    assert list(report.initialised) == [name for name, _ in report.converted]
+    assert lnn.lookup_layers(trained)[0].lookup.data().shape == (16, 4, 3, 3)
+    fresh = net(False)
+    assert not lcnn_gluon.convert(fresh, dictionary_size=4).initialised
+    assert not lcnn_gluon.convert(net(True), dictionary_size=4, from_weights=False).initialised
+    with pytest.raises(ValueError, match="has no trained weight"):
+        lcnn_gluon.convert(net(False), dictionary_size=4, from_weights=True)
