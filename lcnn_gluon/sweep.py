@@ -35,7 +35,6 @@ from tqdm import tqdm
 from . import atomic, checkpoint, data, fit, flops, ops, speed, train
 from . import nn as lnn
 from .distributed import Cluster
-from .model_zoo import get_model
 
 COLUMNS = ("lambda", "dictionary_sizes", "density", "top1", "counted_speedup", "measured_speedup",
            "dense_ms", "lcnn_ms", "epochs")
@@ -134,14 +133,6 @@ def _resumable(args: argparse.Namespace, prefix: str, **changes) -> Optional[arg
     return args
 
 
-def load_trained(network: str, params: str, args: argparse.Namespace, **kwargs):
-    """``network`` with the parameters of ``params`` (a checkpoint of this sweep, or --init-from)."""
-    net = get_model(network, classes=args.num_classes, **kwargs)
-    net.initialize(ctx=mx.cpu())
-    checkpoint.load_params(net, params, network, mx.cpu())
-    return net
-
-
 def overall_density(net) -> float:
     """Fraction of non-zero entries of P over every lookup layer together."""
     layers = lnn.lookup_layers(net)
@@ -161,7 +152,7 @@ def dense_point(own, args: argparse.Namespace, progress: Optional[logging.Handle
         if dense_args is not None:
             _train(dense_args, os.path.join(own.out, DENSE, "train.log"), progress)
         params, epochs = checkpoint.paths(prefix, args.num_epochs)["params"], args.num_epochs
-    net = load_trained(name, params, args)
+    net = train.load_trained(name, params, args.num_classes, [mx.cpu()])
     val = data.val_iter(args.data_val, args.batch_size, args.dataset, args.image_shape)
     top1 = dict(fit.evaluate(net, val, [mx.cpu()], fit.metrics(args.num_classes)))["accuracy"]
     return {"lambda": DENSE, "dictionary_sizes": "", "density": 1.0, "top1": top1, "counted_speedup": 1.0,
@@ -179,9 +170,9 @@ def lcnn_point(own, args: argparse.Namespace, lam: float, dense_params: str,
         _train(point_args, os.path.join(folder, "train.log"), progress)
     params = checkpoint.paths(prefix, args.num_epochs)["params"]
     meta = checkpoint.read_meta(params)
-    net = load_trained(args.network, params, args, **meta.get("model_kwargs", {}))
+    net = train.load_trained(args.network, params, args.num_classes, [mx.cpu()], **meta.get("model_kwargs", {}))
     counted = flops.speedup(flops.count(flops.trace(net, args.image_shape)))
-    dense = load_trained(train.dense_counterpart(args), dense_params, args)
+    dense = train.load_trained(train.dense_counterpart(args), dense_params, args.num_classes, [mx.cpu()])
     timing = speed.exported_vs_dense(net, dense, args.image_shape, MEASURE_BATCH, own.runs)
     sizes = ",".join(str(layer.dictionary_size) for layer in lnn.lookup_layers(net))
     return {"lambda": f"{lam:g}", "dictionary_sizes": sizes, "density": overall_density(net),

@@ -279,6 +279,15 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict:
     return result
 
 
+def load_trained(network: str, params: str, classes: int, ctxs: List[mx.Context], **kwargs):
+    """``network`` (model keyword arguments ``kwargs``) with the parameters of ``params``; a
+    ``ValueError`` when they belong to another network."""
+    net = get_model(network, classes=classes, **kwargs)
+    net.initialize(ctx=ctxs)
+    checkpoint.load_params(net, params, network, ctxs)
+    return net
+
+
 def dense_counterpart(args: argparse.Namespace) -> str:
     """The dense network ``--init-from`` holds: ``--init-network``, or ``--network`` without
     its ``_lcnn_*`` suffix."""
@@ -290,9 +299,7 @@ def init_from_dense(args: argparse.Namespace, net, layers, train, val, ctxs: Lis
     factorised (logged), BatchNorm statistics re-estimated on training batches, then the
     accuracy and counted speedup before any weight is trained."""
     name = dense_counterpart(args)
-    dense = get_model(name, classes=args.num_classes)
-    dense.initialize(ctx=ctxs)
-    checkpoint.load_params(dense, args.init_from, name, ctxs)
+    dense = load_trained(name, args.init_from, args.num_classes, ctxs)
     conversion.initialize_from_dense(net, dense, args.init_density)
     used = fit.recalibrate_batchnorm(net, train, ctxs, args.init_bn_batches)
     log.info("BatchNorm statistics re-estimated on %d training batches", used)
