@@ -13,7 +13,9 @@ parallelism inside the operators): the dense network (same architecture, plain
 convolutions, oneDNN at the host's full instruction set) and the exported LCNN network
 (``export.sparsify`` + ``export.export``, reloaded with ``SymbolBlock.imports``), both
 hybridized with static memory, each timed plainly and after MXNet's oneDNN graph passes
-(the faster counts). Counted speedup: ``lcnn_gluon.flops`` for the whole network.
+(the faster counts). Counted speedup: ``lcnn_gluon.flops`` for the whole network. The
+operator runs the kernel set its library chose (column "kernels": AVX-512 where the CPU has
+it); ``LCNN_ISA=avx2`` in the environment measures the AVX2 kernels on such a host.
 
     python benchmarks/bench_inference.py [--models alexnet_lcnn_fast,...] [--runs 20]
     python benchmarks/bench_inference.py --layers alexnet_lcnn_fast --threads 2 --batch 16
@@ -89,7 +91,7 @@ def worker(args) -> None:
                 dense_ms, dense_how = fastest(dense, x, args.runs)
                 lcnn_ms, lcnn_how = fastest(export.load_exported(prefix), x, args.runs)
                 print(json.dumps(dict(model=name, density=density, threads=args.threads, batch=batch,
-                                      dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
+                                      kernels=ops.kernel_isa(), dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
                                       lcnn_how=lcnn_how, counted=counted)), flush=True)
 
 
@@ -103,13 +105,13 @@ def run_cells(models: str, threads: int, runs: int) -> list:
 
 
 def report(results: list) -> None:
-    print("\n| model | density | threads | batch | dense ms | LCNN ms | measured | counted | "
-          "measured/counted | goal |\n" + "| --- " * 10 + "|")
+    print("\n| model | density | threads | batch | kernels | dense ms | LCNN ms | measured | counted | "
+          "measured/counted | goal |\n" + "| --- " * 11 + "|")
     for r in results:
         measured = r["dense_ms"] / r["lcnn_ms"]
         ratio = measured / r["counted"]
         goal = GOAL[r["model"].rsplit("_", 1)[-1]]
-        print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['dense_ms']:.2f} | "
+        print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['kernels']} | {r['dense_ms']:.2f} | "
               f"{r['lcnn_ms']:.2f} | {measured:.1f}x | {r['counted']:.1f}x | **{ratio:.2f}** | "
               f"{'met' if ratio >= goal else f'NOT met ({goal})'} |")
 

@@ -13,12 +13,19 @@ Its kernels use the CPU features listed in its ``BUILD_INFO`` (AVX2 and FMA): on
 CPU without them the first such instruction would kill the process, so :func:`load`
 reads the CPU's flags first and raises a ``RuntimeError`` naming what is missing.
 ``LCNN_CPU_FLAGS`` (space- or comma-separated ``/proc/cpuinfo`` flag names) replaces
-what the CPU reports, here and in the library's own check: tests use it to force a
-CPU without AVX2.
+what the CPU reports here, and in the library's own check admits only the listed
+features: tests use it to act as a CPU without AVX2, or without AVX-512.
+
+The library holds its inference kernels once per instruction set and picks one when it
+loads: AVX-512 where the CPU has it, AVX2 otherwise. ``LCNN_ISA=avx2`` forces the AVX2
+kernels, ``LCNN_ISA=avx512`` requires the AVX-512 ones, and ``LCNN_ISA=avx2pair`` runs the
+16-lane kernels on pairs of AVX2 registers (for tests on hosts without AVX-512);
+:func:`kernel_isa` tells which set runs.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import subprocess
@@ -30,6 +37,7 @@ import mxnet as mx
 LIBRARY = "liblcnn_ops.so"
 PREDICTOR = "lcnn-predict"
 CPU_FLAGS_ENV = "LCNN_CPU_FLAGS"
+ISA_ENV = "LCNN_ISA"
 OP_NAME = "lcnn_lookup_conv"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.join(os.path.dirname(_HERE), "operators")
@@ -109,6 +117,14 @@ def load() -> str:
         mx.library.load(lib, verbose=False)
         _loaded = lib
     return _loaded
+
+
+def kernel_isa() -> str:
+    """The kernel set the loaded library chose: ``avx512``, ``avx2`` or ``avx2pair``
+    (loads the library first)."""
+    library = ctypes.CDLL(load())  # the handle of the copy MXNet loaded: same path, same library
+    library.lcnn_kernel_isa.restype = ctypes.c_char_p
+    return library.lcnn_kernel_isa().decode()
 
 
 def available() -> bool:

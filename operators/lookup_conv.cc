@@ -8,10 +8,15 @@
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
 //
-// Each output plane is accumulated in 64-float register tiles over all of its channel's
+// Each output plane is accumulated in register tiles (8 registers) over all of its channel's
 // entries. Work is spread over the threads MXNet gives the operator: whole images per thread
 // in a batch, the channels and column chunks of one image otherwise; fully connected layers
 // in a batch run one product over all images.
+//
+// This file is compiled once per instruction set of lookup_conv_isa.h: the Makefile passes
+// -DLCNN_KERNEL_ISA=<set> with the set's -m flags, and everything below lives in a namespace
+// of that set (lcnn_Avx2, lcnn_Avx512, ...) so the objects link side by side; the factory
+// MakeLookupConv<set> is what library_init.cc chooses from.
 #include <omp.h>
 
 #include <algorithm>
@@ -20,9 +25,21 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_stages.h"
+
+#ifndef LCNN_KERNEL_ISA
+#error "build with -DLCNN_KERNEL_ISA=Avx2, Avx512 or Avx2Pair (the Makefile does)"
+#endif
+#define LCNN_JOIN2(a, b) a##b
+#define LCNN_JOIN(a, b) LCNN_JOIN2(a, b)
+
+namespace LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA) {
+
+using I = LCNN_KERNEL_ISA;
+static const int kTile = TileFloats<I>();  // floats per register tile
 
 // Buffers of one thread working on one image.
 struct Workspace {
@@ -121,12 +138,12 @@ class LookupConv : public CustomStatefulOp {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
     } else if (plan_.product_then_split && !plan_.few_outputs) {  // split S (fewer planes than X)
-      DictionaryProduct(t.dictionary, plan_.rows, plan_.all_rows, g.m, x, g.h * g.w, ws->product.data(),
+      DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, x, g.h * g.w, ws->product.data(),
                         threads, &ws->gathered);
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
-      DictionaryProduct(t.dictionary, plan_.rows, plan_.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
+      DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
                         threads, &ws->gathered);
     }
     const int64_t out_plane = g.yo * g.xo;
@@ -162,7 +179,7 @@ class LookupConv : public CustomStatefulOp {
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < count; ++i) {
       const int64_t o = plan_.needed[i];
-      ws->s[o] = Dot(d + plan_.rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
+      ws->s[o] = Dot<I>(d + plan_.rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
     }
   }
 
@@ -179,7 +196,7 @@ class LookupConv : public CustomStatefulOp {
         for (int64_t pos = 0; pos < g.cols; ++pos)
           batch_input_[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
-    DictionaryProduct(t.dictionary, plan_.rows, plan_.all_rows, g.m, batch_input_.data(), g.cols * n,
+    DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, batch_input_.data(), g.cols * n,
                       batch_s_.data(), threads, &ws->gathered);
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
@@ -187,7 +204,7 @@ class LookupConv : public CustomStatefulOp {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
       for (int64_t e = 0, o = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
-        GatherImages(batch_s_.data(), plan_.entry_offsets.data() + start, t.coefs + start, nnz,
+        GatherImages<I>(batch_s_.data(), plan_.entry_offsets.data() + start, t.coefs + start, nnz,
                      static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
                      t.y + f * out_plane + o++, params_.num_filter * out_plane);
       }
@@ -207,45 +224,33 @@ class LookupConv : public CustomStatefulOp {
     }
     if (nnz == 0) {  // act(bias + residual)
       std::fill(ext, ext + g.ext, bias);
-      return AddResidual(params_, g, ext, residual, out);
+      return AddResidual<I>(params_, g, ext, residual, out);
     }
     const bool relu = params_.relu && !residual;
     const int* off = plan_.entry_offsets.data() + start;
     if (plan_.few_outputs) {  // a few outputs (fully connected layers): gather over entries
       for (int64_t e = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
-        const float v = GatherDot(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
+        const float v = GatherDot<I>(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
     } else if (!plan_.tile_major) {  // bias and act applied as each tile is stored
       for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, t, relu, ext);
     }
     if (residual) {
-      AddResidual(params_, g, ext, residual, out);
+      AddResidual<I>(params_, g, ext, residual, out);
     } else if (params_.pool_kh) {
-      MaxPool(params_, g, ext, out, plane);
+      MaxPool<I>(params_, g, ext, out, plane);
     } else {  // the extended rows (wq wide) hold the wo columns kept
       for (int64_t oy = 0; oy < g.ho; ++oy) std::memcpy(out + oy * g.wo, ext + oy * g.wq, g.wo * sizeof(float));
     }
   }
 
-  // ext[tile .. tile + 64) of channel f (fewer at the plane's end)
+  // ext[tile .. tile + kTile) of channel f (fewer at the plane's end)
   void Tile(const float* s_all, int64_t tile, int f, const Tensors& t, bool relu, float* ext) const {
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-    const int* off = plan_.entry_offsets.data() + start;
-    const float* coef = t.coefs + start;
-    const float bias = t.bias[f];
-    const float* s = s_all + tile;
-    switch (std::min<int64_t>(8, (plan_.geometry.ext - tile + 7) / 8)) {
-      case 1: AccumulateTile<1>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 2: AccumulateTile<2>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 3: AccumulateTile<3>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 4: AccumulateTile<4>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 5: AccumulateTile<5>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 6: AccumulateTile<6>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      case 7: AccumulateTile<7>(s, off, coef, nnz, bias, relu, ext + tile); break;
-      default: AccumulateTile<8>(s, off, coef, nnz, bias, relu, ext + tile);
-    }
+    AccumulatePartialTile<I>(s_all + tile, plan_.entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
+                             relu, ext + tile, plan_.geometry.ext - tile);
   }
 
   Params params_;
@@ -256,5 +261,10 @@ class LookupConv : public CustomStatefulOp {
   std::vector<float> batch_input_, batch_s_;  // batched_few_outputs: X and S of the whole batch
 };
 
+}  // namespace lcnn_<set>
+
 // ------------------------------------------------------------------ factory
-CustomStatefulOp* MakeLookupConv(const Params& p) { return CustomStatefulOp::create<LookupConv>(p); }
+template <>
+CustomStatefulOp* MakeLookupConv<LCNN_KERNEL_ISA>(const Params& p) {
+  return CustomStatefulOp::create<LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA)::LookupConv>(p);
+}

@@ -205,7 +205,13 @@ static inline MXReturnValue MakeGeometry(const Params& p, int64_t m, int64_t h, 
   return MX_SUCCESS;
 }
 
-// The operator's state (lookup_conv.cc), created for each node by the registration.
+// The operator's state (lookup_conv.cc), one factory per instruction set of lookup_conv_isa.h;
+// the registration calls the one library_init.cc chose when the library loaded.
+struct Avx2;
+struct Avx512;
+struct Avx2Pair;
+template <class I>
 CustomStatefulOp* MakeLookupConv(const Params& p);
+CustomStatefulOp* MakeChosenLookupConv(const Params& p);
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

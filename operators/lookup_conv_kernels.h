@@ -1,5 +1,6 @@
-// AVX2 + FMA vector kernels of lcnn_lookup_conv (see lookup_conv.cc). Only translation units
-// compiled with -mavx2 -mfma include this header; they run after initialize() checked the CPU.
+// Vector kernels of lcnn_lookup_conv (see lookup_conv.cc), written once for any instruction
+// set of lookup_conv_isa.h (template parameter I). Only translation units compiled for a set
+// include this header; they run after initialize() checked the CPU (library_init.cc).
 #ifndef LCNN_LOOKUP_CONV_KERNELS_H_
 #define LCNN_LOOKUP_CONV_KERNELS_H_
 
@@ -8,92 +9,163 @@
 #include <algorithm>
 #include <cstdint>
 
-static const int kTile = 64;  // floats per register tile: 8 AVX registers
+#include "lookup_conv_isa.h"
 
-// Lanes [0, n) of an 8-float mask (n in 1..8).
-static inline __m256i TailMask(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
+// Registers per output tile: 8 accumulators plus a broadcast coefficient and a load leave
+// room in the 16 registers of AVX2 (AVX-512 has 32; more accumulators there did not pay off
+// in the lookup stage, which is bound by reading S, not by the FMAs).
+static const int kTileVectors = 8;
+template <class I>
+constexpr int TileFloats() { return kTileVectors * I::kLanes; }
 
-// out[0..8V) = act(bias + sum over entries of coef * s[off .. off + 8V)); the V accumulators
-// stay in registers.
-template <int V>
+// out[0..V lanes) = act(bias + sum over entries of coef * s[off .. off + V lanes)); the V
+// accumulators stay in registers.
+template <class I, int V>
 static inline void AccumulateTile(const float* s, const int* off, const float* coef, int nnz,
                                   float bias, bool relu, float* out) {
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = _mm256_set1_ps(bias);
+  typename I::Vec acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = I::Set(bias);
   for (int j = 0; j < nnz; ++j) {
-    const __m256 c = _mm256_broadcast_ss(coef + j);
+    const typename I::Vec c = I::Broadcast(coef + j);
     const float* src = s + off[j];
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_fmadd_ps(c, _mm256_loadu_ps(src + 8 * v), acc[v]);
+    for (int v = 0; v < V; ++v) acc[v] = I::Fma(c, I::Load(src + I::kLanes * v), acc[v]);
   }
   if (relu)
-    for (int v = 0; v < V; ++v) acc[v] = _mm256_max_ps(acc[v], _mm256_setzero_ps());
-  for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + 8 * v, acc[v]);
+    for (int v = 0; v < V; ++v) acc[v] = I::Max(acc[v], I::Zero());
+  for (int v = 0; v < V; ++v) I::Store(out + I::kLanes * v, acc[v]);
+}
+
+// The same for the first `floats` of a tile (1 .. TileFloats): the switch picks the number of
+// registers at compile time.
+template <class I>
+static inline void AccumulatePartialTile(const float* s, const int* off, const float* coef, int nnz,
+                                         float bias, bool relu, float* out, int64_t floats) {
+  switch (std::min<int64_t>(kTileVectors, (floats + I::kLanes - 1) / I::kLanes)) {
+    case 1: return AccumulateTile<I, 1>(s, off, coef, nnz, bias, relu, out);
+    case 2: return AccumulateTile<I, 2>(s, off, coef, nnz, bias, relu, out);
+    case 3: return AccumulateTile<I, 3>(s, off, coef, nnz, bias, relu, out);
+    case 4: return AccumulateTile<I, 4>(s, off, coef, nnz, bias, relu, out);
+    case 5: return AccumulateTile<I, 5>(s, off, coef, nnz, bias, relu, out);
+    case 6: return AccumulateTile<I, 6>(s, off, coef, nnz, bias, relu, out);
+    case 7: return AccumulateTile<I, 7>(s, off, coef, nnz, bias, relu, out);
+    default: return AccumulateTile<I, kTileVectors>(s, off, coef, nnz, bias, relu, out);
+  }
 }
 
 // out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
-// stride ldx), R <= 6: 16-column strips keep 2R accumulators in registers while x streams by once
-// (no packing), then an 8-column strip, then the last columns under a mask.
-template <int R>
+// stride ldx), R <= 6: two-register strips keep 2R accumulators in registers while x streams
+// by once (no packing), then a one-register strip, then the last columns under a mask.
+template <class I, int R>
 static inline void SmallGemmRows(const float* const* rows, int m, const float* x, int64_t ldx, int64_t width,
                                  float* out, int64_t ldo) {
+  using Vec = typename I::Vec;
+  const int L = I::kLanes;
   int64_t j = 0;
-  for (; j + 16 <= width; j += 16) {
-    __m256 acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (; j + 2 * L <= width; j += 2 * L) {
+    Vec acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = I::Zero();
     for (int c = 0; c < m; ++c) {
-      const __m256 v0 = _mm256_loadu_ps(x + c * ldx + j), v1 = _mm256_loadu_ps(x + c * ldx + j + 8);
+      const Vec v0 = I::Load(x + c * ldx + j), v1 = I::Load(x + c * ldx + j + L);
       for (int r = 0; r < R; ++r) {
-        const __m256 b = _mm256_broadcast_ss(rows[r] + c);
-        acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
+        const Vec b = I::Broadcast(rows[r] + c);
+        acc[r][0] = I::Fma(b, v0, acc[r][0]);
+        acc[r][1] = I::Fma(b, v1, acc[r][1]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      _mm256_storeu_ps(out + r * ldo + j, acc[r][0]);
-      _mm256_storeu_ps(out + r * ldo + j + 8, acc[r][1]);
+      I::Store(out + r * ldo + j, acc[r][0]);
+      I::Store(out + r * ldo + j + L, acc[r][1]);
     }
   }
-  for (; j + 8 <= width; j += 8) {
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (; j + L <= width; j += L) {
+    Vec acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = I::Zero();
     for (int c = 0; c < m; ++c) {
-      const __m256 v = _mm256_loadu_ps(x + c * ldx + j);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[r] + c), v, acc[r]);
+      const Vec v = I::Load(x + c * ldx + j);
+      for (int r = 0; r < R; ++r) acc[r] = I::Fma(I::Broadcast(rows[r] + c), v, acc[r]);
     }
-    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + r * ldo + j, acc[r]);
+    for (int r = 0; r < R; ++r) I::Store(out + r * ldo + j, acc[r]);
   }
-  if (j < width) {  // the last 1-7 columns, through masked loads and stores
-    const __m256i mask = TailMask(static_cast<int>(width - j));
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  if (j < width) {  // the last columns (fewer than one register), through masked loads and stores
+    const typename I::Mask mask = I::FirstLanes(static_cast<int>(width - j));
+    Vec acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = I::Zero();
     for (int c = 0; c < m; ++c) {
-      const __m256 v = _mm256_maskload_ps(x + c * ldx + j, mask);
-      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(rows[r] + c), v, acc[r]);
+      const Vec v = I::LoadFirst(x + c * ldx + j, mask);
+      for (int r = 0; r < R; ++r) acc[r] = I::Fma(I::Broadcast(rows[r] + c), v, acc[r]);
     }
-    for (int r = 0; r < R; ++r) _mm256_maskstore_ps(out + r * ldo + j, mask, acc[r]);
+    for (int r = 0; r < R; ++r) I::StoreFirst(out + r * ldo + j, mask, acc[r]);
   }
 }
 
 // acc[0..count) = bias + sum over entries of coef * s[(off + e) * count + b] for b < count: one
 // output position of one channel for `count` images at once (S laid out image-innermost).
+template <class I>
 static inline void GatherImages(const float* s, const int* off, const float* coef, int nnz, int e, int count,
                                 float bias, bool relu, float* out, int64_t out_stride) {
-  for (int b0 = 0; b0 < count; b0 += 8) {
-    const __m256i mask = TailMask(std::min(8, count - b0));
-    __m256 acc = _mm256_set1_ps(bias);
+  for (int b0 = 0; b0 < count; b0 += I::kLanes) {
+    const typename I::Mask mask = I::FirstLanes(count - b0);
+    typename I::Vec acc = I::Set(bias);
     for (int j = 0; j < nnz; ++j) {
       const float* src = s + (static_cast<int64_t>(off[j]) + e) * count + b0;
-      acc = _mm256_fmadd_ps(_mm256_broadcast_ss(coef + j), _mm256_maskload_ps(src, mask), acc);
+      acc = I::Fma(I::Broadcast(coef + j), I::LoadFirst(src, mask), acc);
     }
-    if (relu) acc = _mm256_max_ps(acc, _mm256_setzero_ps());
-    float lanes[8];
-    _mm256_storeu_ps(lanes, acc);
-    for (int b = b0; b < std::min(count, b0 + 8); ++b) out[b * out_stride] = lanes[b - b0];
+    if (relu) acc = I::Max(acc, I::Zero());
+    float lanes[I::kLanes];
+    I::Store(lanes, acc);
+    for (int b = b0; b < std::min(count, b0 + I::kLanes); ++b) out[b * out_stride] = lanes[b - b0];
   }
 }
 
+// a . b over n floats
+template <class I>
+static inline float Dot(const float* a, const float* b, int n) {
+  const int L = I::kLanes;
+  typename I::Vec acc0 = I::Zero(), acc1 = I::Zero();
+  int i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    acc0 = I::Fma(I::Load(a + i), I::Load(b + i), acc0);
+    acc1 = I::Fma(I::Load(a + i + L), I::Load(b + i + L), acc1);
+  }
+  for (; i + L <= n; i += L) acc0 = I::Fma(I::Load(a + i), I::Load(b + i), acc0);
+  float total = I::Sum(I::Add(acc0, acc1));
+  for (; i < n; ++i) total += a[i] * b[i];
+  return total;
+}
+
+// sum over entries of coef * s[off + e]: one register of entries per gather (outputs of a few
+// pixels)
+template <class I>
+static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
+  typename I::Vec acc = I::Zero();
+  int j = 0;
+  for (; j + I::kLanes <= nnz; j += I::kLanes) acc = I::Fma(I::Load(coef + j), I::Gather(s, off + j, e), acc);
+  float total = I::Sum(acc);
+  for (; j < nnz; ++j) total += coef[j] * s[off[j] + e];
+  return total;
+}
+
+// out[i] = act(a[i] + b[i]) for i < n
+template <class I>
+static inline void AddAct(const float* a, const float* b, int64_t n, bool relu, float* out) {
+  int64_t i = 0;
+  for (; i + I::kLanes <= n; i += I::kLanes) {
+    const typename I::Vec v = I::Add(I::Load(a + i), I::Load(b + i));
+    I::Store(out + i, relu ? I::Max(v, I::Zero()) : v);
+  }
+  for (; i < n; ++i) out[i] = relu ? std::max(a[i] + b[i], 0.f) : a[i] + b[i];
+}
+
+// acc[i] = max(acc[i], in[i]) for i < n
+template <class I>
+static inline void MaxInto(const float* in, int64_t n, float* acc) {
+  int64_t i = 0;
+  for (; i + I::kLanes <= n; i += I::kLanes) I::Store(acc + i, I::Max(I::Load(acc + i), I::Load(in + i)));
+  for (; i < n; ++i) acc[i] = std::max(acc[i], in[i]);
+}
+
+// Stride-phase splitting, AVX2 on every path (AVX-512 CPUs have AVX2; the split is a small
+// part of the work).
 // out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each
 // 128-bit lane, then the lanes' halves put back in order.
 static inline void Deinterleave4(const float* in, int blocks, float* out, int64_t stride) {
@@ -119,38 +191,6 @@ static inline void Deinterleave2(const float* in, int blocks, float* out, int64_
     _mm256_storeu_ps(out, _mm256_castpd_ps(_mm256_permute4x64_pd(even, 0xD8)));
     _mm256_storeu_ps(out + stride, _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0xD8)));
   }
-}
-
-// a . b over n floats
-static inline float Dot(const float* a, const float* b, int n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 16 <= n; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
-  }
-  for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-  float lanes[8];
-  _mm256_storeu_ps(lanes, _mm256_add_ps(acc0, acc1));
-  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
-  for (; i < n; ++i) total += a[i] * b[i];
-  return total;
-}
-
-// sum over entries of coef * s[off + e]: eight entries per gather (outputs of a few pixels)
-static inline float GatherDot(const float* s, const int* off, const float* coef, int nnz, int e) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i shift = _mm256_set1_epi32(e);
-  int j = 0;
-  for (; j + 8 <= nnz; j += 8) {
-    __m256i idx = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(off + j)), shift);
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(coef + j), _mm256_i32gather_ps(s, idx, 4), acc);
-  }
-  float lanes[8];
-  _mm256_storeu_ps(lanes, acc);
-  float total = lanes[0] + lanes[1] + lanes[2] + lanes[3] + lanes[4] + lanes[5] + lanes[6] + lanes[7];
-  for (; j < nnz; ++j) total += coef[j] * s[off[j] + e];
-  return total;
 }
 
 #endif  // LCNN_LOOKUP_CONV_KERNELS_H_

@@ -1,6 +1,6 @@
 // Registration of lcnn_lookup_conv (see lookup_conv.cc): attributes, input types and shapes
-// (every error an MX_FAIL with a message, never a crash), the operator state; and the
-// library's initialize(), which checks the MXNet version and the CPU.
+// (every error an MX_FAIL with a message, never a crash) and the operator state, made by the
+// kernels library_init.cc chose when the library loaded.
 #include <algorithm>
 #include <cstdlib>
 #include <sstream>
@@ -81,7 +81,7 @@ static MXReturnValue CreateState(const std::unordered_map<std::string, std::stri
                                  const std::vector<int> types, CustomStatefulOp** op) {
   Params p;
   if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
-  *op = MakeLookupConv(p);
+  *op = MakeChosenLookupConv(p);
   return MX_SUCCESS;
 }
 
@@ -90,48 +90,3 @@ REGISTER_OP(lcnn_lookup_conv)
     .setInferType(InferType)
     .setInferShape(InferShape)
     .setCreateOpState(CreateState, "cpu");
-
-#ifndef LCNN_MXNET_VERSION
-#error "build with -DLCNN_MXNET_VERSION=<mxnet version as an integer, e.g. 10901>"
-#endif
-#ifndef LCNN_CPU_FEATURES
-#error "build with -DLCNN_CPU_FEATURES='\"avx2 fma\"' (the Makefile's CPU_FEATURES)"
-#endif
-
-// Whether the CPU has `feature` (a name of /proc/cpuinfo's flags). LCNN_CPU_FLAGS, when set,
-// replaces what the CPU reports (space- or comma-separated), so tests can force a CPU without.
-static bool CpuHas(const std::string& feature) {
-  if (const char* forced = std::getenv("LCNN_CPU_FLAGS")) {
-    std::string flags(forced);
-    std::replace(flags.begin(), flags.end(), ',', ' ');
-    std::istringstream words(flags);
-    for (std::string word; words >> word;)
-      if (word == feature) return true;
-    return false;
-  }
-  __builtin_cpu_init();
-  if (feature == "avx2") return __builtin_cpu_supports("avx2");
-  if (feature == "fma") return __builtin_cpu_supports("fma");
-  if (feature == "avx512f") return __builtin_cpu_supports("avx512f");
-  return false;
-}
-
-// Called by MXNet when the library loads, before any operator runs. This file and lib_api.cc
-// are compiled without -mavx2/-mfma, so the check itself cannot fault on an older CPU.
-MXReturnValue initialize(int version) {
-  if (version != LCNN_MXNET_VERSION) {
-    MX_ERROR_MSG << "liblcnn_ops was built for MXNet " << LCNN_MXNET_VERSION << ", this is MXNet "
-                 << version << ": rebuild it (make -C operators)";
-    return MX_FAIL;
-  }
-  std::istringstream needed(LCNN_CPU_FEATURES);
-  std::string missing;
-  for (std::string feature; needed >> feature;)
-    if (!CpuHas(feature)) missing += (missing.empty() ? "" : ", ") + feature;
-  if (!missing.empty()) {
-    MX_ERROR_MSG << "liblcnn_ops needs a CPU with " << LCNN_CPU_FEATURES << "; this CPU lacks "
-                 << missing;
-    return MX_FAIL;
-  }
-  return MX_SUCCESS;
-}

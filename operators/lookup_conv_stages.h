@@ -1,7 +1,7 @@
 // The stages of lcnn_lookup_conv on one image (lookup_conv.cc runs them as its plan says):
 // splitting into stride phases, the dictionary product, max-pooling and the shortcut. Each
-// takes the number of threads it may use (1 when whole images run in parallel). Compiled
-// with AVX2 + FMA, after initialize() checked the CPU.
+// takes the number of threads it may use (1 when whole images run in parallel). The vector
+// stages take the instruction set I (lookup_conv_isa.h) they are compiled for.
 #ifndef LCNN_LOOKUP_CONV_STAGES_H_
 #define LCNN_LOOKUP_CONV_STAGES_H_
 
@@ -65,6 +65,7 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
 
 // out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x x (m x cols).
 // `d_rows_contiguous`: the listed rows are all of D in order (then D is passed to OpenBLAS as it is).
+template <class I>
 static inline void DictionaryProduct(const float* d, const std::vector<int>& rows, bool d_rows_contiguous,
                                      int64_t m, const float* x, int64_t cols, float* out, int threads,
                                      std::vector<float>* gathered) {
@@ -85,11 +86,12 @@ static inline void DictionaryProduct(const float* d, const std::vector<int>& row
       cblas_sgemv(kRowMajor, kNoTrans, k, m, 1.f, d, m, x, 1, 0.f, out, 1);
     } else {
 #pragma omp parallel for num_threads(threads)
-      for (int64_t i = 0; i < k; ++i) out[i] = Dot(d + rows[i] * m, x, static_cast<int>(m));
+      for (int64_t i = 0; i < k; ++i) out[i] = Dot<I>(d + rows[i] * m, x, static_cast<int>(m));
     }
     return;
   }
-  const int64_t chunk = std::max<int64_t>(16, kChunkBytes / (m * sizeof(float)) / 16 * 16);
+  const int64_t strip = 2 * I::kLanes;  // SmallGemmRows' widest strip
+  const int64_t chunk = std::max<int64_t>(strip, kChunkBytes / (m * sizeof(float)) / strip * strip);
   const int64_t chunks = (cols + chunk - 1) / chunk;
   const int64_t blocks = (k + kGemmRowBlock - 1) / kGemmRowBlock;
 #pragma omp parallel for collapse(2) num_threads(threads)
@@ -101,48 +103,33 @@ static inline void DictionaryProduct(const float* d, const std::vector<int>& row
       for (int i = 0; i < count; ++i) row_ptrs[i] = d + rows[r + i] * m;
       float* o = out + r * cols + j0;
       switch (count) {
-        case 1: SmallGemmRows<1>(row_ptrs, m, x + j0, cols, width, o, cols); break;
-        case 2: SmallGemmRows<2>(row_ptrs, m, x + j0, cols, width, o, cols); break;
-        case 3: SmallGemmRows<3>(row_ptrs, m, x + j0, cols, width, o, cols); break;
-        case 4: SmallGemmRows<4>(row_ptrs, m, x + j0, cols, width, o, cols); break;
-        case 5: SmallGemmRows<5>(row_ptrs, m, x + j0, cols, width, o, cols); break;
-        default: SmallGemmRows<6>(row_ptrs, m, x + j0, cols, width, o, cols);
+        case 1: SmallGemmRows<I, 1>(row_ptrs, m, x + j0, cols, width, o, cols); break;
+        case 2: SmallGemmRows<I, 2>(row_ptrs, m, x + j0, cols, width, o, cols); break;
+        case 3: SmallGemmRows<I, 3>(row_ptrs, m, x + j0, cols, width, o, cols); break;
+        case 4: SmallGemmRows<I, 4>(row_ptrs, m, x + j0, cols, width, o, cols); break;
+        case 5: SmallGemmRows<I, 5>(row_ptrs, m, x + j0, cols, width, o, cols); break;
+        default: SmallGemmRows<I, 6>(row_ptrs, m, x + j0, cols, width, o, cols);
       }
     }
   }
 }
 
 // out = act(ext + residual) over the (ho x wo) outputs (ext's rows are wq apart).
+template <class I>
 static inline void AddResidual(const Params& p, const Geometry& g, const float* ext, const float* residual,
                                float* out) {
-  const __m256 zero = _mm256_setzero_ps();
-  for (int64_t oy = 0; oy < g.ho; ++oy) {
-    const float* e = ext + oy * g.wq;
-    const float* r = residual + oy * g.wo;
-    float* o = out + oy * g.wo;
-    int64_t ox = 0;
-    for (; ox + 8 <= g.wo; ox += 8) {
-      const __m256 v = _mm256_add_ps(_mm256_loadu_ps(e + ox), _mm256_loadu_ps(r + ox));
-      _mm256_storeu_ps(o + ox, p.relu ? _mm256_max_ps(v, zero) : v);
-    }
-    for (; ox < g.wo; ++ox) o[ox] = p.relu ? std::max(e[ox] + r[ox], 0.f) : e[ox] + r[ox];
-  }
+  for (int64_t oy = 0; oy < g.ho; ++oy) AddAct<I>(ext + oy * g.wq, residual + oy * g.wo, g.wo, p.relu, out + oy * g.wo);
 }
 
 // Max pooling of the (ho x wo) outputs in the extended plane (rows wq apart): the window's rows
 // first (vectorised, into `rows`), then its columns.
+template <class I>
 static inline void MaxPool(const Params& p, const Geometry& g, const float* in, float* out, float* rows) {
   for (int64_t py = 0; py < g.yo; ++py) {
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
     std::copy_n(in + y0 * g.wq, g.wo, rows);
-    for (int64_t y = y0 + 1; y < y1; ++y) {
-      const float* r = in + y * g.wq;
-      int64_t x = 0;
-      for (; x + 8 <= g.wo; x += 8)
-        _mm256_storeu_ps(rows + x, _mm256_max_ps(_mm256_loadu_ps(rows + x), _mm256_loadu_ps(r + x)));
-      for (; x < g.wo; ++x) rows[x] = std::max(rows[x], r[x]);
-    }
+    for (int64_t y = y0 + 1; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, rows);
     for (int64_t px = 0; px < g.xo; ++px) {
       const int64_t x0 = std::max<int64_t>(0, px * p.pool_sw - p.pool_pw);
       const int64_t x1 = std::min<int64_t>(g.wo, px * p.pool_sw - p.pool_pw + p.pool_kw);

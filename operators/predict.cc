@@ -12,6 +12,7 @@
 // copies of the input at once (scores printed for the first; latency per batch and per image);
 // --threads T runs MXNet and the operator with T OpenMP threads (the program restarts itself
 // with OMP_NUM_THREADS=T: OpenMP reads it when the libraries load).
+#include <dlfcn.h>
 #include <mxnet/c_api.h>
 #include <mxnet/c_predict_api.h>
 
@@ -173,7 +174,15 @@ int main(int argc, char** argv) {
         throw Error("cannot restart with --threads " + threads);
       }
     }
-    if (!opt["--library"].empty()) Check(MXLoadLib(opt["--library"].c_str(), 0), "loading " + opt["--library"]);
+    if (!opt["--library"].empty()) {
+      Check(MXLoadLib(opt["--library"].c_str(), 0), "loading " + opt["--library"]);
+      // the kernel set the library chose when it loaded (operators/library_init.cc)
+      if (void* loaded = dlopen(opt["--library"].c_str(), RTLD_NOW | RTLD_NOLOAD)) {
+        if (auto isa = reinterpret_cast<const char* (*)()>(dlsym(loaded, "lcnn_kernel_isa")))
+          std::printf("kernels: %s\n", isa());
+        dlclose(loaded);
+      }
+    }
 
     std::vector<uint32_t> shape;
     std::vector<float> input;

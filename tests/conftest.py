@@ -11,6 +11,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
 
 
+def host_has(flag: str) -> bool:
+    """Whether this machine's CPU has a /proc/cpuinfo flag (the real CPU, not LCNN_CPU_FLAGS)."""
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and flag in line.split() for line in f)
+
+
+# The operator's kernel sets this host can run (LCNN_ISA values, operators/library_init.cc):
+# AVX-512 where the CPU has it; avx2pair runs the 16-lane kernels' logic on any AVX2 host.
+KERNEL_SETS = ["avx2", "avx2pair"] + (["avx512"] if host_has("avx512f") else [])
+DEFAULT_KERNEL_SET = "avx512" if host_has("avx512f") else "avx2"
+
+
 def run(*args, check=True, timeout=600, env=None, **kw) -> subprocess.CompletedProcess:
     """Run a command from the repository root; return its result (stdout+stderr in .stdout)."""
     full_env = dict(os.environ, **(env or {}))

@@ -7,7 +7,7 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
-from conftest import PY, run
+from conftest import KERNEL_SETS, PY, run
 
 import lcnn_gluon
 from lcnn_gluon import checkpoint, export, ops
@@ -87,11 +87,11 @@ def exported_lenet(lcnn_ops, mnist_sample, tmp_path_factory):
     return prefix, folder, pixels
 
 
-def predictor(prefix, *args, library=True):
+def predictor(prefix, *args, library=True, env=None):
     cmd = [ops.path(ops.PREDICTOR), "--symbol", prefix + "-symbol.json", "--params", prefix + "-0000.params"]
     if library:
         cmd += ["--library", ops.path()]
-    return run(*cmd, *args, check=False)
+    return run(*cmd, *args, check=False, env=env)
 
 
 @pytest.mark.parametrize("source", ["png", "npy"])
@@ -199,3 +199,14 @@ def test_cpp_predictor_takes_a_batch_and_threads(exported_lenet):
     assert re.search(r"batch 16, 2 threads: [\d.]+ ms per batch, [\d.]+ ms per image", proc.stdout)
     proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "0")
     assert proc.returncode == 2 and "--batch 0: must be a positive integer" in proc.stdout
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+def test_cpp_predictor_reports_and_honours_the_kernel_set(exported_lenet, isa):
+    prefix, folder, pixels = exported_lenet
+    scores = mx.nd.softmax(export.load_exported(prefix)(mx.nd.array(pixels[None, None]))).asnumpy()[0]
+    proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "16", env={"LCNN_ISA": isa})
+    assert proc.returncode == 0, proc.stdout
+    assert f"kernels: {isa}\n" in proc.stdout
+    found = re.findall(r"\d+\. class (\d+) score ([\d.]+)", proc.stdout)
+    np.testing.assert_allclose([float(s) for _, s in found], np.sort(scores)[::-1][:5], atol=1e-4)

@@ -1,11 +1,12 @@
 """The operator's parallel and batched plans give the dense layer's numbers: every lookup-layer
-shape of the four presets, batch 1 and 16, 1 and 2 threads (a fresh process per thread count:
-OpenMP reads it at start)."""
+shape of the four presets, batch 1 and 16, 1 and 2 threads, every kernel set this host runs (a
+fresh process per thread count and set: OpenMP reads the count at start, the library chooses
+its kernels when it loads)."""
 import json
 import textwrap
 
 import pytest
-from conftest import PY, run
+from conftest import KERNEL_SETS, PY, run
 
 # The lookup layers of the presets at their input sizes: (m, n, k, kernel, stride, pad, input size).
 # n is capped at 48 and fc6/fc7's k and m cut to keep the test short: n only lengthens the loop
@@ -26,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     from lcnn_gluon import export, ops
     from lcnn_gluon import nn as lnn
-    ops.load()
+    print("kernels", ops.kernel_isa())
     errors = {}
     for name, (m, n, k, kernel, stride, pad, size) in json.loads(sys.argv[1]).items():
         layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
@@ -43,9 +44,12 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.parametrize("isa", KERNEL_SETS)
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads):
-    out = run(PY, "-c", SCRIPT, json.dumps(SHAPES), env={"OMP_NUM_THREADS": threads}, timeout=900).stdout
+def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads, isa):
+    out = run(PY, "-c", SCRIPT, json.dumps(SHAPES), env={"OMP_NUM_THREADS": threads, "LCNN_ISA": isa},
+              timeout=900).stdout
+    assert f"kernels {isa}" in out
     errors = json.loads(out.strip().splitlines()[-1])
     assert len(errors) == 2 * len(SHAPES)
     bad = {name: e for name, e in errors.items() if not e <= 1e-4}

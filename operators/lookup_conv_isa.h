@@ -1,0 +1,101 @@
+// The vector instruction sets the kernels of lcnn_lookup_conv are compiled for. The kernels
+// (lookup_conv_kernels.h, lookup_conv_stages.h) are written once against the interface below;
+// lookup_conv.cc is compiled once per set, each object with its own -m flags (Makefile), and
+// library_init.cc picks one when the library loads.
+//
+//   Avx2      8 floats per register, AVX2 + FMA          (every CPU the library runs on)
+//   Avx512    16 floats per register, AVX-512F            (chosen where the CPU has it)
+//   Avx2Pair  16 floats as a pair of AVX2 registers: the 16-lane kernels' logic (tiles,
+//             masked tails, gathers) on any AVX2 host, so the parity tests check it on
+//             machines without AVX-512 too. Slower than Avx2; never chosen by default.
+//
+// A set's interface: Vec (a register of kLanes floats), Mask (which lanes a tail uses), and
+//   Zero, Set(v), Broadcast(p), Load(p), Store(p, v), Fma(a, b, c) = a * b + c, Add, Max,
+//   FirstLanes(n): lanes [0, n) (n <= 0: none, n >= kLanes: all),
+//   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
+//   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
+//   Sum(v): the sum of the lanes.
+// Only translation units compiled with the set's flags may include this header.
+#ifndef LCNN_LOOKUP_CONV_ISA_H_
+#define LCNN_LOOKUP_CONV_ISA_H_
+
+#include <immintrin.h>
+
+struct Avx2 {
+  using Vec = __m256;
+  using Mask = __m256i;
+  static constexpr int kLanes = 8;
+  static Vec Zero() { return _mm256_setzero_ps(); }
+  static Vec Set(float v) { return _mm256_set1_ps(v); }
+  static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static Vec Load(const float* p) { return _mm256_loadu_ps(p); }
+  static void Store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+  static Vec Add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+  static Vec Max(Vec a, Vec b) { return _mm256_max_ps(a, b); }
+  static Mask FirstLanes(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static Vec LoadFirst(const float* p, Mask m) { return _mm256_maskload_ps(p, m); }
+  static void StoreFirst(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
+  static Vec Gather(const float* base, const int* idx, int shift) {
+    const __m256i i = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)),
+                                       _mm256_set1_epi32(shift));
+    return _mm256_i32gather_ps(base, i, 4);
+  }
+  static float Sum(Vec v) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
+  }
+};
+
+#ifdef __AVX512F__
+struct Avx512 {
+  using Vec = __m512;
+  using Mask = __mmask16;
+  static constexpr int kLanes = 16;
+  static Vec Zero() { return _mm512_setzero_ps(); }
+  static Vec Set(float v) { return _mm512_set1_ps(v); }
+  static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  static Vec Load(const float* p) { return _mm512_loadu_ps(p); }
+  static void Store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+  static Vec Add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+  static Vec Max(Vec a, Vec b) { return _mm512_max_ps(a, b); }
+  static Mask FirstLanes(int n) {
+    return static_cast<Mask>(n <= 0 ? 0u : n >= kLanes ? 0xFFFFu : (1u << n) - 1u);
+  }
+  // masked-off lanes are neither read nor written (no fault past the end of a buffer)
+  static Vec LoadFirst(const float* p, Mask m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void StoreFirst(float* p, Mask m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
+  static Vec Gather(const float* base, const int* idx, int shift) {
+    const __m512i i = _mm512_add_epi32(_mm512_loadu_si512(idx), _mm512_set1_epi32(shift));
+    return _mm512_i32gather_ps(i, base, 4);
+  }
+  static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
+};
+#endif
+
+struct Avx2Pair {
+  struct Vec { Avx2::Vec lo, hi; };
+  struct Mask { Avx2::Mask lo, hi; };
+  static constexpr int kLanes = 16;
+  static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
+  static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
+  static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }
+  static Vec Load(const float* p) { return {Avx2::Load(p), Avx2::Load(p + 8)}; }
+  static void Store(float* p, Vec v) { Avx2::Store(p, v.lo), Avx2::Store(p + 8, v.hi); }
+  static Vec Fma(Vec a, Vec b, Vec c) { return {Avx2::Fma(a.lo, b.lo, c.lo), Avx2::Fma(a.hi, b.hi, c.hi)}; }
+  static Vec Add(Vec a, Vec b) { return {Avx2::Add(a.lo, b.lo), Avx2::Add(a.hi, b.hi)}; }
+  static Vec Max(Vec a, Vec b) { return {Avx2::Max(a.lo, b.lo), Avx2::Max(a.hi, b.hi)}; }
+  static Mask FirstLanes(int n) { return {Avx2::FirstLanes(n), Avx2::FirstLanes(n - 8)}; }
+  static Vec LoadFirst(const float* p, Mask m) { return {Avx2::LoadFirst(p, m.lo), Avx2::LoadFirst(p + 8, m.hi)}; }
+  static void StoreFirst(float* p, Mask m, Vec v) { Avx2::StoreFirst(p, m.lo, v.lo), Avx2::StoreFirst(p + 8, m.hi, v.hi); }
+  static Vec Gather(const float* base, const int* idx, int shift) {
+    return {Avx2::Gather(base, idx, shift), Avx2::Gather(base, idx + 8, shift)};
+  }
+  static float Sum(Vec v) { return Avx2::Sum(Avx2::Add(v.lo, v.hi)); }
+};
+
+#endif  // LCNN_LOOKUP_CONV_ISA_H_

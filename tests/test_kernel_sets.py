@@ -1,0 +1,100 @@
+"""The operator's kernel sets (operators/library_init.cc): the widest the CPU has is chosen when
+the library loads, LCNN_ISA forces one, a set the CPU lacks is an error at load (never SIGILL),
+the whole operator test module passes on every set this host runs, and code shared between
+sets in the library is the copy compiled for the narrowest CPU that can reach it."""
+import re
+import subprocess
+import textwrap
+
+import pytest
+from conftest import DEFAULT_KERNEL_SET, KERNEL_SETS, PY, ROOT, run
+
+from lcnn_gluon import ops
+
+CHOICE = textwrap.dedent("""
+    from lcnn_gluon import ops
+    try:
+        print("kernels", ops.kernel_isa())
+    except Exception as e:
+        print("refused:", str(e).strip().splitlines()[-1])
+""")
+
+
+def chosen(env):
+    return run(PY, "-c", CHOICE, env=env).stdout
+
+
+def test_the_widest_set_the_cpu_has_is_the_default(lcnn_ops):
+    assert f"kernels {DEFAULT_KERNEL_SET}" in chosen({"LCNN_ISA": ""})
+    assert ops.kernel_isa() in KERNEL_SETS
+
+
+def test_lcnn_isa_forces_a_set(lcnn_ops):
+    assert "kernels avx2\n" in chosen({"LCNN_ISA": "avx2"})
+    assert "kernels avx2pair\n" in chosen({"LCNN_ISA": "avx2pair"})
+
+
+def test_a_cpu_without_avx512_takes_avx2_and_refuses_a_forced_avx512(lcnn_ops):
+    without = {"LCNN_CPU_FLAGS": "avx2 fma"}  # admits AVX2 and FMA only, on any host
+    assert "kernels avx2\n" in chosen(without)
+    out = chosen(dict(without, LCNN_ISA="avx512"))
+    assert "refused: " in out and "LCNN_ISA=avx512 needs a CPU with avx512f; this CPU lacks avx512f" in out
+
+
+def test_an_unknown_set_is_an_error_naming_the_choices(lcnn_ops):
+    out = chosen({"LCNN_ISA": "sse9"})
+    assert "LCNN_ISA=sse9 is not a kernel set; use one of avx512, avx2, avx2pair" in out
+
+
+@pytest.mark.parametrize("isa", [s for s in KERNEL_SETS if s != DEFAULT_KERNEL_SET])
+def test_operator_tests_pass_on_every_other_set(lcnn_ops, isa):
+    """tests/test_ops.py (shapes, strides, densities, pooling, shortcuts, bad input) with the
+    set forced; the default set runs it in the main session."""
+    proc = run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_ops.py",
+               env={"LCNN_ISA": isa}, check=False, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert re.search(r"\d+ passed", proc.stdout)
+
+
+# objects of operators/build by the widest instructions their code may use: portable code runs
+# before the CPU check, AVX-512 code only after initialize() chose it
+NARROWEST_FIRST = [("portable", 0, ["lookup_conv_register.o", "library_init.o", "lookup_train.o",
+                                    "error_messages.o", "lib_api.o"]),
+                   ("avx2", 256, ["lookup_conv_avx2.o", "lookup_conv_avx2pair.o", "lookup_train_kernels.o"]),
+                   ("avx512", 512, ["lookup_conv_avx512.o"])]
+
+
+def register_width(instruction: str) -> int:
+    if "%zmm" in instruction or re.search(r"%k[0-7]\b", instruction):
+        return 512
+    return 256 if "%ymm" in instruction else 0
+
+
+def test_shared_code_in_the_library_is_the_narrowest_copy(lcnn_ops):
+    """Objects compiled for different CPUs share the C++ library's inline functions (e.g.
+    std::vector<float>::_M_fill_assign, which the AVX-512 object compiles with zmm registers),
+    and the linker keeps one copy: it must be one every caller's CPU can run."""
+    build = f"{ROOT}/operators/build"
+    allowed = {}  # symbol -> widest registers allowed: those of the narrowest object defining it
+    for _, width, objects in reversed(NARROWEST_FIRST):
+        for name in objects:
+            listing = subprocess.run(["nm", "--defined-only", f"{build}/{name}"], check=True,
+                                     capture_output=True, text=True).stdout
+            for line in listing.splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[1] in "TW":
+                    allowed[parts[2]] = width
+    code = subprocess.run(["objdump", "-d", "--no-show-raw-insn", f"{build}/{ops.LIBRARY}"], check=True,
+                          capture_output=True, text=True).stdout
+    used, current = {}, None
+    for line in code.splitlines():
+        head = re.match(r"^[0-9a-f]+ <(.+)>:$", line)
+        if head:
+            current = head.group(1)
+            used[current] = 0
+        elif current:
+            used[current] = max(used[current], register_width(line))
+    assert used.get("lcnn_kernel_isa") == 0
+    assert any(w == 512 for w in used.values()), "the AVX-512 kernels are missing from the library"
+    shared_wide = {s: w for s, w in used.items() if s in allowed and w > allowed[s]}
+    assert not shared_wide, shared_wide
