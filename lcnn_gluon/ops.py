@@ -119,12 +119,24 @@ def load() -> str:
     return _loaded
 
 
+def _loaded_library() -> ctypes.CDLL:
+    return ctypes.CDLL(load())  # the handle of the copy MXNet loaded: same path, same library
+
+
 def kernel_isa() -> str:
     """The kernel set the loaded library chose: ``avx512``, ``avx2`` or ``avx2pair``
     (loads the library first)."""
-    library = ctypes.CDLL(load())  # the handle of the copy MXNet loaded: same path, same library
+    library = _loaded_library()
     library.lcnn_kernel_isa.restype = ctypes.c_char_p
     return library.lcnn_kernel_isa().decode()
+
+
+def plans_built() -> int:
+    """How many execution plans the operator has built in this process: one per layer, input
+    shape and packed content, however often MXNet re-creates the operator's state."""
+    library = _loaded_library()
+    library.lcnn_plans_built.restype = ctypes.c_int64
+    return int(library.lcnn_plans_built())
 
 
 def available() -> bool:

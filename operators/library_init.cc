@@ -11,6 +11,8 @@
 // This file and lib_api.cc are compiled without vector flags, so the checks themselves cannot
 // fault on an older CPU: a CPU without AVX2 and FMA gets an error, never SIGILL.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -72,6 +74,13 @@ CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p)
 
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
+
+static std::atomic<int64_t> plans_built{0};
+void NotePlanBuilt() { ++plans_built; }
+
+// How many times an operator state built a plan in this process (tests check that states
+// reuse them: lookup_conv.cc's PreparedPool).
+extern "C" int64_t lcnn_plans_built() { return plans_built; }
 
 static MXReturnValue ChooseKernels() {
   const char* forced = std::getenv(kIsaEnv);

@@ -21,7 +21,12 @@
 
 #include <algorithm>
 #include <cstring>
+#include <list>
 #include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "lookup_conv_attrs.h"
@@ -52,9 +57,57 @@ struct Workspace {
   std::vector<float> gathered;    // D's used rows, contiguous, when OpenBLAS needs them so
 };
 
+// What Prepare() builds for one input shape, thread count and packed content: the plan and
+// the buffers it sizes.
+struct Prepared {
+  Plan plan;
+  std::vector<int> indptr, indices;          // the packed content the plan was built for
+  int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
+  std::vector<Workspace> spaces;             // one per thread running whole images, else one
+  std::vector<float> batch_input, batch_s;   // batched_few_outputs: X and S of the whole batch
+};
+
+// Prepared states outlive the operator states that built them. MXNet makes a new operator
+// state for every call of a network hybridized without static_shape (plain hybridize(), or
+// static_alloc alone); a fresh plan and freshly touched buffers then cost more than the layer
+// itself at batch 1 (AlexNet's conv1: 2.7-4.7 ms a call, against 1.0 ms with a kept state).
+// A state gives its Prepared back here when MXNet destroys it; the next state of the same
+// attributes, input shape and threads takes it (one state at a time: buffers are not shared).
+static const size_t kPooledStates = 64;  // the lookup layers of about three ResNet-18s
+class PreparedPool {
+ public:
+  static PreparedPool& Get() {
+    static PreparedPool* pool = new PreparedPool;  // never destroyed: states may outlive exit()
+    return *pool;
+  }
+  std::unique_ptr<Prepared> Take(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->first == key) {
+        std::unique_ptr<Prepared> found = std::move(it->second);
+        entries_.erase(it);
+        return found;
+      }
+    }
+    return nullptr;
+  }
+  void Give(const std::string& key, std::unique_ptr<Prepared> prepared) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    entries_.emplace_back(key, std::move(prepared));
+    if (entries_.size() > kPooledStates) entries_.pop_front();  // the oldest
+  }
+
+ private:
+  std::mutex mutex_;
+  std::list<std::pair<std::string, std::unique_ptr<Prepared>>> entries_;  // oldest first
+};
+
 class LookupConv : public CustomStatefulOp {
  public:
   explicit LookupConv(const Params& p) : params_(p) {}
+  ~LookupConv() override {
+    if (prep_) PreparedPool::Get().Give(key_, std::move(prep_));
+  }
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
@@ -63,13 +116,13 @@ class LookupConv : public CustomStatefulOp {
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(),
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
-    if (plan_.batched_few_outputs) {
+    if (prep_->plan.batched_few_outputs) {
       BatchedFewOutputs(t, threads);
-    } else if (plan_.images_in_parallel) {
+    } else if (prep_->plan.images_in_parallel) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t b = 0; b < plan_.batch; ++b) Image(t, b, &spaces_[omp_get_thread_num()], 1);
+      for (int64_t b = 0; b < prep_->plan.batch; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
     } else {
-      for (int64_t b = 0; b < plan_.batch; ++b) Image(t, b, &spaces_[0], threads);
+      for (int64_t b = 0; b < prep_->plan.batch; ++b) Image(t, b, &prep_->spaces[0], threads);
     }
     return MX_SUCCESS;
   }
@@ -89,122 +142,140 @@ class LookupConv : public CustomStatefulOp {
     const int* ptr = in[kIndptr].data<int>();
     const int* idx = in[kIndices].data<int>();
     const size_t n1 = in[kIndptr].shape[0], nnz = in[kIndices].shape[0];
-    const Geometry& old = plan_.geometry;
+    if (!prep_) {  // this state's first call: a Prepared of an earlier state, if one fits
+      key_ = PoolKey(xs, k, threads);
+      prep_ = PreparedPool::Get().Take(key_);
+      if (!prep_) prep_.reset(new Prepared());
+    }
+    const Geometry& old = prep_->plan.geometry;
     const bool same_shape = old.m == xs[1] && old.h == xs[2] && old.w == xs[3] && old.k == k &&
-                            plan_.batch == batch && plan_.threads == threads;
-    if (same_shape && indptr_.size() == n1 && indices_.size() == nnz &&
-        !std::memcmp(indptr_.data(), ptr, n1 * sizeof(int)) && !std::memcmp(indices_.data(), idx, nnz * sizeof(int)))
+                            prep_->plan.batch == batch && prep_->plan.threads == threads;
+    if (same_shape && prep_->indptr.size() == n1 && prep_->indices.size() == nnz &&
+        !std::memcmp(prep_->indptr.data(), ptr, n1 * sizeof(int)) && !std::memcmp(prep_->indices.data(), idx, nnz * sizeof(int)))
       return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
-    indptr_.clear();  // until the new plan is complete, no cached content matches
-    if (BuildPlan(params_, g, batch, threads, ptr, n1, idx, nnz, &plan_) != MX_SUCCESS) return MX_FAIL;
-    indptr_.assign(ptr, ptr + n1);
-    indices_.assign(idx, idx + nnz);
+    prep_->indptr.clear();  // until the new plan is complete, no cached content matches
+    if (BuildPlan(params_, g, batch, threads, ptr, n1, idx, nnz, &prep_->plan) != MX_SUCCESS) return MX_FAIL;
+    prep_->indptr.assign(ptr, ptr + n1);
+    prep_->indices.assign(idx, idx + nnz);
     Allocate(threads);
+    NotePlanBuilt();
     return MX_SUCCESS;
   }
 
+  // Everything a plan depends on but the packed content (which Prepare compares in full).
+  std::string PoolKey(const std::vector<int64_t>& xs, int64_t k, int threads) const {
+    const Params& p = params_;
+    std::ostringstream key;
+    for (int64_t v : {int64_t(p.kh), int64_t(p.kw), int64_t(p.sh), int64_t(p.sw), int64_t(p.ph), int64_t(p.pw),
+                      int64_t(p.num_filter), int64_t(p.relu), int64_t(p.residual), int64_t(p.pool_kh),
+                      int64_t(p.pool_kw), int64_t(p.pool_sh), int64_t(p.pool_sw), int64_t(p.pool_ph),
+                      int64_t(p.pool_pw), xs[0], xs[1], xs[2], xs[3], k, int64_t(threads)})
+      key << v << ' ';
+    return key.str();
+  }
+
   void Allocate(int threads) {
-    const Geometry& g = plan_.geometry;
-    const int64_t rows = plan_.rows.size();
-    ext_alloc_ = (g.ext + kTile - 1) / kTile * kTile;
-    spaces_.assign(plan_.images_in_parallel ? threads : 1, Workspace());
-    for (Workspace& ws : spaces_) {
-      const bool split_input = !plan_.product_then_split || plan_.few_outputs;
+    const Geometry& g = prep_->plan.geometry;
+    const int64_t rows = prep_->plan.rows.size();
+    prep_->ext_alloc = (g.ext + kTile - 1) / kTile * kTile;
+    prep_->spaces.assign(prep_->plan.images_in_parallel ? threads : 1, Workspace());
+    for (Workspace& ws : prep_->spaces) {
+      const bool split_input = !prep_->plan.product_then_split || prep_->plan.few_outputs;
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
-      ws.product.assign(plan_.product_then_split && !plan_.few_outputs ? rows * g.h * g.w : 0, 0.f);
+      ws.product.assign(prep_->plan.product_then_split && !prep_->plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
       ws.s.assign(rows * g.cols + 2 * kTile, 0.f);
-      ws.transposed.assign(plan_.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
-      ws.channel.assign((plan_.images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
-      ws.all_channels.assign(plan_.tile_major ? params_.num_filter * ext_alloc_ : 0, 0.f);
+      ws.transposed.assign(prep_->plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
+      ws.channel.assign((prep_->plan.images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
+      ws.all_channels.assign(prep_->plan.tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
     }
-    if (plan_.batched_few_outputs) {
-      batch_input_.assign(g.m * g.cols * plan_.batch, 0.f);
-      batch_s_.assign(rows * g.cols * plan_.batch, 0.f);
+    if (prep_->plan.batched_few_outputs) {
+      prep_->batch_input.assign(g.m * g.cols * prep_->plan.batch, 0.f);
+      prep_->batch_s.assign(rows * g.cols * prep_->plan.batch, 0.f);
     }
   }
 
-  int64_t ChannelScratch() const { return ext_alloc_ + (params_.pool_kh ? plan_.geometry.ho * plan_.geometry.wo : 0); }
+  int64_t ChannelScratch() const { return prep_->ext_alloc + (params_.pool_kh ? prep_->plan.geometry.ho * prep_->plan.geometry.wo : 0); }
 
   // One image b: the dictionary product, then every channel's lookups (`threads` share them).
   void Image(const Tensors& t, int64_t b, Workspace* ws, int threads) {
-    const Geometry& g = plan_.geometry;
+    const Geometry& g = prep_->plan.geometry;
     const float* x = t.x + b * g.m * g.h * g.w;
-    const int64_t rows = plan_.rows.size();
+    const int64_t rows = prep_->plan.rows.size();
     if (rows == 0) {
       // no lookups at all: every channel is a constant
-    } else if (plan_.only_needed) {  // few outputs: only the S values read below
+    } else if (prep_->plan.only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
-    } else if (plan_.product_then_split && !plan_.few_outputs) {  // split S (fewer planes than X)
-      DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, x, g.h * g.w, ws->product.data(),
+    } else if (prep_->plan.product_then_split && !prep_->plan.few_outputs) {  // split S (fewer planes than X)
+      DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, x, g.h * g.w, ws->product.data(),
                         threads, &ws->gathered);
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
-      DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
+      DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
                         threads, &ws->gathered);
     }
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
     const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
-    if (plan_.tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
+    if (prep_->plan.tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (int64_t ti = 0; ti < tiles; ++ti)
         for (int f = 0; f < params_.num_filter; ++f)
           if (t.indptr[f + 1] > t.indptr[f])
-            Tile(ws->s.data(), ti * kTile, f, t, relu, ws->all_channels.data() + f * ext_alloc_);
+            Tile(ws->s.data(), ti * kTile, f, t, relu, ws->all_channels.data() + f * prep_->ext_alloc);
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
-      float* ext = plan_.tile_major ? ws->all_channels.data() + f * ext_alloc_ : own;
-      Channel(ws->s.data(), f, t, ext, own + ext_alloc_,
+      float* ext = prep_->plan.tile_major ? ws->all_channels.data() + f * prep_->ext_alloc : own;
+      Channel(ws->s.data(), f, t, ext, own + prep_->ext_alloc,
               t.residual ? t.residual + (b * params_.num_filter + f) * out_plane : nullptr, y + f * out_plane);
     }
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
   void NeededValues(const float* d, Workspace* ws, int threads) {
-    const Geometry& g = plan_.geometry;
+    const Geometry& g = prep_->plan.geometry;
     const float* xt = ws->split.data();
     if (g.cols > 1) {
       for (int64_t c = 0; c < g.m; ++c)
         for (int64_t pos = 0; pos < g.cols; ++pos) ws->transposed[pos * g.m + c] = ws->split[c * g.cols + pos];
       xt = ws->transposed.data();
     }
-    const int64_t count = plan_.needed.size();
+    const int64_t count = prep_->plan.needed.size();
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t o = plan_.needed[i];
-      ws->s[o] = Dot<I>(d + plan_.rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
+      const int64_t o = prep_->plan.needed[i];
+      ws->s[o] = Dot<I>(d + prep_->plan.rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
     }
   }
 
   // A fully connected layer over the batch: X of all images as one (m x cols*N) matrix (columns
   // image-innermost), S = D x X in one product, each output gathered for all images at once.
   void BatchedFewOutputs(const Tensors& t, int threads) {
-    const Geometry& g = plan_.geometry;
-    const int64_t n = plan_.batch;
-    Workspace* ws = &spaces_[0];
+    const Geometry& g = prep_->plan.geometry;
+    const int64_t n = prep_->plan.batch;
+    Workspace* ws = &prep_->spaces[0];
     for (int64_t b = 0; b < n; ++b) {
       SplitPhases(params_, g, t.x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
 #pragma omp parallel for num_threads(threads)
       for (int64_t c = 0; c < g.m; ++c)
         for (int64_t pos = 0; pos < g.cols; ++pos)
-          batch_input_[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
+          prep_->batch_input[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
-    DictionaryProduct<I>(t.dictionary, plan_.rows, plan_.all_rows, g.m, batch_input_.data(), g.cols * n,
-                      batch_s_.data(), threads, &ws->gathered);
+    DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, prep_->batch_input.data(), g.cols * n,
+                      prep_->batch_s.data(), threads, &ws->gathered);
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
       for (int64_t e = 0, o = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
-        GatherImages<I>(batch_s_.data(), plan_.entry_offsets.data() + start, t.coefs + start, nnz,
+        GatherImages<I>(prep_->batch_s.data(), prep_->plan.entry_offsets.data() + start, t.coefs + start, nnz,
                      static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
                      t.y + f * out_plane + o++, params_.num_filter * out_plane);
       }
@@ -215,7 +286,7 @@ class LookupConv : public CustomStatefulOp {
   // bias, apply act, and keep wo columns (into `plane`, max-pooled into `out`, if pooling).
   void Channel(const float* s, int f, const Tensors& t, float* ext, float* plane, const float* residual,
                float* out) const {
-    const Geometry& g = plan_.geometry;
+    const Geometry& g = prep_->plan.geometry;
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
     const float bias = t.bias[f];
     if (nnz == 0 && !residual) {  // no lookups: the channel is pool(act(bias)), a constant
@@ -227,14 +298,14 @@ class LookupConv : public CustomStatefulOp {
       return AddResidual<I>(params_, g, ext, residual, out);
     }
     const bool relu = params_.relu && !residual;
-    const int* off = plan_.entry_offsets.data() + start;
-    if (plan_.few_outputs) {  // a few outputs (fully connected layers): gather over entries
+    const int* off = prep_->plan.entry_offsets.data() + start;
+    if (prep_->plan.few_outputs) {  // a few outputs (fully connected layers): gather over entries
       for (int64_t e = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
         const float v = GatherDot<I>(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
-    } else if (!plan_.tile_major) {  // bias and act applied as each tile is stored
+    } else if (!prep_->plan.tile_major) {  // bias and act applied as each tile is stored
       for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, t, relu, ext);
     }
     if (residual) {
@@ -249,16 +320,13 @@ class LookupConv : public CustomStatefulOp {
   // ext[tile .. tile + kTile) of channel f (fewer at the plane's end)
   void Tile(const float* s_all, int64_t tile, int f, const Tensors& t, bool relu, float* ext) const {
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-    AccumulatePartialTile<I>(s_all + tile, plan_.entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
-                             relu, ext + tile, plan_.geometry.ext - tile);
+    AccumulatePartialTile<I>(s_all + tile, prep_->plan.entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
+                             relu, ext + tile, prep_->plan.geometry.ext - tile);
   }
 
   Params params_;
-  Plan plan_;
-  int64_t ext_alloc_ = 0;                    // an extended plane rounded up to whole tiles
-  std::vector<int> indptr_, indices_;        // the packed content the plan was built for
-  std::vector<Workspace> spaces_;            // one per thread running whole images, else one
-  std::vector<float> batch_input_, batch_s_;  // batched_few_outputs: X and S of the whole batch
+  std::string key_;                  // what prep_ was built for, as PreparedPool keys it
+  std::unique_ptr<Prepared> prep_;
 };
 
 }  // namespace lcnn_<set>

@@ -213,5 +213,7 @@ struct Avx2Pair;
 template <class I>
 CustomStatefulOp* MakeLookupConv(const Params& p);
 CustomStatefulOp* MakeChosenLookupConv(const Params& p);
+// Counts the plans built in this process (library_init.cc; lcnn_plans_built() reads it).
+void NotePlanBuilt();
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from mxnet import gluon
 
-from lcnn_gluon import export
+from lcnn_gluon import export, ops
 from lcnn_gluon import nn as lnn
 
 SHAPES = [  # (m, n, k, kernel, stride, pad, size)
@@ -98,6 +98,31 @@ def test_very_sparse_lookups_and_changing_content(lcnn_ops, m, n, k, kernel, str
         ref = layer(x)
         np.testing.assert_allclose(op(x).asnumpy(), ref.asnumpy(), rtol=1e-4,
                                    atol=1e-5 * float(ref.abs().max().asscalar()), err_msg=f"rows {rows}")
+
+
+def test_plans_outlive_the_states_mxnet_recreates(lcnn_ops):
+    """Hybridized without static_shape, MXNet makes a new operator state on every call: the
+    plan is built once per layer and content, and a state never takes a plan built for other
+    attributes (here padding or ReLU, with the same input shape and P) or other content."""
+    x = mx.nd.random.normal(shape=(2, 5, 13, 13))
+    blocks = []
+    for seed, pad, relu in [(0, 1, True), (0, 0, True), (0, 1, False), (1, 1, True)]:
+        layer = lnn.LookupConv2D(8, 3, 1, pad, dictionary_size=4, in_channels=5)
+        layer.initialize()
+        lnn.set_random_lookup(layer, 0.3, seed=seed)
+        layer.bias.set_data(mx.nd.random.normal(shape=(8,)))
+        op = export.SparseLookup(layer, None, None, relu)
+        op.hybridize()
+        ref = layer(x)
+        blocks.append((op, (mx.nd.relu(ref) if relu else ref).asnumpy()))
+    op, ref = blocks[0]
+    before = ops.plans_built()
+    for _ in range(5):
+        np.testing.assert_allclose(op(x).asnumpy(), ref, rtol=1e-4, atol=1e-5)
+    assert ops.plans_built() - before == 1
+    for _ in range(3):  # interleaved: each state finds a plan of its own attributes or rebuilds
+        for op, ref in blocks:
+            np.testing.assert_allclose(op(x).asnumpy(), ref, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("stride,density", [(1, 0.3), (2, 0.3), (1, 0.0)])
