@@ -18,6 +18,8 @@ operator runs the kernel set its library chose (column "kernels": AVX-512 where 
 it); ``LCNN_ISA=avx2`` in the environment measures the AVX2 kernels on such a host.
 
     python benchmarks/bench_inference.py [--models alexnet_lcnn_fast,...] [--runs 20]
+    python benchmarks/bench_inference.py --predictor ...   (also the C++ predictor, lcnn-predict,
+        on each exported network: its own time per batch, MXNet's threaded engine)
     python benchmarks/bench_inference.py --layers alexnet_lcnn_fast --threads 2 --batch 16
         (one cell, per lookup layer: dense layer, operator, % of the FMA peak of the lookup
         stage, bytes the operator moves per output)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,6 +76,21 @@ def build(name: str, density: str):
     return dense, lcnn, layers
 
 
+def predictor_ms(prefix: str, x, threads: int, runs: int) -> float:
+    """Milliseconds per batch of ``lcnn-predict`` on the exported ``prefix`` for the batch ``x``
+    (its first image repeated, as the predictor's --batch feeds it)."""
+    import numpy as np
+
+    from lcnn_gluon import ops
+    image = f"{prefix}-input.npy"
+    np.save(image, x[0].asnumpy())
+    out = subprocess.run([ops.path(ops.PREDICTOR), "--symbol", f"{prefix}-symbol.json", "--params",
+                          f"{prefix}-0000.params", "--library", ops.path(), "--input", image, "--batch",
+                          str(x.shape[0]), "--threads", str(threads), "--repeat", str(runs)],
+                         capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"threads: ([\d.]+) ms per batch", out).group(1))
+
+
 def worker(args) -> None:
     """One process, one thread count: every (model, density) x batch cell; a JSON line each."""
     import mxnet as mx
@@ -90,30 +108,37 @@ def worker(args) -> None:
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
                 dense_ms, dense_how = fastest(dense, x, args.runs)
                 lcnn_ms, lcnn_how = fastest(export.load_exported(prefix), x, args.runs)
-                print(json.dumps(dict(model=name, density=density, threads=args.threads, batch=batch,
-                                      kernels=ops.kernel_isa(), dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
-                                      lcnn_how=lcnn_how, counted=counted)), flush=True)
+                cell = dict(model=name, density=density, threads=args.threads, batch=batch,
+                            kernels=ops.kernel_isa(), dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
+                            lcnn_how=lcnn_how, counted=counted)
+                if args.predictor:
+                    cell["predictor_ms"] = predictor_ms(prefix, x, args.threads, args.runs)
+                print(json.dumps(cell), flush=True)
 
 
-def run_cells(models: str, threads: int, runs: int) -> list:
+def run_cells(models: str, threads: int, runs: int, predictor: bool) -> list:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
     proc = subprocess.run([sys.executable, __file__, "--worker", "--models", models, "--threads", str(threads),
-                           "--runs", str(runs)], env=env, capture_output=True, text=True)
+                           "--runs", str(runs)] + (["--predictor"] if predictor else []),
+                          env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stdout + proc.stderr)
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def report(results: list) -> None:
+    predictor = "predictor_ms" in results[0]
     print("\n| model | density | threads | batch | kernels | dense ms | LCNN ms | measured | counted | "
-          "measured/counted | goal |\n" + "| --- " * 11 + "|")
+          "measured/counted | goal |" + (" lcnn-predict ms |" if predictor else "") + "\n"
+          + "| --- " * (12 if predictor else 11) + "|")
     for r in results:
         measured = r["dense_ms"] / r["lcnn_ms"]
         ratio = measured / r["counted"]
         goal = GOAL[r["model"].rsplit("_", 1)[-1]]
         print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['kernels']} | {r['dense_ms']:.2f} | "
               f"{r['lcnn_ms']:.2f} | {measured:.1f}x | {r['counted']:.1f}x | **{ratio:.2f}** | "
-              f"{'met' if ratio >= goal else f'NOT met ({goal})'} |")
+              f"{'met' if ratio >= goal else f'NOT met ({goal})'} |"
+              + (f" {r['predictor_ms']:.2f} |" if predictor else ""))
 
 
 def main() -> None:
@@ -125,6 +150,7 @@ def main() -> None:
     parser.add_argument("--layers", help="per-layer profile of this model's cell instead (see --density)")
     parser.add_argument("--density", default="table", help="with --layers: 'table' or a density")
     parser.add_argument("--batch", type=int, default=16, help="with --layers")
+    parser.add_argument("--predictor", action="store_true", help="also time lcnn-predict on each export")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -137,7 +163,7 @@ def main() -> None:
           "the faster of plain and oneDNN-graph for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
-        results += run_cells(args.models, threads, args.runs)
+        results += run_cells(args.models, threads, args.runs, args.predictor)
     report(results)
 
 
