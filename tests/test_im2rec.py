@@ -143,15 +143,30 @@ def test_interrupted_run_leaves_no_finished_looking_pair(tmp_path):
     root = write_images(tmp_path / "imgs", [300], size_range=(300, 400))
     prefix = str(tmp_path / "big")
     im2rec("--list", prefix, os.path.join(root, "class0"))
-    for sig in (signal.SIGINT, signal.SIGKILL):
+    def interrupted_run(sig):
+        """Start packing, signal it once its temporary files exist; None if it finished first
+        (a starved test process can miss the whole run: that run was not interrupted)."""
         proc = subprocess.Popen([PY, os.path.join(ROOT, "tools", "im2rec.py"), "--num-thread", "1",
                                  "--resize", "256", prefix, os.path.join(root, "class0")],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 30
         while not any(".rec.tmp-" in n for n in os.listdir(tmp_path)) and time.time() < deadline:
+            if proc.poll() is not None:
+                break
             time.sleep(0.02)
+        if proc.poll() is not None:
+            return None
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        return proc.wait(timeout=30)
+
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        for _ in range(5):
+            code = interrupted_run(sig)
+            if code is not None:
+                break
+            for name in ("big.rec", "big.idx"):  # the finished run's pair: try again
+                os.remove(tmp_path / name)
+        assert code is not None, "im2rec finished before it could be interrupted, five times"
         names = os.listdir(tmp_path)
         assert "big.rec" not in names and "big.idx" not in names, (sig, names)
         if sig == signal.SIGINT:  # a clean interrupt also removes its temporary files
