@@ -37,7 +37,6 @@ import mxnet as mx
 LIBRARY = "liblcnn_ops.so"
 PREDICTOR = "lcnn-predict"
 CPU_FLAGS_ENV = "LCNN_CPU_FLAGS"
-ISA_ENV = "LCNN_ISA"
 OP_NAME = "lcnn_lookup_conv"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_DIR = os.path.join(os.path.dirname(_HERE), "operators")

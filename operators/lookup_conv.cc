@@ -116,13 +116,13 @@ class LookupConv : public CustomStatefulOp {
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(),
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
-    if (prep_->plan.batched_few_outputs) {
+    if (plan().batched_few_outputs) {
       BatchedFewOutputs(t, threads);
-    } else if (prep_->plan.images_in_parallel) {
+    } else if (plan().images_in_parallel) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t b = 0; b < prep_->plan.batch; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
+      for (int64_t b = 0; b < plan().batch; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
     } else {
-      for (int64_t b = 0; b < prep_->plan.batch; ++b) Image(t, b, &prep_->spaces[0], threads);
+      for (int64_t b = 0; b < plan().batch; ++b) Image(t, b, &prep_->spaces[0], threads);
     }
     return MX_SUCCESS;
   }
@@ -147,11 +147,12 @@ class LookupConv : public CustomStatefulOp {
       prep_ = PreparedPool::Get().Take(key_);
       if (!prep_) prep_.reset(new Prepared());
     }
-    const Geometry& old = prep_->plan.geometry;
+    const Geometry& old = plan().geometry;
     const bool same_shape = old.m == xs[1] && old.h == xs[2] && old.w == xs[3] && old.k == k &&
-                            prep_->plan.batch == batch && prep_->plan.threads == threads;
+                            plan().batch == batch && plan().threads == threads;
     if (same_shape && prep_->indptr.size() == n1 && prep_->indices.size() == nnz &&
-        !std::memcmp(prep_->indptr.data(), ptr, n1 * sizeof(int)) && !std::memcmp(prep_->indices.data(), idx, nnz * sizeof(int)))
+        !std::memcmp(prep_->indptr.data(), ptr, n1 * sizeof(int)) &&
+        !std::memcmp(prep_->indices.data(), idx, nnz * sizeof(int)))
       return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
@@ -164,7 +165,8 @@ class LookupConv : public CustomStatefulOp {
     return MX_SUCCESS;
   }
 
-  // Everything a plan depends on but the packed content (which Prepare compares in full).
+  // The state's attributes, input shape and threads: a Prepared of another key never fits
+  // (Prepare still compares the packed content in full).
   std::string PoolKey(const std::vector<int64_t>& xs, int64_t k, int threads) const {
     const Params& p = params_;
     std::ostringstream key;
@@ -177,50 +179,54 @@ class LookupConv : public CustomStatefulOp {
   }
 
   void Allocate(int threads) {
-    const Geometry& g = prep_->plan.geometry;
-    const int64_t rows = prep_->plan.rows.size();
+    const Geometry& g = plan().geometry;
+    const int64_t rows = plan().rows.size();
     prep_->ext_alloc = (g.ext + kTile - 1) / kTile * kTile;
-    prep_->spaces.assign(prep_->plan.images_in_parallel ? threads : 1, Workspace());
+    prep_->spaces.assign(plan().images_in_parallel ? threads : 1, Workspace());
     for (Workspace& ws : prep_->spaces) {
-      const bool split_input = !prep_->plan.product_then_split || prep_->plan.few_outputs;
+      const bool split_input = !plan().product_then_split || plan().few_outputs;
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
-      ws.product.assign(prep_->plan.product_then_split && !prep_->plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
+      ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
       ws.s.assign(rows * g.cols + 2 * kTile, 0.f);
-      ws.transposed.assign(prep_->plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
-      ws.channel.assign((prep_->plan.images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
-      ws.all_channels.assign(prep_->plan.tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
+      ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
+      ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
+      ws.all_channels.assign(plan().tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
     }
-    if (prep_->plan.batched_few_outputs) {
-      prep_->batch_input.assign(g.m * g.cols * prep_->plan.batch, 0.f);
-      prep_->batch_s.assign(rows * g.cols * prep_->plan.batch, 0.f);
+    if (plan().batched_few_outputs) {
+      prep_->batch_input.assign(g.m * g.cols * plan().batch, 0.f);
+      prep_->batch_s.assign(rows * g.cols * plan().batch, 0.f);
     }
   }
 
-  int64_t ChannelScratch() const { return prep_->ext_alloc + (params_.pool_kh ? prep_->plan.geometry.ho * prep_->plan.geometry.wo : 0); }
+  const Plan& plan() const { return prep_->plan; }
+
+  int64_t ChannelScratch() const {
+    return prep_->ext_alloc + (params_.pool_kh ? plan().geometry.ho * plan().geometry.wo : 0);
+  }
 
   // One image b: the dictionary product, then every channel's lookups (`threads` share them).
   void Image(const Tensors& t, int64_t b, Workspace* ws, int threads) {
-    const Geometry& g = prep_->plan.geometry;
+    const Geometry& g = plan().geometry;
     const float* x = t.x + b * g.m * g.h * g.w;
-    const int64_t rows = prep_->plan.rows.size();
+    const int64_t rows = plan().rows.size();
     if (rows == 0) {
       // no lookups at all: every channel is a constant
-    } else if (prep_->plan.only_needed) {  // few outputs: only the S values read below
+    } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
-    } else if (prep_->plan.product_then_split && !prep_->plan.few_outputs) {  // split S (fewer planes than X)
-      DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, x, g.h * g.w, ws->product.data(),
+    } else if (plan().product_then_split && !plan().few_outputs) {  // split S (fewer planes than X)
+      DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, x, g.h * g.w, ws->product.data(),
                         threads, &ws->gathered);
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
-      DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
+      DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
                         threads, &ws->gathered);
     }
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
     const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
-    if (prep_->plan.tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
+    if (plan().tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (int64_t ti = 0; ti < tiles; ++ti)
@@ -231,7 +237,7 @@ class LookupConv : public CustomStatefulOp {
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
-      float* ext = prep_->plan.tile_major ? ws->all_channels.data() + f * prep_->ext_alloc : own;
+      float* ext = plan().tile_major ? ws->all_channels.data() + f * prep_->ext_alloc : own;
       Channel(ws->s.data(), f, t, ext, own + prep_->ext_alloc,
               t.residual ? t.residual + (b * params_.num_filter + f) * out_plane : nullptr, y + f * out_plane);
     }
@@ -239,26 +245,26 @@ class LookupConv : public CustomStatefulOp {
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
   void NeededValues(const float* d, Workspace* ws, int threads) {
-    const Geometry& g = prep_->plan.geometry;
+    const Geometry& g = plan().geometry;
     const float* xt = ws->split.data();
     if (g.cols > 1) {
       for (int64_t c = 0; c < g.m; ++c)
         for (int64_t pos = 0; pos < g.cols; ++pos) ws->transposed[pos * g.m + c] = ws->split[c * g.cols + pos];
       xt = ws->transposed.data();
     }
-    const int64_t count = prep_->plan.needed.size();
+    const int64_t count = plan().needed.size();
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < count; ++i) {
-      const int64_t o = prep_->plan.needed[i];
-      ws->s[o] = Dot<I>(d + prep_->plan.rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
+      const int64_t o = plan().needed[i];
+      ws->s[o] = Dot<I>(d + plan().rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
     }
   }
 
   // A fully connected layer over the batch: X of all images as one (m x cols*N) matrix (columns
   // image-innermost), S = D x X in one product, each output gathered for all images at once.
   void BatchedFewOutputs(const Tensors& t, int threads) {
-    const Geometry& g = prep_->plan.geometry;
-    const int64_t n = prep_->plan.batch;
+    const Geometry& g = plan().geometry;
+    const int64_t n = plan().batch;
     Workspace* ws = &prep_->spaces[0];
     for (int64_t b = 0; b < n; ++b) {
       SplitPhases(params_, g, t.x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
@@ -267,7 +273,7 @@ class LookupConv : public CustomStatefulOp {
         for (int64_t pos = 0; pos < g.cols; ++pos)
           prep_->batch_input[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
-    DictionaryProduct<I>(t.dictionary, prep_->plan.rows, prep_->plan.all_rows, g.m, prep_->batch_input.data(), g.cols * n,
+    DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, prep_->batch_input.data(), g.cols * n,
                       prep_->batch_s.data(), threads, &ws->gathered);
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
@@ -275,7 +281,7 @@ class LookupConv : public CustomStatefulOp {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
       for (int64_t e = 0, o = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
-        GatherImages<I>(prep_->batch_s.data(), prep_->plan.entry_offsets.data() + start, t.coefs + start, nnz,
+        GatherImages<I>(prep_->batch_s.data(), plan().entry_offsets.data() + start, t.coefs + start, nnz,
                      static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
                      t.y + f * out_plane + o++, params_.num_filter * out_plane);
       }
@@ -286,7 +292,7 @@ class LookupConv : public CustomStatefulOp {
   // bias, apply act, and keep wo columns (into `plane`, max-pooled into `out`, if pooling).
   void Channel(const float* s, int f, const Tensors& t, float* ext, float* plane, const float* residual,
                float* out) const {
-    const Geometry& g = prep_->plan.geometry;
+    const Geometry& g = plan().geometry;
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
     const float bias = t.bias[f];
     if (nnz == 0 && !residual) {  // no lookups: the channel is pool(act(bias)), a constant
@@ -298,14 +304,14 @@ class LookupConv : public CustomStatefulOp {
       return AddResidual<I>(params_, g, ext, residual, out);
     }
     const bool relu = params_.relu && !residual;
-    const int* off = prep_->plan.entry_offsets.data() + start;
-    if (prep_->plan.few_outputs) {  // a few outputs (fully connected layers): gather over entries
+    const int* off = plan().entry_offsets.data() + start;
+    if (plan().few_outputs) {  // a few outputs (fully connected layers): gather over entries
       for (int64_t e = 0; e < g.ext; ++e) {
         if (e % g.wq >= g.wo) continue;  // only the columns kept
         const float v = GatherDot<I>(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
-    } else if (!prep_->plan.tile_major) {  // bias and act applied as each tile is stored
+    } else if (!plan().tile_major) {  // bias and act applied as each tile is stored
       for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, t, relu, ext);
     }
     if (residual) {
@@ -320,8 +326,8 @@ class LookupConv : public CustomStatefulOp {
   // ext[tile .. tile + kTile) of channel f (fewer at the plane's end)
   void Tile(const float* s_all, int64_t tile, int f, const Tensors& t, bool relu, float* ext) const {
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-    AccumulatePartialTile<I>(s_all + tile, prep_->plan.entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
-                             relu, ext + tile, prep_->plan.geometry.ext - tile);
+    AccumulatePartialTile<I>(s_all + tile, plan().entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
+                             relu, ext + tile, plan().geometry.ext - tile);
   }
 
   Params params_;

@@ -91,7 +91,10 @@ struct Avx2Pair {
   static Vec Max(Vec a, Vec b) { return {Avx2::Max(a.lo, b.lo), Avx2::Max(a.hi, b.hi)}; }
   static Mask FirstLanes(int n) { return {Avx2::FirstLanes(n), Avx2::FirstLanes(n - 8)}; }
   static Vec LoadFirst(const float* p, Mask m) { return {Avx2::LoadFirst(p, m.lo), Avx2::LoadFirst(p + 8, m.hi)}; }
-  static void StoreFirst(float* p, Mask m, Vec v) { Avx2::StoreFirst(p, m.lo, v.lo), Avx2::StoreFirst(p + 8, m.hi, v.hi); }
+  static void StoreFirst(float* p, Mask m, Vec v) {
+    Avx2::StoreFirst(p, m.lo, v.lo);
+    Avx2::StoreFirst(p + 8, m.hi, v.hi);
+  }
   static Vec Gather(const float* base, const int* idx, int shift) {
     return {Avx2::Gather(base, idx, shift), Avx2::Gather(base, idx + 8, shift)};
   }

@@ -56,12 +56,17 @@ def test_operator_tests_pass_on_every_other_set(lcnn_ops, isa):
     assert re.search(r"\d+ passed", proc.stdout)
 
 
-# objects of operators/build by the widest instructions their code may use: portable code runs
-# before the CPU check, AVX-512 code only after initialize() chose it
-NARROWEST_FIRST = [("portable", 0, ["lookup_conv_register.o", "library_init.o", "lookup_train.o",
-                                    "error_messages.o", "lib_api.o"]),
-                   ("avx2", 256, ["lookup_conv_avx2.o", "lookup_conv_avx2pair.o", "lookup_train_kernels.o"]),
-                   ("avx512", 512, ["lookup_conv_avx512.o"])]
+# The Makefile's object groups, narrowest first, with the widest registers their code may
+# use: portable code runs before the CPU check, AVX-512 code only after initialize() chose it.
+GROUP_WIDTHS = [("PORTABLE_OBJS", 0), ("AVX2_OBJS", 256), ("AVX512_OBJS", 512)]
+
+
+def makefile_objects(variable: str) -> list:
+    """The object file names the Makefile lists in ``variable`` (continuation lines joined)."""
+    with open(f"{ROOT}/operators/Makefile") as f:
+        text = f.read().replace("\\\n", " ")
+    value = re.search(rf"^{variable} := (.*)$", text, re.M).group(1)
+    return [name.replace("$(BUILD)/", "") for name in value.split()]
 
 
 def register_width(instruction: str) -> int:
@@ -76,7 +81,9 @@ def test_shared_code_in_the_library_is_the_narrowest_copy(lcnn_ops):
     and the linker keeps one copy: it must be one every caller's CPU can run."""
     build = f"{ROOT}/operators/build"
     allowed = {}  # symbol -> widest registers allowed: those of the narrowest object defining it
-    for _, width, objects in reversed(NARROWEST_FIRST):
+    for variable, width in reversed(GROUP_WIDTHS):
+        objects = makefile_objects(variable)
+        assert objects, variable
         for name in objects:
             listing = subprocess.run(["nm", "--defined-only", f"{build}/{name}"], check=True,
                                      capture_output=True, text=True).stdout
