@@ -201,7 +201,7 @@ class LookupConv : public CustomStatefulOp {
   const Plan& plan() const { return prep_->plan; }
 
   int64_t ChannelScratch() const {
-    return prep_->ext_alloc + (params_.pool_kh ? plan().geometry.ho * plan().geometry.wo : 0);
+    return prep_->ext_alloc + (params_.pool_kh ? PoolScratchFloats(params_, plan().geometry) : 0);
   }
 
   // One image b: the dictionary product, then every channel's lookups (`threads` share them).
@@ -289,8 +289,8 @@ class LookupConv : public CustomStatefulOp {
   }
 
   // One output channel: accumulate its entries over the extended plane (ho x wq), then add the
-  // bias, apply act, and keep wo columns (into `plane`, max-pooled into `out`, if pooling).
-  void Channel(const float* s, int f, const Tensors& t, float* ext, float* plane, const float* residual,
+  // bias, apply act, and keep wo columns (into `out`, max-pooled through `pool_scratch` if pooling).
+  void Channel(const float* s, int f, const Tensors& t, float* ext, float* pool_scratch, const float* residual,
                float* out) const {
     const Geometry& g = plan().geometry;
     const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
@@ -317,7 +317,7 @@ class LookupConv : public CustomStatefulOp {
     if (residual) {
       AddResidual<I>(params_, g, ext, residual, out);
     } else if (params_.pool_kh) {
-      MaxPool<I>(params_, g, ext, out, plane);
+      MaxPool<I>(params_, g, ext, out, pool_scratch);
     } else {  // the extended rows (wq wide) hold the wo columns kept
       for (int64_t oy = 0; oy < g.ho; ++oy) std::memcpy(out + oy * g.wo, ext + oy * g.wq, g.wo * sizeof(float));
     }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "lookup_conv_attrs.h"
@@ -122,21 +123,38 @@ static inline void AddResidual(const Params& p, const Geometry& g, const float* 
 }
 
 // Max pooling of the (ho x wo) outputs in the extended plane (rows wq apart): the window's rows
-// first (vectorised, into `rows`), then its columns.
+// first, into a row padded with -inf (`PoolRowFloats`), then its columns: the padded row split
+// into pool_sw phases makes every column offset of the window one vectorised max over xo.
+static inline int64_t PoolRowFloats(const Params& p, const Geometry& g) {
+  const int64_t block = 8 * p.pool_sw;  // Deinterleave2/4 take 8 outputs per phase at a time
+  const int64_t used = std::max(p.pool_pw + g.wo, (g.xo - 1) * p.pool_sw + p.pool_kw);
+  return (used + block - 1) / block * block;
+}
+// Scratch of MaxPool: the padded row and its phases.
+static inline int64_t PoolScratchFloats(const Params& p, const Geometry& g) { return 2 * PoolRowFloats(p, g); }
+
 template <class I>
-static inline void MaxPool(const Params& p, const Geometry& g, const float* in, float* out, float* rows) {
+static inline void MaxPool(const Params& p, const Geometry& g, const float* in, float* out, float* scratch) {
+  const int64_t row_floats = PoolRowFloats(p, g), phase_floats = row_floats / p.pool_sw;
+  float* padded = scratch;
+  float* phases = p.pool_sw == 1 ? padded : scratch + row_floats;  // phase q: padded[q], padded[q + sw], ...
+  std::fill(padded, padded + row_floats, -std::numeric_limits<float>::infinity());
   for (int64_t py = 0; py < g.yo; ++py) {
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
-    std::copy_n(in + y0 * g.wq, g.wo, rows);
-    for (int64_t y = y0 + 1; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, rows);
-    for (int64_t px = 0; px < g.xo; ++px) {
-      const int64_t x0 = std::max<int64_t>(0, px * p.pool_sw - p.pool_pw);
-      const int64_t x1 = std::min<int64_t>(g.wo, px * p.pool_sw - p.pool_pw + p.pool_kw);
-      float best = rows[x0];
-      for (int64_t x = x0 + 1; x < x1; ++x) best = std::max(best, rows[x]);
-      out[py * g.xo + px] = best;
+    float* row = padded + p.pool_pw;
+    std::copy_n(in + y0 * g.wq, g.wo, row);
+    for (int64_t y = y0 + 1; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, row);
+    if (p.pool_sw == 2) {
+      Deinterleave2(padded, static_cast<int>(phase_floats / 8), phases, phase_floats);
+    } else if (p.pool_sw == 4) {
+      Deinterleave4(padded, static_cast<int>(phase_floats / 8), phases, phase_floats);
+    } else if (p.pool_sw > 1) {
+      for (int64_t i = 0; i < row_floats; ++i) phases[(i % p.pool_sw) * phase_floats + i / p.pool_sw] = padded[i];
     }
+    float* o = out + py * g.xo;
+    std::copy_n(phases, g.xo, o);
+    for (int dx = 1; dx < p.pool_kw; ++dx) MaxInto<I>(phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw, g.xo, o);
   }
 }
 

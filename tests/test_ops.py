@@ -239,17 +239,28 @@ def test_valid_call_matches_hand_computation(lcnn_ops):
     assert out[0, 2, 3, 3] == 8 and out[0, 2, 4, 4] == 0
 
 
-@pytest.mark.parametrize("pool_kernel,pool_stride,pool_pad", [(3, 2, 0), (3, 2, 1), (2, 2, 0)])
-def test_fused_relu_and_max_pooling_equal_mxnet_pooling(lcnn_ops, pool_kernel, pool_stride, pool_pad):
+POOLS = [  # (kernel, stride, pad, map size): every column path of the pooling (strides 1, 2, 4 and
+    # others), several 8-wide blocks of the split row, windows that reach into the padding
+    ((3, 3), (2, 2), (0, 0), 13), ((3, 3), (2, 2), (1, 1), 13), ((2, 2), (2, 2), (0, 0), 13),
+    ((3, 3), (2, 2), (1, 1), 45), ((3, 3), (1, 1), (1, 1), 21), ((5, 5), (3, 3), (2, 2), 40),
+    ((4, 4), (4, 4), (1, 1), 70), ((2, 3), (1, 2), (1, 2), 19),
+]
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no act"])
+@pytest.mark.parametrize("kernel,stride,pad,size", POOLS)
+def test_fused_max_pooling_equals_mxnet_pooling(lcnn_ops, kernel, stride, pad, size, relu):
     layer = lnn.LookupConv2D(5, 3, 1, 1, dictionary_size=3, in_channels=4)
     layer.initialize()
     lnn.set_random_lookup(layer, 0.4)
-    layer.bias.set_data(mx.nd.random.normal(shape=(5,)))
-    x = mx.nd.random.normal(shape=(2, 4, 13, 13))
-    ref = mx.nd.Pooling(mx.nd.relu(layer(x)), kernel=(pool_kernel,) * 2, stride=(pool_stride,) * 2,
-                        pad=(pool_pad,) * 2, pool_type="max")
-    pool = gluon.nn.MaxPool2D(pool_kernel, pool_stride, pool_pad)
-    out = export.SparseLookup(layer, None, None, True, pool)(x)
+    layer.bias.set_data(mx.nd.random.normal(shape=(5,)) - 3)  # negative outputs: padding must not win
+    x = mx.nd.random.normal(shape=(2, 4, size, size))
+    y = layer(x)
+    ref = mx.nd.Pooling(mx.nd.relu(y) if relu else y, kernel=kernel, stride=stride, pad=pad, pool_type="max")
+    out = export.SparseLookup(layer, None, None, relu, gluon.nn.MaxPool2D(kernel, stride, pad))(x)
     np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_pool_pad_must_be_below_the_pool_kernel(lcnn_ops):
     with pytest.raises(mx.base.MXNetError, match="pool_pad in"):
         run_op(dict(pool_kernel=(2, 2), pool_pad=(2, 2)))
