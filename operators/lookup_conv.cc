@@ -157,7 +157,7 @@ class LookupConv : public CustomStatefulOp {
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
-    if (BuildPlan(params_, g, batch, threads, ptr, n1, idx, nnz, &prep_->plan) != MX_SUCCESS) return MX_FAIL;
+    if (BuildPlan(params_, g, batch, threads, kTile, ptr, n1, idx, nnz, &prep_->plan) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     Allocate(threads);
@@ -228,11 +228,17 @@ class LookupConv : public CustomStatefulOp {
     const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
     if (plan().tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
+      const int blocks = plan().row_blocks;
 #pragma omp parallel for schedule(static) num_threads(threads)
       for (int64_t ti = 0; ti < tiles; ++ti)
-        for (int f = 0; f < params_.num_filter; ++f)
-          if (t.indptr[f + 1] > t.indptr[f])
-            Tile(ws->s.data(), ti * kTile, f, t, relu, ws->all_channels.data() + f * prep_->ext_alloc);
+        for (int blk = 0; blk < blocks; ++blk)
+          for (int f = 0; f < params_.num_filter; ++f) {
+            const int* starts = plan().block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
+            if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
+            // the first block with entries starts from the bias, the last one applies act
+            Tile(ws->s.data(), ti * kTile, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
+                 relu && starts[blk + 1] == t.indptr[f + 1], t, ws->all_channels.data() + f * prep_->ext_alloc);
+          }
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
@@ -312,7 +318,7 @@ class LookupConv : public CustomStatefulOp {
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
     } else if (!plan().tile_major) {  // bias and act applied as each tile is stored
-      for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, t, relu, ext);
+      for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, start, start + nnz, false, relu, t, ext);
     }
     if (residual) {
       AddResidual<I>(params_, g, ext, residual, out);
@@ -323,11 +329,12 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // ext[tile .. tile + kTile) of channel f (fewer at the plane's end)
-  void Tile(const float* s_all, int64_t tile, int f, const Tensors& t, bool relu, float* ext) const {
-    const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-    AccumulatePartialTile<I>(s_all + tile, plan().entry_offsets.data() + start, t.coefs + start, nnz, t.bias[f],
-                             relu, ext + tile, plan().geometry.ext - tile);
+  // ext[tile .. tile + kTile) of channel f (fewer at the plane's end), over its entries
+  // [begin, end); `partial`: added to what ext holds there instead of to the bias.
+  void Tile(const float* s_all, int64_t tile, int f, int begin, int end, bool partial, bool relu, const Tensors& t,
+            float* ext) const {
+    AccumulatePartialTile<I>(s_all + tile, plan().entry_offsets.data() + begin, t.coefs + begin, end - begin,
+                             t.bias[f], partial, relu, ext + tile, plan().geometry.ext - tile);
   }
 
   Params params_;

@@ -18,20 +18,28 @@ static const int kTileVectors = 8;
 template <class I>
 constexpr int TileFloats() { return kTileVectors * I::kLanes; }
 
-// out[0..V lanes) = act(bias + sum over entries of coef * s[off .. off + V lanes)); the V
+// out[0..V lanes) = act(start + sum over entries of coef * s[off .. off + V lanes)), where start
+// is bias, or out's own values when `partial` (a tile accumulated in several calls); the V
 // accumulators stay in registers.
 template <class I, int V>
 static inline void AccumulateTile(const float* s, const int* off, const float* coef, int nnz,
-                                  float bias, bool relu, float* out) {
+                                  float bias, bool partial, bool relu, float* out) {
+  // Every loop over v fully unrolled: otherwise GCC keeps acc in memory and stores all V
+  // registers on every entry, which made this loop bound by stores (1 a cycle), not FMAs.
   typename I::Vec acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = I::Set(bias);
+#pragma GCC unroll 16
+  for (int v = 0; v < V; ++v) acc[v] = partial ? I::Load(out + I::kLanes * v) : I::Set(bias);
   for (int j = 0; j < nnz; ++j) {
     const typename I::Vec c = I::Broadcast(coef + j);
     const float* src = s + off[j];
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) acc[v] = I::Fma(c, I::Load(src + I::kLanes * v), acc[v]);
   }
-  if (relu)
+  if (relu) {
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) acc[v] = I::Max(acc[v], I::Zero());
+  }
+#pragma GCC unroll 16
   for (int v = 0; v < V; ++v) I::Store(out + I::kLanes * v, acc[v]);
 }
 
@@ -39,16 +47,16 @@ static inline void AccumulateTile(const float* s, const int* off, const float* c
 // registers at compile time.
 template <class I>
 static inline void AccumulatePartialTile(const float* s, const int* off, const float* coef, int nnz,
-                                         float bias, bool relu, float* out, int64_t floats) {
+                                         float bias, bool partial, bool relu, float* out, int64_t floats) {
   switch (std::min<int64_t>(kTileVectors, (floats + I::kLanes - 1) / I::kLanes)) {
-    case 1: return AccumulateTile<I, 1>(s, off, coef, nnz, bias, relu, out);
-    case 2: return AccumulateTile<I, 2>(s, off, coef, nnz, bias, relu, out);
-    case 3: return AccumulateTile<I, 3>(s, off, coef, nnz, bias, relu, out);
-    case 4: return AccumulateTile<I, 4>(s, off, coef, nnz, bias, relu, out);
-    case 5: return AccumulateTile<I, 5>(s, off, coef, nnz, bias, relu, out);
-    case 6: return AccumulateTile<I, 6>(s, off, coef, nnz, bias, relu, out);
-    case 7: return AccumulateTile<I, 7>(s, off, coef, nnz, bias, relu, out);
-    default: return AccumulateTile<I, kTileVectors>(s, off, coef, nnz, bias, relu, out);
+    case 1: return AccumulateTile<I, 1>(s, off, coef, nnz, bias, partial, relu, out);
+    case 2: return AccumulateTile<I, 2>(s, off, coef, nnz, bias, partial, relu, out);
+    case 3: return AccumulateTile<I, 3>(s, off, coef, nnz, bias, partial, relu, out);
+    case 4: return AccumulateTile<I, 4>(s, off, coef, nnz, bias, partial, relu, out);
+    case 5: return AccumulateTile<I, 5>(s, off, coef, nnz, bias, partial, relu, out);
+    case 6: return AccumulateTile<I, 6>(s, off, coef, nnz, bias, partial, relu, out);
+    case 7: return AccumulateTile<I, 7>(s, off, coef, nnz, bias, partial, relu, out);
+    default: return AccumulateTile<I, kTileVectors>(s, off, coef, nnz, bias, partial, relu, out);
   }
 }
 

@@ -8,6 +8,7 @@ from mxnet import gluon
 
 from lcnn_gluon import export, ops
 from lcnn_gluon import nn as lnn
+from lcnn_gluon.lookup.packed import PackedLookup
 
 SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (6, 8, 4, 1, 1, 0, 9), (5, 7, 3, 3, 1, 1, 10), (5, 7, 3, 3, 2, 1, 11), (4, 6, 5, 5, 2, 2, 13),
@@ -53,6 +54,30 @@ def test_extreme_densities(lcnn_ops, density):
     lnn.set_random_lookup(layer, density)
     layer.bias.set_data(mx.nd.arange(6))
     compare(layer, mx.nd.random.normal(shape=(2, 5, 7, 7)))
+
+
+@pytest.mark.parametrize("k,size", [(64, 40), (160, 20)])
+def test_entries_in_any_order_give_the_same_output(lcnn_ops, k, size):
+    """S over 256 KB with 16+ entries a channel: tiles accumulate S's rows in blocks that fit L1,
+    each channel's entries in consecutive runs, one per block; entries out of row order fall into
+    other runs than their rows' blocks, which must not change the result."""
+    layer = lnn.LookupConv2D(12, 3, 1, 1, dictionary_size=k, in_channels=8)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.3, seed=k)
+    packed = PackedLookup.pack(layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy(),
+                               np.random.RandomState(0).normal(size=12).astype(np.float32))
+    x = mx.nd.random.normal(shape=(2, 8, size, size))
+
+    def run(indices, coefs):
+        args = [mx.nd.array(a, dtype=a.dtype) for a in (packed.dictionary, packed.indptr, indices, coefs, packed.bias)]
+        return mx.nd.lcnn_lookup_conv(x, *args, kernel=(3, 3), pad=(1, 1), num_filter=12, act="relu").asnumpy()
+
+    ordered = run(packed.indices, packed.coefs)
+    ref = mx.nd.relu(layer(x) + mx.nd.array(packed.bias).reshape((1, -1, 1, 1))).asnumpy()
+    np.testing.assert_allclose(ordered, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    order = np.concatenate([np.random.RandomState(f).permutation(np.arange(a, b))
+                            for f, (a, b) in enumerate(zip(packed.indptr[:-1], packed.indptr[1:]))])
+    np.testing.assert_allclose(run(packed.indices[order], packed.coefs[order]), ordered, rtol=1e-5, atol=1e-5)
 
 
 SPARSE_SHAPES = [  # (m, n, k, kernel, stride, pad, size)
