@@ -14,7 +14,8 @@
 //   FirstLanes(n): lanes [0, n) (n <= 0: none, n >= kLanes: all),
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
-//   Sum(v): the sum of the lanes.
+//   Sum(v): the sum of the lanes,
+//   kTileVectors: registers of accumulators per output tile of the lookup stage.
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -25,6 +26,9 @@ struct Avx2 {
   using Vec = __m256;
   using Mask = __m256i;
   static constexpr int kLanes = 8;
+  // 12 of the 16 registers: each accumulator is a chain of FMAs (5 cycles each on the CPUs
+  // measured), and 2 FMAs a cycle need 10 chains in flight; 8 left the lookup stage latency-bound.
+  static constexpr int kTileVectors = 12;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -55,6 +59,7 @@ struct Avx512 {
   using Vec = __m512;
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
+  static constexpr int kTileVectors = 8;  // 128 floats a tile; not measured on AVX-512 yet
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Set(float v) { return _mm512_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -81,6 +86,7 @@ struct Avx2Pair {
   struct Vec { Avx2::Vec lo, hi; };
   struct Mask { Avx2::Mask lo, hi; };
   static constexpr int kLanes = 16;
+  static constexpr int kTileVectors = 8;  // Avx512's: the same tiles as the set it stands for
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
   static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }

@@ -11,12 +11,9 @@
 
 #include "lookup_conv_isa.h"
 
-// Registers per output tile: 8 accumulators plus a broadcast coefficient and a load leave
-// room in the 16 registers of AVX2 (AVX-512 has 32; more accumulators there did not pay off
-// in the lookup stage, which is bound by reading S, not by the FMAs).
-static const int kTileVectors = 8;
+// Floats per output tile of the lookup stage: the set's kTileVectors registers.
 template <class I>
-constexpr int TileFloats() { return kTileVectors * I::kLanes; }
+constexpr int TileFloats() { return I::kTileVectors * I::kLanes; }
 
 // out[0..V lanes) = act(start + sum over entries of coef * s[off .. off + V lanes)), where start
 // is bias, or out's own values when `partial` (a tile accumulated in several calls); the V
@@ -43,21 +40,16 @@ static inline void AccumulateTile(const float* s, const int* off, const float* c
   for (int v = 0; v < V; ++v) I::Store(out + I::kLanes * v, acc[v]);
 }
 
-// The same for the first `floats` of a tile (1 .. TileFloats): the switch picks the number of
-// registers at compile time.
-template <class I>
+// The same for the first `floats` of a tile (1 .. TileFloats): the number of registers picked
+// at compile time, from V = kTileVectors down.
+template <class I, int V = I::kTileVectors>
 static inline void AccumulatePartialTile(const float* s, const int* off, const float* coef, int nnz,
                                          float bias, bool partial, bool relu, float* out, int64_t floats) {
-  switch (std::min<int64_t>(kTileVectors, (floats + I::kLanes - 1) / I::kLanes)) {
-    case 1: return AccumulateTile<I, 1>(s, off, coef, nnz, bias, partial, relu, out);
-    case 2: return AccumulateTile<I, 2>(s, off, coef, nnz, bias, partial, relu, out);
-    case 3: return AccumulateTile<I, 3>(s, off, coef, nnz, bias, partial, relu, out);
-    case 4: return AccumulateTile<I, 4>(s, off, coef, nnz, bias, partial, relu, out);
-    case 5: return AccumulateTile<I, 5>(s, off, coef, nnz, bias, partial, relu, out);
-    case 6: return AccumulateTile<I, 6>(s, off, coef, nnz, bias, partial, relu, out);
-    case 7: return AccumulateTile<I, 7>(s, off, coef, nnz, bias, partial, relu, out);
-    default: return AccumulateTile<I, kTileVectors>(s, off, coef, nnz, bias, partial, relu, out);
+  if constexpr (V > 1) {
+    if (floats <= static_cast<int64_t>(V - 1) * I::kLanes)
+      return AccumulatePartialTile<I, V - 1>(s, off, coef, nnz, bias, partial, relu, out, floats);
   }
+  AccumulateTile<I, V>(s, off, coef, nnz, bias, partial, relu, out);
 }
 
 // out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
