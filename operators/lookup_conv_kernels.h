@@ -55,9 +55,11 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
 // out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
 // stride ldx), R <= 6: two-register strips keep 2R accumulators in registers while x streams
 // by once (no packing), then a one-register strip, then the last columns under a mask.
-// Rows of x ahead that SmallGemmRows prefetches: its strips walk down x's rows (a stride of a
-// whole row), which the hardware prefetchers did not follow (loads of x were 40% of its time).
-static const int kPrefetchRows = 8;
+// Rows of x ahead that SmallGemmRows prefetches (into the next strip at a strip's end): its
+// strips walk down x by whole rows, which the hardware prefetchers did not follow (loads of x
+// were 40-70% of its time), and a chunk's first pass comes from memory (32 rows of about 6
+// cycles each cover most of its latency; 8 covered L2's only).
+static const int kPrefetchRows = 32;
 template <class I, int R>
 static inline void SmallGemmRows(const float* const* rows, int m, const float* x, int64_t ldx, int64_t width,
                                  float* out, int64_t ldo) {
@@ -68,7 +70,8 @@ static inline void SmallGemmRows(const float* const* rows, int m, const float* x
     Vec acc[R][2];
     for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = I::Zero();
     for (int c = 0; c < m; ++c) {
-      const float* ahead = x + (c + kPrefetchRows) * ldx + j;
+      const int64_t ahead_c = c + kPrefetchRows;  // past the last row: the next strip's first rows
+      const float* ahead = ahead_c < m ? x + ahead_c * ldx + j : x + (ahead_c - m) * ldx + j + 2 * L;
       _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(ahead + 2 * L - 1), _MM_HINT_T0);
       const Vec v0 = I::Load(x + c * ldx + j), v1 = I::Load(x + c * ldx + j + L);
