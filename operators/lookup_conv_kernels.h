@@ -52,14 +52,15 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
   AccumulateTile<I, V>(s, off, coef, nnz, bias, partial, relu, out);
 }
 
-// out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
-// stride ldx), R <= 6: two-register strips keep 2R accumulators in registers while x streams
-// by once (no packing), then a one-register strip, then the last columns under a mask.
 // Rows of x ahead that SmallGemmRows prefetches (into the next strip at a strip's end): its
 // strips walk down x by whole rows, which the hardware prefetchers did not follow (loads of x
 // were 40-70% of its time), and a chunk's first pass comes from memory (32 rows of about 6
 // cycles each cover most of its latency; 8 covered L2's only).
 static const int kPrefetchRows = 32;
+
+// out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
+// stride ldx), R <= 6: two-register strips keep 2R accumulators in registers while x streams
+// by once (no packing), then a one-register strip, then the last columns under a mask.
 template <class I, int R>
 static inline void SmallGemmRows(const float* const* rows, int m, const float* x, int64_t ldx, int64_t width,
                                  float* out, int64_t ldo) {
