@@ -166,13 +166,17 @@ static inline void AddAct(const float* a, const float* b, int64_t n, bool relu, 
   for (; i < n; ++i) out[i] = relu ? std::max(a[i] + b[i], 0.f) : a[i] + b[i];
 }
 
+// out[i] = max(a[i], b[i]) for i < n (out may be a)
+template <class I>
+static inline void MaxOf(const float* a, const float* b, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + I::kLanes <= n; i += I::kLanes) I::Store(out + i, I::Max(I::Load(a + i), I::Load(b + i)));
+  for (; i < n; ++i) out[i] = std::max(a[i], b[i]);
+}
+
 // acc[i] = max(acc[i], in[i]) for i < n
 template <class I>
-static inline void MaxInto(const float* in, int64_t n, float* acc) {
-  int64_t i = 0;
-  for (; i + I::kLanes <= n; i += I::kLanes) I::Store(acc + i, I::Max(I::Load(acc + i), I::Load(in + i)));
-  for (; i < n; ++i) acc[i] = std::max(acc[i], in[i]);
-}
+static inline void MaxInto(const float* in, int64_t n, float* acc) { MaxOf<I>(acc, in, n, acc); }
 
 // Stride-phase splitting, AVX2 on every path (AVX-512 CPUs have AVX2; the split is a small
 // part of the work).

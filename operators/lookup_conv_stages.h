@@ -143,8 +143,12 @@ static inline void MaxPool(const Params& p, const Geometry& g, const float* in, 
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
     float* row = padded + p.pool_pw;
-    std::copy_n(in + y0 * g.wq, g.wo, row);
-    for (int64_t y = y0 + 1; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, row);
+    if (y1 - y0 == 1) {
+      std::copy_n(in + y0 * g.wq, g.wo, row);
+    } else {
+      MaxOf<I>(in + y0 * g.wq, in + (y0 + 1) * g.wq, g.wo, row);
+      for (int64_t y = y0 + 2; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, row);
+    }
     if (p.pool_sw == 2) {
       Deinterleave2(padded, static_cast<int>(phase_floats / 8), phases, phase_floats);
     } else if (p.pool_sw == 4) {
@@ -153,8 +157,13 @@ static inline void MaxPool(const Params& p, const Geometry& g, const float* in, 
       for (int64_t i = 0; i < row_floats; ++i) phases[(i % p.pool_sw) * phase_floats + i / p.pool_sw] = padded[i];
     }
     float* o = out + py * g.xo;
-    std::copy_n(phases, g.xo, o);
-    for (int dx = 1; dx < p.pool_kw; ++dx) MaxInto<I>(phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw, g.xo, o);
+    const auto column = [&](int dx) { return phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw; };
+    if (p.pool_kw == 1) {
+      std::copy_n(column(0), g.xo, o);
+    } else {
+      MaxOf<I>(column(0), column(1), g.xo, o);
+      for (int dx = 2; dx < p.pool_kw; ++dx) MaxInto<I>(column(dx), g.xo, o);
+    }
   }
 }
 
