@@ -117,7 +117,7 @@ def test_the_lookup_kernel_keeps_its_accumulators_in_registers(lcnn_ops, isa):
     code = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", obj], check=True, capture_output=True,
                           text=True).stdout
     bodies = dict(re.findall(rf"^[0-9a-f]+ <void AccumulateTile<{isa}, (\d+)>\(.*?>:\n(.*?)\n\n", code, re.M | re.S))
-    full = re.search(rf"kTileVectors = (\d+)", open(f"{ROOT}/operators/lookup_conv_isa.h").read().split(
+    full = re.search(r"kTileVectors = (\d+)", open(f"{ROOT}/operators/lookup_conv_isa.h").read().split(
         f"struct {isa} {{")[1]).group(1)
     assert full in bodies, f"AccumulateTile<{isa}, {full}> not found in {obj}"
     spills = {v: re.findall(r"vmov\w*\s+%[yz]mm\d+,.*\(%rsp\)", body) for v, body in bodies.items()}
