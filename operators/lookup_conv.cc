@@ -231,7 +231,7 @@ class LookupConv : public CustomStatefulOp {
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
     const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
-    if (plan().tile_major) {  // tile by tile over all channels: each tile's S rows stay in L2
+    if (plan().tile_major) {  // tile by tile over all channels, S's rows in L1-sized blocks
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
       const int blocks = plan().row_blocks;
 #pragma omp parallel for schedule(static) num_threads(threads)

@@ -207,4 +207,18 @@ static inline void Deinterleave2(const float* in, int blocks, float* out, int64_
   }
 }
 
+// out[q * stride + j] = row[j * sw + q] for q < sw, j < count (row holds count * sw floats): a
+// row split into its stride phases, vectorised for strides 2 and 4.
+static inline void SplitRow(const float* row, int sw, int64_t count, float* out, int64_t stride) {
+  int64_t j = 0;
+  if (sw == 2 || sw == 4) {
+    const int blocks = static_cast<int>(count / 8);
+    if (sw == 4) Deinterleave4(row, blocks, out, stride);
+    else Deinterleave2(row, blocks, out, stride);
+    j = blocks * 8;
+  }
+  for (; j < count; ++j)
+    for (int q = 0; q < sw; ++q) out[q * stride + j] = row[j * sw + q];
+}
+
 #endif  // LCNN_LOOKUP_CONV_KERNELS_H_

@@ -83,7 +83,7 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, int tile_fl
     int j = indptr[f];
     for (int b = 0; b < plan->row_blocks; ++b) {
       starts[b] = j;
-      while (j < indptr[f + 1] && (plan->row_blocks == 1 || row_of[indices[j] / taps] / per_block == b)) ++j;
+      while (j < indptr[f + 1] && row_of[indices[j] / taps] / per_block == b) ++j;
     }
     starts[plan->row_blocks] = indptr[f + 1];
   }

@@ -40,7 +40,6 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
   for (int64_t c = 0; c < channels; ++c) {
     const bool simd = p.sw == 2 || p.sw == 4;  // strides 2 and 4: an AVX2 deinterleave of the padded row
     std::vector<float> padded(simd ? g.wq * p.sw + 32 : 0, 0.f);
-    const int blocks = static_cast<int>(g.wq / 8);
     for (int64_t yi = 0; yi < g.h; ++yi) {
       const int64_t py = (yi + p.ph) % p.sh, yq = (yi + p.ph) / p.sh;
       const float* src = x + (c * g.h + yi) * g.w;
@@ -49,10 +48,7 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
         std::memcpy(dst + p.pw, src, g.w * sizeof(float));
       } else if (simd) {
         std::memcpy(padded.data() + p.pw, src, g.w * sizeof(float));
-        if (p.sw == 4) Deinterleave4(padded.data(), blocks, dst, g.plane);
-        else Deinterleave2(padded.data(), blocks, dst, g.plane);
-        for (int64_t xq = blocks * 8; xq < g.wq; ++xq)
-          for (int px = 0; px < p.sw; ++px) dst[px * g.plane + xq] = padded[xq * p.sw + px];
+        SplitRow(padded.data(), p.sw, g.wq, dst, g.plane);
       } else {
         for (int px = 0; px < p.sw; ++px) {  // columns xi = xq * sw + px - pw
           float* row = dst + px * g.plane;
@@ -126,7 +122,7 @@ static inline void AddResidual(const Params& p, const Geometry& g, const float* 
 // first, into a row padded with -inf (`PoolRowFloats`), then its columns: the padded row split
 // into pool_sw phases makes every column offset of the window one vectorised max over xo.
 static inline int64_t PoolRowFloats(const Params& p, const Geometry& g) {
-  const int64_t block = 8 * p.pool_sw;  // Deinterleave2/4 take 8 outputs per phase at a time
+  const int64_t block = 8 * p.pool_sw;  // SplitRow's vector blocks: 8 outputs per phase
   const int64_t used = std::max(p.pool_pw + g.wo, (g.xo - 1) * p.pool_sw + p.pool_kw);
   return (used + block - 1) / block * block;
 }
@@ -149,13 +145,7 @@ static inline void MaxPool(const Params& p, const Geometry& g, const float* in, 
       MaxOf<I>(in + y0 * g.wq, in + (y0 + 1) * g.wq, g.wo, row);
       for (int64_t y = y0 + 2; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, row);
     }
-    if (p.pool_sw == 2) {
-      Deinterleave2(padded, static_cast<int>(phase_floats / 8), phases, phase_floats);
-    } else if (p.pool_sw == 4) {
-      Deinterleave4(padded, static_cast<int>(phase_floats / 8), phases, phase_floats);
-    } else if (p.pool_sw > 1) {
-      for (int64_t i = 0; i < row_floats; ++i) phases[(i % p.pool_sw) * phase_floats + i / p.pool_sw] = padded[i];
-    }
+    if (p.pool_sw > 1) SplitRow(padded, p.pool_sw, phase_floats, phases, phase_floats);
     float* o = out + py * g.xo;
     const auto column = [&](int dx) { return phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw; };
     if (p.pool_kw == 1) {
