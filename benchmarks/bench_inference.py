@@ -103,7 +103,7 @@ def worker(args) -> None:
             dense, lcnn, layers = build(name, density)
             counted = flops.speedup(flops.count(layers))
             prefix = os.path.join(folder, f"{name}-{density}")
-            export.export(export.sparsify(lcnn), prefix, SHAPE, dict(library=ops.LIBRARY), reference=lcnn)
+            export.export(export.sparsify(lcnn, SHAPE), prefix, SHAPE, dict(library=ops.LIBRARY), reference=lcnn)
             for batch in BATCHES:
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
                 dense_ms, dense_how = fastest(dense, x, args.runs)

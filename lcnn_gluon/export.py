@@ -1,8 +1,10 @@
 """The inference form of an LCNN network, and its export for MXNet runtimes.
 
-``sparsify(net)`` returns a copy of ``net`` in which every lookup layer is the C++
+``sparsify(net, data_shape)`` returns a copy of ``net`` in which every lookup layer is the C++
 operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its live P packed by
-:class:`lcnn_gluon.lookup.PackedLookup`; a BatchNorm right after a lookup layer is folded into its
+:class:`lcnn_gluon.lookup.PackedLookup`, except the layers whose lookup form counts more
+multiplications than a dense layer on that input (``lookup.cost.runs_dense``), which
+become that dense layer, ``W = P x D``; a BatchNorm right after a lookup layer is folded into its
 coefficients and bias, and a ReLU and a max-pooling after that are fused into the
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
@@ -32,7 +34,7 @@ import numpy as np
 from mxnet.gluon import HybridBlock, nn
 from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
-from . import atomic, checkpoint, data, ops, tree
+from . import atomic, checkpoint, data, flops, ops, tree
 from .lookup.layers import LookupConv2D, LookupDense, _Lookup
 from .lookup.packed import PackedLookup
 
@@ -218,15 +220,40 @@ def _convert_children(block: HybridBlock, make) -> None:
             del block._children[items[i + 1 + j][0]]
 
 
-def sparsify(net: HybridBlock) -> HybridBlock:
+def dense_layer(layer: _Lookup) -> HybridBlock:
+    """A plain ``Conv2D`` / ``Dense`` layer computing ``layer`` with weight ``W = P x D``."""
+    w = layer.dense_weight()
+    kw = dict(activation=layer.activation, use_bias=layer.bias is not None, prefix=layer.prefix)
+    if isinstance(layer, LookupConv2D):
+        dense = nn.Conv2D(layer.channels, layer.kernel, layer.strides, layer.padding,
+                          in_channels=w.shape[1], **kw)
+    else:
+        dense = nn.Dense(layer.channels, in_units=w.shape[1], **kw)
+    dense.initialize()
+    dense.weight.set_data(w)
+    if layer.bias is not None:
+        dense.bias.set_data(layer.bias.data())
+    return dense
+
+
+def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> HybridBlock:
     """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator.
 
-    ``net`` may be trained and hybridized; it is not changed.
+    With ``data_shape`` (C, H, W of one input), a lookup layer that counts more
+    multiplications than a dense layer on its input (``lookup.cost.runs_dense``, as
+    :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead; without it, every
+    lookup layer runs on the operator. ``net`` may be trained and hybridized; it is not changed.
     """
     ops.load()
     net = tree.copy_structure(net, shared=(_Lookup,))
+    as_dense = set()
+    if data_shape is not None:
+        layers = flops.trace(net, data_shape)
+        as_dense = {lay.block for lay, row in zip(layers, flops.count(layers)) if row.as_dense}
 
     def make(layer, following):
+        if layer in as_dense:
+            return dense_layer(layer), 0
         found = fusion(layer, following)
         scale, shift = _fold(found.bn) if found.bn is not None else (None, None)
         new = SparseLookup(layer, scale, shift, found.relu, found.pool,
@@ -247,21 +274,7 @@ def densify(net: HybridBlock) -> HybridBlock:
     ``net`` may be trained and hybridized; it is not changed.
     """
     net = tree.copy_structure(net, shared=(_Lookup,))
-
-    def make(layer, following):
-        w = layer.dense_weight()
-        kw = dict(activation=layer.activation, use_bias=layer.bias is not None, prefix=layer.prefix)
-        if isinstance(layer, LookupConv2D):
-            dense = nn.Conv2D(layer.channels, layer.kernel, layer.strides, layer.padding,
-                              in_channels=w.shape[1], **kw)
-        else:
-            dense = nn.Dense(layer.channels, in_units=w.shape[1], **kw)
-        dense.initialize()
-        dense.weight.set_data(w)
-        if layer.bias is not None:
-            dense.bias.set_data(layer.bias.data())
-        return dense, 0
-    _convert_children(net, make)
+    _convert_children(net, lambda layer, following: (dense_layer(layer), 0))
     return net
 
 
@@ -361,7 +374,7 @@ def main(argv=None) -> None:
                         **meta.get("model_kwargs", {}))
         net.initialize()
         checkpoint.load_params(net, args.params, args.network)
-        inference = densify(net) if args.dense else sparsify(net)
+        inference = densify(net) if args.dense else sparsify(net, shape)
         dataset = meta.get("dataset") or ("mnist" if shape[0] == 1 else "imagenet")
         preset = data.get_preset(dataset)
         written = export(inference, args.output, shape, dict(

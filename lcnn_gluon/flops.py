@@ -3,7 +3,8 @@
 A dense convolution costs ``out_elements * m * kh * kw`` (per group), a dense
 fully connected layer its weight count, a lookup layer what
 :mod:`lcnn_gluon.lookup.cost` says (the dictionary's product over the padded input
-plus the lookups); everything else counts zero. All counts are for one image (batch 1).
+plus the lookups, or the dense count where inference runs the layer dense);
+everything else counts zero. All counts are for one image (batch 1).
 
     python -m lcnn_gluon.flops --network resnet18_lcnn_fast [--params FILE] [--image-shape 3,224,224]
 prints a table per layer and ends with ``speedup: X``.
@@ -75,23 +76,25 @@ class Count:
     name: str
     kind: str
     dense: int  # as a dense layer of the same shape
-    lcnn: int  # as it is (equal to dense for non-lookup layers)
+    lcnn: int  # as inference runs it (equal to dense for non-lookup layers)
     density: Optional[float]  # fraction of non-zeros of P, lookup layers only
+    as_dense: bool = False  # a lookup layer that inference runs dense (cost.runs_dense)
 
 
 def count(layers: Sequence[Layer], densities: Optional[dict] = None) -> List[Count]:
     """Multiplication counts from a :func:`trace`, with each lookup layer's current density
-    (or ``densities[layer name]`` where given)."""
+    (or ``densities[layer name]`` where given), each layer in the form inference runs it."""
     densities = densities or {}
     rows = []
     for layer in layers:
         b, out = layer.block, int(np.prod(layer.out_shape))
         if isinstance(b, _Lookup):
             d = densities[layer.name] if layer.name in densities else b.density()
-        if isinstance(b, _Lookup):
+            dense = cost.dense_mults(b, layer.in_shape, out)
+            as_dense = cost.runs_dense(b, layer.in_shape, out, d)
             rows.append(Count(layer.name, "lookup dense" if isinstance(b, LookupDense) else "lookup conv",
-                              cost.dense_mults(b, layer.in_shape, out),
-                              cost.lookup_mults(b, layer.in_shape, out, d), d))
+                              dense, dense if as_dense else cost.lookup_mults(b, layer.in_shape, out, d),
+                              d, as_dense))
         elif isinstance(b, nn.Conv2D):
             per_output = int(np.prod(b.weight.shape[1:]))  # (m / groups) * kh * kw
             rows.append(Count(layer.name, "conv", out * per_output, out * per_output, None))
@@ -133,7 +136,8 @@ def format_table(rows: Sequence[Count]) -> str:
     lines = [f"{'layer':<36}{'kind':<14}{'dense mults':>16}{'LCNN mults':>16}{'density':>10}"]
     for r in rows:
         density = f"{r.density:.4f}" if r.density is not None else "-"
-        lines.append(f"{r.name:<36}{r.kind:<14}{r.dense:>16,}{r.lcnn:>16,}{density:>10}")
+        runs = "  (runs dense)" if r.as_dense else ""
+        lines.append(f"{r.name:<36}{r.kind:<14}{r.dense:>16,}{r.lcnn:>16,}{density:>10}{runs}")
     lines.append(f"{'total':<50}{sum(r.dense for r in rows):>16,}{sum(r.lcnn for r in rows):>16,}")
     lines.append(f"speedup: {speedup(rows):.2f}")
     return "\n".join(lines)

@@ -57,7 +57,7 @@ def exported_vs_dense(lcnn: HybridBlock, dense: HybridBlock, data_shape: Sequenc
     x = mx.nd.random.normal(shape=(batch,) + tuple(data_shape))
     with tempfile.TemporaryDirectory() as folder:
         prefix = os.path.join(folder, "lcnn")
-        export.export(export.sparsify(lcnn), prefix, tuple(data_shape), dict(library=ops.LIBRARY),
+        export.export(export.sparsify(lcnn, tuple(data_shape)), prefix, tuple(data_shape), dict(library=ops.LIBRARY),
                       reference=lcnn)
         lcnn_ms, _ = fastest(export.load_exported(prefix), x, runs)
     dense_ms, _ = fastest(dense, x, runs)

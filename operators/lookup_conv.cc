@@ -233,23 +233,29 @@ class LookupConv : public CustomStatefulOp {
     const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
     if (plan().tile_major) {  // tile by tile over all channels, S's rows in L1-sized blocks
       const int64_t tiles = (g.ext + kTile - 1) / kTile;
-      const int blocks = plan().row_blocks;
-#pragma omp parallel for schedule(static) num_threads(threads)
+      const int blocks = plan().row_blocks, filters = params_.num_filter;
+      // The channels in one group per thread, each (tile, group) a unit of work: small planes
+      // have fewer tiles than threads (ResNet's 7x7 stage: one tile, so one busy thread).
+      const int groups = threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
       for (int64_t ti = 0; ti < tiles; ++ti)
-        for (int blk = 0; blk < blocks; ++blk)
-          for (int f = 0; f < params_.num_filter; ++f) {
-            const int* starts = plan().block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
-            if (blocks > 1 && f + kPrefetchChannels < params_.num_filter) {
-              // each channel's run of a block lies elsewhere in the entry arrays: fetch ahead
-              const int ahead = starts[kPrefetchChannels * (blocks + 1) + blk];
-              _mm_prefetch(reinterpret_cast<const char*>(t.coefs + ahead), _MM_HINT_T0);
-              _mm_prefetch(reinterpret_cast<const char*>(plan().entry_offsets.data() + ahead), _MM_HINT_T0);
+        for (int grp = 0; grp < groups; ++grp) {
+          const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
+          for (int blk = 0; blk < blocks; ++blk)
+            for (int f = f0; f < f1; ++f) {
+              const int* starts = plan().block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
+              if (blocks > 1 && f + kPrefetchChannels < f1) {
+                // each channel's run of a block lies elsewhere in the entry arrays: fetch ahead
+                const int ahead = starts[kPrefetchChannels * (blocks + 1) + blk];
+                _mm_prefetch(reinterpret_cast<const char*>(t.coefs + ahead), _MM_HINT_T0);
+                _mm_prefetch(reinterpret_cast<const char*>(plan().entry_offsets.data() + ahead), _MM_HINT_T0);
+              }
+              if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
+              // the first block with entries starts from the bias, the last one applies act
+              Tile(ws->s.data(), ti * kTile, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
+                   relu && starts[blk + 1] == t.indptr[f + 1], t, ws->all_channels.data() + f * prep_->ext_alloc);
             }
-            if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
-            // the first block with entries starts from the bias, the last one applies act
-            Tile(ws->s.data(), ti * kTile, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
-                 relu && starts[blk + 1] == t.indptr[f + 1], t, ws->all_channels.data() + f * prep_->ext_alloc);
-          }
+        }
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {

@@ -50,6 +50,28 @@ def test_exported_network_equals_training_form(lcnn_ops, tmp_path, name):
         assert err <= 1e-4, (kind, err)
 
 
+def test_sparsify_at_an_input_shape_runs_dense_the_layers_that_count_more_as_lookups(lcnn_ops, tmp_path):
+    from mxnet.gluon import nn
+    shape = (8, 16, 16)
+    net = nn.HybridSequential()
+    # the first counts more as lookups than dense (stride 2, k = 4m; test_flops), the second less
+    net.add(lnn.LookupConv2D(16, 3, strides=2, padding=1, dictionary_size=32, in_channels=8),
+            nn.BatchNorm(), nn.Activation("relu"),
+            lnn.LookupConv2D(16, 3, padding=1, dictionary_size=4, in_channels=16))
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros((1,) + shape))  # BatchNorm's shapes
+    for i, layer in enumerate(lnn.lookup_layers(net)):
+        lnn.set_random_lookup(layer, 0.05, seed=i)
+    net[1].running_var.set_data(mx.nd.random.uniform(0.5, 2.0, shape=(16,)))
+    kinds = [type(b).__name__ for b in export.sparsify(net)._children.values()]
+    assert kinds == ["SparseLookup", "SparseLookup"]  # no shape: every layer on the operator
+    sparse = export.sparsify(net, shape)
+    kinds = [type(b).__name__ for b in sparse._children.values()]
+    assert kinds == ["Conv2D", "BatchNorm", "Activation", "SparseLookup"]
+    meta = export.export(sparse, str(tmp_path / "mixed"), shape, {}, reference=net)
+    assert meta["check"] <= 1e-4
+
+
 def test_sparsify_fuses_the_shortcut_of_gluon_resnet_blocks(lcnn_ops):
     from mxnet.gluon.model_zoo import vision
     mx.random.seed(2)

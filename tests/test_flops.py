@@ -33,6 +33,20 @@ def test_lookup_layer_count_by_hand():
     assert (row.dense, row.lcnn) == (200, round(3 * 20 + 10 * 3 * dense.density()))
 
 
+def test_a_layer_that_counts_more_as_lookups_counts_as_the_dense_layer_it_runs_as():
+    # stride 2, k = 4m: the dictionary product over the full 18x18 padded input alone is
+    # 18*18*32*8 = 82944 multiplications, more than the dense layer's 8*8*16 * 8*9 = 73728
+    heavy = lnn.LookupConv2D(16, 3, strides=2, padding=1, dictionary_size=32, in_channels=8)
+    heavy.initialize()
+    lnn.set_random_lookup(heavy, 0.01, seed=0)
+    row = flops.count(flops.trace(heavy, (8, 16, 16)))[0]
+    assert row.as_dense and row.lcnn == row.dense == 8 * 8 * 16 * 8 * 9
+    light = lnn.LookupConv2D(16, 3, strides=2, padding=1, dictionary_size=4, in_channels=8)
+    light.initialize()
+    row = flops.count(flops.trace(light, (8, 16, 16)))[0]
+    assert not row.as_dense and row.lcnn < row.dense
+
+
 def test_speedup_follows_density():
     net = lcnn_gluon.get_model("lenet_lcnn_fast")
     net.initialize()

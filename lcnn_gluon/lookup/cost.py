@@ -8,7 +8,10 @@ output elements and a fraction ``density`` of P live costs
   + out kh kw k density              the lookups
 
 and as a dense layer of the same shape ``out m kh kw``. A fully connected lookup layer
-is the 1x1 case on a 1x1 map. :mod:`lcnn_gluon.flops` applies this to a traced network.
+is the 1x1 case on a 1x1 map. Where the lookup form counts more than the dense one (a
+strided layer whose dictionary product runs over the full-resolution input, or a dense
+P), inference runs the layer dense, ``W = P x D`` (:func:`runs_dense`), and it counts
+as dense. :mod:`lcnn_gluon.flops` applies this to a traced network.
 """
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ def lookup_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int, den
     m, padded, _ = _sizes(layer, in_shape)
     k, (kh, kw) = layer.dictionary_size, layer.kernel
     return int(round(padded * k * m + out_elements * kh * kw * k * density))
+
+
+def runs_dense(layer: _Lookup, in_shape: Sequence[int], out_elements: int, density: float) -> bool:
+    """Whether inference runs ``layer`` as a dense layer of weight ``W = P x D``: its lookup
+    form counts more multiplications than that dense layer (``lcnn_gluon.export.sparsify``)."""
+    return lookup_mults(layer, in_shape, out_elements, density) > dense_mults(layer, in_shape, out_elements)
 
 
 def training_costs(layer: _Lookup, in_shape: Sequence[int], out_elements: int,
