@@ -178,6 +178,18 @@ static inline void MaxOf(const float* a, const float* b, int64_t n, float* out) 
 template <class I>
 static inline void MaxInto(const float* in, int64_t n, float* acc) { MaxOf<I>(acc, in, n, acc); }
 
+// out[i] = max over r < count of src(r)[i], for i < n: the first two sources as one maximum of two
+// (no copy of the first).
+template <class I, class Source>
+static inline void MaxOfRows(const Source& src, int64_t count, int64_t n, float* out) {
+  if (count == 1) {
+    std::copy_n(src(0), n, out);
+    return;
+  }
+  MaxOf<I>(src(0), src(1), n, out);
+  for (int64_t r = 2; r < count; ++r) MaxInto<I>(src(r), n, out);
+}
+
 // Stride-phase splitting, AVX2 on every path (AVX-512 CPUs have AVX2; the split is a small
 // part of the work).
 // out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each

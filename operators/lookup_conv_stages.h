@@ -138,22 +138,11 @@ static inline void MaxPool(const Params& p, const Geometry& g, const float* in, 
   for (int64_t py = 0; py < g.yo; ++py) {
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
-    float* row = padded + p.pool_pw;
-    if (y1 - y0 == 1) {
-      std::copy_n(in + y0 * g.wq, g.wo, row);
-    } else {
-      MaxOf<I>(in + y0 * g.wq, in + (y0 + 1) * g.wq, g.wo, row);
-      for (int64_t y = y0 + 2; y < y1; ++y) MaxInto<I>(in + y * g.wq, g.wo, row);
-    }
+    const auto in_row = [&](int64_t r) { return in + (y0 + r) * g.wq; };
+    MaxOfRows<I>(in_row, y1 - y0, g.wo, padded + p.pool_pw);
     if (p.pool_sw > 1) SplitRow(padded, p.pool_sw, phase_floats, phases, phase_floats);
-    float* o = out + py * g.xo;
-    const auto column = [&](int dx) { return phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw; };
-    if (p.pool_kw == 1) {
-      std::copy_n(column(0), g.xo, o);
-    } else {
-      MaxOf<I>(column(0), column(1), g.xo, o);
-      for (int dx = 2; dx < p.pool_kw; ++dx) MaxInto<I>(column(dx), g.xo, o);
-    }
+    const auto column = [&](int64_t dx) { return phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw; };
+    MaxOfRows<I>(column, p.pool_kw, g.xo, out + py * g.xo);
   }
 }
 
