@@ -59,7 +59,7 @@ struct Workspace {
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
   std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
-  std::vector<float> gathered;    // D's used rows, contiguous, when OpenBLAS needs them so
+  std::vector<float> packed;      // the dictionary product's packed strips of x
 };
 
 // What Prepare() builds for one input shape, thread count and packed content: the plan and
@@ -196,6 +196,7 @@ class LookupConv : public CustomStatefulOp {
       ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
       ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
       ws.all_channels.assign(plan().tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
+      ws.packed.assign(threads * PackedFloats<I>(g.m), 0.f);  // room for every thread of a product
     }
     if (plan().batched_few_outputs) {
       prep_->batch_input.assign(g.m * g.cols * plan().batch, 0.f);
@@ -221,12 +222,12 @@ class LookupConv : public CustomStatefulOp {
       NeededValues(t.dictionary, ws, threads);
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S (fewer planes than X)
       DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, x, g.h * g.w, ws->product.data(),
-                        threads, &ws->gathered);
+                        threads, ws->packed.data());
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, ws->split.data(), g.cols, ws->s.data(),
-                        threads, &ws->gathered);
+                        threads, ws->packed.data());
     }
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
@@ -297,7 +298,7 @@ class LookupConv : public CustomStatefulOp {
           prep_->batch_input[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
     DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, prep_->batch_input.data(), g.cols * n,
-                      prep_->batch_s.data(), threads, &ws->gathered);
+                      prep_->batch_s.data(), threads, ws->packed.data());
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {

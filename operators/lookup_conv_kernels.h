@@ -52,59 +52,58 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
   AccumulateTile<I, V>(s, off, coef, nnz, bias, partial, relu, out);
 }
 
-// Rows of x ahead that SmallGemmRows prefetches (into the next strip at a strip's end): its
-// strips walk down x by whole rows, which the hardware prefetchers did not follow (loads of x
-// were 40-70% of its time), and a chunk's first pass comes from memory (32 rows of about 6
-// cycles each cover most of its latency; 8 covered L2's only).
+// Floats per strip of the dictionary product: two registers.
+template <class I>
+constexpr int StripFloats() { return 2 * I::kLanes; }
+
+// Rows of b ahead that GemmStrip prefetches (into the next strip, next_b, at a strip's end):
+// read in place, strips walk down x by whole rows, which the hardware prefetchers do not follow
+// (loads of x were 40-70% of the product's time), and a first pass comes from memory (32 rows
+// of about 6 cycles each cover most of its latency; 8 covered L2's only).
 static const int kPrefetchRows = 32;
 
-// out (R x width, row stride ldo) = the R dictionary rows (each m floats) x x (m x width, row
-// stride ldx), R <= 6: two-register strips keep 2R accumulators in registers while x streams
-// by once (no packing), then a one-register strip, then the last columns under a mask.
+// out (R x width, rows ldo apart) = [out +] the R dictionary rows a[r][0 .. depth) x b (depth rows
+// of one strip, ldb apart), R <= 6: the 2R accumulators stay in registers while b streams by
+// once. width < StripFloats: only the first `width` columns are written (b still holds a whole
+// strip per row). Not inlined: a strip is hundreds of FMAs, and as a function of its own its
+// registers are checked by tests/test_kernel_sets.py.
 template <class I, int R>
-static inline void SmallGemmRows(const float* const* rows, int m, const float* x, int64_t ldx, int64_t width,
-                                 float* out, int64_t ldo) {
+__attribute__((noinline)) static void GemmStrip(const float* const* a, int depth, const float* b, int64_t ldb,
+                                                const float* next_b, bool accumulate, int64_t width, float* out,
+                                                int64_t ldo) {
   using Vec = typename I::Vec;
   const int L = I::kLanes;
-  int64_t j = 0;
-  for (; j + 2 * L <= width; j += 2 * L) {
-    Vec acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = I::Zero();
-    for (int c = 0; c < m; ++c) {
-      const int64_t ahead_c = c + kPrefetchRows;  // past the last row: the next strip's first rows
-      const float* ahead = ahead_c < m ? x + ahead_c * ldx + j : x + (ahead_c - m) * ldx + j + 2 * L;
-      _mm_prefetch(reinterpret_cast<const char*>(ahead), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(ahead + 2 * L - 1), _MM_HINT_T0);
-      const Vec v0 = I::Load(x + c * ldx + j), v1 = I::Load(x + c * ldx + j + L);
-      for (int r = 0; r < R; ++r) {
-        const Vec b = I::Broadcast(rows[r] + c);
-        acc[r][0] = I::Fma(b, v0, acc[r][0]);
-        acc[r][1] = I::Fma(b, v1, acc[r][1]);
-      }
-    }
+  // Every loop over r fully unrolled: otherwise GCC keeps acc in memory (as in AccumulateTile).
+  Vec acc[R][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = I::Zero();
+  for (int c = 0; c < depth; ++c) {
+    const int ahead = c + kPrefetchRows;  // past the last row: the next strip's first rows
+    const float* future = ahead < depth ? b + ahead * ldb : next_b + (ahead - depth) * ldb;
+    _mm_prefetch(reinterpret_cast<const char*>(future), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(future + StripFloats<I>() - 1), _MM_HINT_T0);
+    const Vec v0 = I::Load(b + c * ldb), v1 = I::Load(b + c * ldb + L);
+#pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      I::Store(out + r * ldo + j, acc[r][0]);
-      I::Store(out + r * ldo + j + L, acc[r][1]);
+      const Vec w = I::Broadcast(a[r] + c);
+      acc[r][0] = I::Fma(w, v0, acc[r][0]);
+      acc[r][1] = I::Fma(w, v1, acc[r][1]);
     }
   }
-  for (; j + L <= width; j += L) {
-    Vec acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = I::Zero();
-    for (int c = 0; c < m; ++c) {
-      const Vec v = I::Load(x + c * ldx + j);
-      for (int r = 0; r < R; ++r) acc[r] = I::Fma(I::Broadcast(rows[r] + c), v, acc[r]);
+  const typename I::Mask first = I::FirstLanes(static_cast<int>(width)), second = I::FirstLanes(static_cast<int>(width) - L);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    float* o = out + r * ldo;
+    if (width == StripFloats<I>()) {
+      if (accumulate) acc[r][0] = I::Add(acc[r][0], I::Load(o)), acc[r][1] = I::Add(acc[r][1], I::Load(o + L));
+      I::Store(o, acc[r][0]);
+      I::Store(o + L, acc[r][1]);
+    } else {  // the last columns, under masks: nothing past them is read or written
+      if (accumulate)
+        acc[r][0] = I::Add(acc[r][0], I::LoadFirst(o, first)), acc[r][1] = I::Add(acc[r][1], I::LoadFirst(o + L, second));
+      I::StoreFirst(o, first, acc[r][0]);
+      I::StoreFirst(o + L, second, acc[r][1]);
     }
-    for (int r = 0; r < R; ++r) I::Store(out + r * ldo + j, acc[r]);
-  }
-  if (j < width) {  // the last columns (fewer than one register), through masked loads and stores
-    const typename I::Mask mask = I::FirstLanes(static_cast<int>(width - j));
-    Vec acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = I::Zero();
-    for (int c = 0; c < m; ++c) {
-      const Vec v = I::LoadFirst(x + c * ldx + j, mask);
-      for (int r = 0; r < R; ++r) acc[r] = I::Fma(I::Broadcast(rows[r] + c), v, acc[r]);
-    }
-    for (int r = 0; r < R; ++r) I::StoreFirst(out + r * ldo + j, mask, acc[r]);
   }
 }
 
