@@ -146,6 +146,10 @@ static inline int64_t OutSize(int64_t n, int64_t kernel, int64_t stride, int64_t
   return (n + 2 * pad - kernel) / stride + 1;
 }
 
+// Stride phases a kernel reaches along one axis: taps 0 .. kernel-1 fall in phases tap % stride,
+// so a kernel narrower than its stride (a 1x1 stride-2 shortcut) never reads the others.
+static inline int ReachedPhases(int kernel, int stride) { return std::min(kernel, stride); }
+
 // ------------------------------------------------------------------ geometry
 // The sizes of one image's computation, for attributes p and an input (m, h, w) with a
 // dictionary of k entries. The padded input is split into sh x sw stride phases of hq x wq;

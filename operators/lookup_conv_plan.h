@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "lookup_conv_attrs.h"
@@ -50,6 +51,9 @@ struct Plan {
   // lookups vectorised over the images.
   bool batched_few_outputs = false;
   bool product_then_split = false;  // k < m: S = D x X on the unpadded input, then split (fewer planes)
+  // Otherwise the product covers only the stride phases the kernel reaches (ReachedPhases), as
+  // runs of consecutive phases: (first phase, phases).
+  std::vector<std::pair<int, int>> phase_runs;
   bool few_outputs = false;         // ext < kFewOutputs: outputs gathered one by one, no tiles
   bool only_needed = false;         // compute only the S values P reads
   bool tile_major = false;
@@ -136,7 +140,15 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->entry_offsets[j] = static_cast<int>(row_of[d] * g.cols + phase * g.plane + (r / p.sh) * g.wq + c / p.sw);
   }
   plan->few_outputs = g.ext < kFewOutputs;
-  plan->product_then_split = g.k < g.m;
+  const int reach_y = ReachedPhases(p.kh, p.sh), reach_x = ReachedPhases(p.kw, p.sw);
+  const bool all_phases = reach_y == p.sh && reach_x == p.sw;
+  plan->product_then_split = g.k < g.m && all_phases;  // with phases unreached, splitting first is cheaper
+  plan->phase_runs.clear();
+  if (reach_x == p.sw) {
+    plan->phase_runs.emplace_back(0, reach_y * p.sw);  // whole rows of phases: one run
+  } else {
+    for (int py = 0; py < reach_y; ++py) plan->phase_runs.emplace_back(py * p.sw, reach_x);
+  }
   plan->needed.clear();
   if (plan->few_outputs) {  // the columns kept of each entry's extended row
     for (size_t j = 0; j < nnz; ++j)

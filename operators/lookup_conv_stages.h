@@ -37,7 +37,7 @@ static const int kPackMinPanels = 10;
 
 // pad(X) split into stride phases: out[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw],
 // for `channels` planes of h x w. Only the input's own positions are written: the padding
-// stays zero from the buffer's allocation.
+// stays zero from the buffer's allocation. Rows of phases the kernel does not reach are skipped.
 static inline void SplitPhases(const Params& p, const Geometry& g, const float* x, int64_t channels, float* out,
                                int threads) {
 #pragma omp parallel for num_threads(threads)
@@ -46,6 +46,7 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
     std::vector<float> padded(simd ? g.wq * p.sw + 32 : 0, 0.f);
     for (int64_t yi = 0; yi < g.h; ++yi) {
       const int64_t py = (yi + p.ph) % p.sh, yq = (yi + p.ph) / p.sh;
+      if (py >= ReachedPhases(p.kh, p.sh)) continue;
       const float* src = x + (c * g.h + yi) * g.w;
       float* dst = out + c * g.cols + py * p.sw * g.plane + yq * g.wq;
       if (p.sw == 1) {
@@ -88,16 +89,16 @@ static inline int64_t PackedFloats(int64_t m) {
   return std::max<int64_t>(1, kGemmChunkBytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
 }
 
-// out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x x (m x cols).
-// `d_rows_contiguous`: the listed rows are all of D in order (then a one-column product is
+// out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x x (m x cols);
+// rows of x and of out are `ld` floats apart (ld >= cols). `d_rows_contiguous`: the listed rows are all of D in order (then a one-column product is
 // OpenBLAS's matrix-vector product). `packed`: threads x PackedFloats(m) floats of scratch.
 // The threads take the column chunks, each packing its own.
 template <class I>
 static inline void DictionaryProduct(const float* d, const std::vector<int>& rows, bool d_rows_contiguous,
-                                     int64_t m, const float* x, int64_t cols, float* out, int threads,
-                                     float* packed) {
+                                     int64_t m, const float* x, int64_t cols, int64_t ld, float* out,
+                                     int threads, float* packed) {
   const int64_t k = rows.size();
-  if (cols == 1) {  // one column: a matrix-vector product, D streamed once
+  if (cols == 1 && ld == 1) {  // one column: a matrix-vector product, D streamed once
     if (d_rows_contiguous) {
       cblas_sgemv(kRowMajor, kNoTrans, k, m, 1.f, d, m, x, 1, 0.f, out, 1);
     } else {
@@ -122,7 +123,7 @@ static inline void DictionaryProduct(const float* d, const std::vector<int>& row
       // Unpacked, the full strips are read in place and only a last, partial one is packed.
       const int64_t first_packed = pack ? s0 : std::max(s0, full_strips);
       float* own = packed + omp_get_thread_num() * PackedFloats<I>(m);
-      PackStrips<I>(x, cols, cols, c0, depth, first_packed, s1, own);
+      PackStrips<I>(x, ld, cols, c0, depth, first_packed, s1, own);
       for (int64_t panel = 0; panel < panels; ++panel) {
         const int64_t r = panel * kGemmPanelRows;
         const int count = static_cast<int>(std::min<int64_t>(kGemmPanelRows, k - r));
@@ -130,20 +131,20 @@ static inline void DictionaryProduct(const float* d, const std::vector<int>& row
         for (int i = 0; i < count; ++i) a[i] = d + rows[r + i] * m + c0;
         for (int64_t s = s0; s < s1; ++s) {
           const auto strip = [&](int64_t i) {  // strip i's first row
-            return i < first_packed ? x + c0 * cols + i * W : own + (i - first_packed) * depth * W;
+            return i < first_packed ? x + c0 * ld + i * W : own + (i - first_packed) * depth * W;
           };
           const float* b = strip(s);
-          const int64_t ldb = s < first_packed ? cols : W, width = std::min(W, cols - s * W);
+          const int64_t ldb = s < first_packed ? ld : W, width = std::min(W, cols - s * W);
           const float* next = s + 1 < s1 ? strip(s + 1) : b;  // where GemmStrip prefetches at the end
-          float* o = out + r * cols + s * W;
+          float* o = out + r * ld + s * W;
           const bool acc = c0 > 0;
           switch (count) {
-            case 1: GemmStrip<I, 1>(a, depth, b, ldb, next, acc, width, o, cols); break;
-            case 2: GemmStrip<I, 2>(a, depth, b, ldb, next, acc, width, o, cols); break;
-            case 3: GemmStrip<I, 3>(a, depth, b, ldb, next, acc, width, o, cols); break;
-            case 4: GemmStrip<I, 4>(a, depth, b, ldb, next, acc, width, o, cols); break;
-            case 5: GemmStrip<I, 5>(a, depth, b, ldb, next, acc, width, o, cols); break;
-            default: GemmStrip<I, 6>(a, depth, b, ldb, next, acc, width, o, cols);
+            case 1: GemmStrip<I, 1>(a, depth, b, ldb, next, acc, width, o, ld); break;
+            case 2: GemmStrip<I, 2>(a, depth, b, ldb, next, acc, width, o, ld); break;
+            case 3: GemmStrip<I, 3>(a, depth, b, ldb, next, acc, width, o, ld); break;
+            case 4: GemmStrip<I, 4>(a, depth, b, ldb, next, acc, width, o, ld); break;
+            case 5: GemmStrip<I, 5>(a, depth, b, ldb, next, acc, width, o, ld); break;
+            default: GemmStrip<I, 6>(a, depth, b, ldb, next, acc, width, o, ld);
           }
         }
       }

@@ -33,6 +33,22 @@ def test_lookup_layer_count_by_hand():
     assert (row.dense, row.lcnn) == (200, round(3 * 20 + 10 * 3 * dense.density()))
 
 
+def test_a_kernel_narrower_than_its_stride_counts_the_phases_it_reaches():
+    # 1x1, stride 2 on 11x11 (no padding): the product covers rows and columns 0, 2, .., 10
+    # (6 x 6 positions), not the 121 of the input; 2x2, stride 3, pad 1 on 10x10 (12 padded
+    # positions a side): phases 0 and 1 of 3 reach 4 + 4 positions a side
+    one = lnn.LookupConv2D(8, 1, strides=2, dictionary_size=4, in_channels=6)
+    one.initialize()
+    lnn.set_random_lookup(one, 0.1, seed=0)
+    row = flops.count(flops.trace(one, (6, 11, 11)))[0]
+    assert not row.as_dense and row.lcnn == round(6 * 6 * 4 * 6 + 8 * 6 * 6 * 4 * one.density())
+    two = lnn.LookupConv2D(8, 2, strides=3, padding=1, dictionary_size=4, in_channels=6)
+    two.initialize()
+    lnn.set_random_lookup(two, 0.1, seed=0)
+    row = flops.count(flops.trace(two, (6, 10, 10)))[0]
+    assert not row.as_dense and row.lcnn == round(8 * 8 * 4 * 6 + 8 * 4 * 4 * 4 * 4 * two.density())
+
+
 def test_a_layer_that_counts_more_as_lookups_counts_as_the_dense_layer_it_runs_as():
     # stride 2, k = 4m: the dictionary product over the full 18x18 padded input alone is
     # 18*18*32*8 = 82944 multiplications, more than the dense layer's 8*8*16 * 8*9 = 73728

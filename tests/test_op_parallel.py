@@ -11,7 +11,7 @@ from conftest import KERNEL_SETS, PY, run
 # The lookup layers of the presets at their input sizes: (m, n, k, kernel, stride, pad, input size).
 # n is capped at 48 and fc6/fc7's k and m cut to keep the test short: n only lengthens the loop
 # over channels, and every plan path (tiles, tile-major, gathers, batched products, phase
-# splits, compact rows) is still taken.
+# splits, phases skipped, packed and in-place product strips, compact rows) is still taken.
 SHAPES = {
     "alexnet conv1": (3, 48, 3, 11, 4, 2, 224), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27),
     "alexnet conv2 accurate": (64, 48, 500, 5, 1, 2, 27), "alexnet conv3": (192, 48, 30, 3, 1, 1, 13),
@@ -19,6 +19,9 @@ SHAPES = {
     "alexnet fc7": (1024, 48, 128, 1, 1, 0, 1), "resnet conv1": (3, 48, 3, 7, 2, 3, 224),
     "resnet stage1": (64, 48, 16, 3, 1, 1, 56), "resnet stage2 stride": (64, 48, 32, 3, 2, 1, 56),
     "resnet stage3 accurate": (256, 48, 512, 3, 1, 1, 14), "resnet stage4": (512, 48, 128, 3, 1, 1, 7),
+    # kernels narrower than their stride reach only some phases: the export's 1x1 shortcut
+    # (one phase), and a 2x2 kernel of stride 3 (two runs of two phases)
+    "resnet shortcut": (64, 48, 128, 1, 2, 0, 56), "kernel 2 stride 3": (16, 8, 24, 2, 3, 1, 20),
 }
 
 SCRIPT = textwrap.dedent("""

@@ -7,6 +7,8 @@ output elements and a fraction ``density`` of P live costs
     (H + 2 ph) (W + 2 pw) k m        the dictionary's 1x1 product over the padded input
   + out kh kw k density              the lookups
 
+(for a kernel narrower than its stride, only the padded positions in stride phases the
+kernel reaches count in the product: a 1x1 stride-2 layer's quarter)
 and as a dense layer of the same shape ``out m kh kw``. A fully connected lookup layer
 is the 1x1 case on a 1x1 map. Where the lookup form counts more than the dense one (a
 strided layer whose dictionary product runs over the full-resolution input, or a dense
@@ -22,11 +24,19 @@ import numpy as np
 from .layers import LookupConv2D, _Lookup
 
 
+def _reached(padded: int, kernel: int, stride: int) -> int:
+    """Positions ``i`` of a padded axis whose stride phase ``i % stride`` some tap reaches: taps
+    ``0 .. kernel-1`` fall in phases ``tap % stride``, so all of them unless the kernel is
+    narrower than its stride (the operator's product skips the others, ``ReachedPhases``)."""
+    return sum(len(range(phase, padded, stride)) for phase in range(min(kernel, stride)))
+
+
 def _sizes(layer: _Lookup, in_shape: Sequence[int]) -> Tuple[int, int, int]:
-    """``(m, padded input pixels, input pixels)`` of ``layer`` on one ``in_shape`` input."""
+    """``(m, padded input pixels the kernel reaches, input pixels)`` of ``layer`` on one
+    ``in_shape`` input."""
     if isinstance(layer, LookupConv2D):
-        (h, w), (ph, pw) = in_shape[1:], layer.padding
-        return in_shape[0], (h + 2 * ph) * (w + 2 * pw), h * w
+        (h, w), (ph, pw), (kh, kw), (sh, sw) = in_shape[1:], layer.padding, layer.kernel, layer.strides
+        return in_shape[0], _reached(h + 2 * ph, kh, sh) * _reached(w + 2 * pw, kw, sw), h * w
     return int(np.prod(in_shape)), 1, 1
 
 

@@ -1,0 +1,192 @@
+"""The blocks of LCNN's inference form, which :func:`lcnn_gluon.export.sparsify` builds.
+
+:class:`SparseLookup` is a lookup layer on the C++ operator ``lcnn_lookup_conv`` with its
+live P packed (:class:`lcnn_gluon.lookup.PackedLookup`), absorbing what follows it
+(:func:`fusion`: a BatchNorm folded into its coefficients and bias, a ReLU, a max-pooling);
+:class:`SparseResidualBlock` lets the last lookup layer of a residual block add the shortcut;
+:func:`dense_layer` is a lookup layer as a plain layer of weight ``W = P x D``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import HybridBlock, nn
+from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
+
+from .lookup.layers import LookupConv2D, LookupDense, _Lookup
+from .lookup.packed import PackedLookup
+
+
+class SparseLookup(HybridBlock):
+    """A lookup layer in inference form: the ``lcnn_lookup_conv`` operator on CSR lookups.
+
+    Input and output as the lookup layer it replaces (a dense layer's input is
+    flattened and treated as a 1x1 map).
+    """
+
+    def __init__(self, layer: _Lookup, scale: Optional[np.ndarray], shift: Optional[np.ndarray],
+                 relu: bool, pool: Optional[nn.MaxPool2D] = None, flatten: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.residual = False  # see add_residual
+        self.dense = isinstance(layer, LookupDense)
+        self.flatten = self.dense or flatten  # the output as (N, features)
+        conv = not self.dense
+        self.attrs = dict(kernel=layer.kernel, stride=layer.strides if conv else (1, 1),
+                          pad=layer.padding if conv else (0, 0), num_filter=layer.channels,
+                          act="relu" if relu else "none")
+        if pool is not None:
+            self.attrs.update(pool_kernel=pool._kwargs["kernel"], pool_stride=pool._kwargs["stride"],
+                              pool_pad=pool._kwargs["pad"])
+        packed = PackedLookup.pack(layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy(),
+                                   layer.bias.data().asnumpy() if layer.bias is not None else None,
+                                   scale, shift)
+        with self.name_scope():
+            for name, value in packed.arrays().items():
+                param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
+                                        differentiable=False)
+                param.initialize(init=mx.init.Constant(0))
+                param.set_data(mx.nd.array(value, dtype=value.dtype))
+                setattr(self, name, param)
+        self.density = packed.density
+
+    def add_residual(self) -> None:
+        """From now on take a second input, the shortcut, added before the ReLU:
+        ``relu(layer(x) + shortcut)`` (the end of a ResNet basic block)."""
+        if self.flatten or "pool_kernel" in self.attrs or self.attrs["act"] != "none":
+            raise ValueError(f"{self.name}: a residual needs a convolution without act or pooling")
+        self.residual = True
+        self.attrs.update(act="relu", residual=1)
+
+    def hybrid_forward(self, F, x, *shortcut, dictionary, indptr, indices, coefs, bias):
+        if self.dense:
+            x = F.reshape(x, shape=(0, -1, 1, 1))
+        y = F.lcnn_lookup_conv(x, dictionary, indptr, indices, coefs, bias, *shortcut, **self.attrs)
+        return F.flatten(y) if self.flatten else y
+
+
+class SparseResidualBlock(HybridBlock):
+    """``relu(body(x) + shortcut(x))`` with the body's last lookup layer adding the shortcut
+    and applying the ReLU itself (no separate elementwise passes over the block's output)."""
+
+    def __init__(self, body: list, tail: SparseLookup, downsample: Optional[HybridBlock], **kwargs):
+        super().__init__(**kwargs)
+        tail.add_residual()
+        with self.name_scope():
+            self.body = nn.HybridSequential(prefix="")
+            self.body.add(*body)
+            self.tail, self.downsample = tail, downsample
+
+    def hybrid_forward(self, F, x):
+        shortcut = self.downsample(x) if self.downsample is not None else x
+        return self.tail(self.body(x), shortcut)
+
+
+def residual_parts(block: HybridBlock) -> Optional[Tuple[nn.HybridSequential, Optional[HybridBlock]]]:
+    """``(body, shortcut)`` of a block that computes ``relu(body(x) + shortcut(x))`` (``shortcut``
+    None: the identity), or None for any other block.
+
+    The protocol: such a block declares itself with a method ``lcnn_residual()`` returning its
+    sequential ``body`` and its ``shortcut`` block (docs/design.md); Gluon's ``BasicBlockV1``
+    is declared here on its behalf. Export then lets the body's last lookup layer add the
+    shortcut and apply the ReLU.
+    """
+    declared = getattr(block, "lcnn_residual", None)
+    if callable(declared):
+        return declared()
+    if isinstance(block, BasicBlockV1):
+        return block.body, block.downsample
+    return None
+
+
+def fold_batchnorm(bn: nn.BatchNorm) -> Tuple[np.ndarray, np.ndarray]:
+    """(scale, shift) with ``bn(y) = y * scale + shift`` at inference."""
+    gamma = (np.ones(bn.gamma.shape, np.float32) if bn._kwargs.get("fix_gamma")
+             else bn.gamma.data().asnumpy())
+    scale = gamma / np.sqrt(bn.running_var.data().asnumpy() + bn._kwargs["eps"])
+    return scale, bn.beta.data().asnumpy() - bn.running_mean.data().asnumpy() * scale
+
+
+@dataclasses.dataclass
+class Fusion:
+    """What the operator absorbs of the blocks right after a lookup layer, in this order:
+    the layer's own activation or a BatchNorm (folded into coefficients and bias), a ReLU,
+    a max-pooling. ``absorbed`` counts the following blocks taken."""
+
+    bn: Optional[nn.BatchNorm] = None
+    relu: bool = False
+    pool: Optional[nn.MaxPool2D] = None
+    absorbed: int = 0
+
+
+def _is_channel_batchnorm(block: HybridBlock, channels: int) -> bool:
+    return (isinstance(block, nn.BatchNorm) and block._kwargs.get("axis", 1) == 1
+            and block.gamma.shape[0] == channels)
+
+
+def _is_relu(block: HybridBlock) -> bool:
+    return isinstance(block, nn.Activation) and block._act_type == "relu"
+
+
+def _is_fusable_pool(block: HybridBlock, layer: _Lookup) -> bool:
+    kw = block._kwargs if isinstance(block, nn.MaxPool2D) else {}
+    return (bool(kw) and kw.get("pooling_convention") == "valid" and not kw.get("global_pool")
+            and kw.get("layout", "NCHW") in (None, "NCHW") and not isinstance(layer, LookupDense))
+
+
+def fusion(layer: _Lookup, following: list) -> Fusion:
+    """What of ``following`` (the blocks after ``layer`` in a sequential container) the
+    operator computes exactly: y = pool(relu(bn(layer(x)))) with each part optional.
+
+    A BatchNorm is folded only when nothing non-linear comes before it: not after the
+    layer's own activation (``Conv2D(..., activation='relu')`` then BatchNorm keeps its
+    BatchNorm). A layer activation other than ReLU absorbs nothing (it runs after the
+    operator as its own block). Max-pooling commutes with nothing here: it is fused only
+    where it comes last.
+    """
+    if layer.activation not in (None, "relu"):
+        return Fusion()
+    rest, found = list(following), Fusion(relu=layer.activation == "relu")
+    if not found.relu and rest and _is_channel_batchnorm(rest[0], layer.channels):
+        found.bn = rest.pop(0)
+        found.relu = bool(getattr(found.bn, "fuse_relu", False))
+    if not found.relu and rest and _is_relu(rest[0]):
+        found.relu = bool(rest.pop(0))
+    if rest and _is_fusable_pool(rest[0], layer):
+        found.pool = rest.pop(0)
+    found.absorbed = len(following) - len(rest)
+    return found
+
+
+def dense_layer(layer: _Lookup) -> HybridBlock:
+    """A plain ``Conv2D`` / ``Dense`` layer computing ``layer`` with weight ``W = P x D``."""
+    w = layer.dense_weight()
+    kw = dict(activation=layer.activation, use_bias=layer.bias is not None, prefix=layer.prefix)
+    if isinstance(layer, LookupConv2D):
+        dense = nn.Conv2D(layer.channels, layer.kernel, layer.strides, layer.padding,
+                          in_channels=w.shape[1], **kw)
+    else:
+        dense = nn.Dense(layer.channels, in_units=w.shape[1], **kw)
+    dense.initialize()
+    dense.weight.set_data(w)
+    if layer.bias is not None:
+        dense.bias.set_data(layer.bias.data())
+    return dense
+
+
+def sparse_lookup_for(layer: _Lookup, following: list) -> Tuple[HybridBlock, int]:
+    """``(block, absorbed)``: ``layer`` as a :class:`SparseLookup` taking what it can of
+    ``following`` (:func:`fusion`), and how many of those blocks it took. A layer activation
+    the operator cannot apply runs as its own block after it."""
+    found = fusion(layer, following)
+    scale, shift = fold_batchnorm(found.bn) if found.bn is not None else (None, None)
+    new = SparseLookup(layer, scale, shift, found.relu, found.pool,
+                       flatten=getattr(found.bn, "flattens", False), prefix=layer.prefix)
+    if layer.activation not in (None, "relu"):
+        seq = nn.HybridSequential(prefix="")
+        seq.add(new, nn.Activation(layer.activation))
+        new = seq
+    return new, found.absorbed
+
