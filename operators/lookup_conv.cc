@@ -221,15 +221,16 @@ class LookupConv : public CustomStatefulOp {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S (fewer planes than X)
-      DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, x, g.h * g.w, g.h * g.w,
-                           ws->product.data(), threads, ws->packed.data());
+      DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data()},
+                           plan().all_rows, threads, ws->packed.data());
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       for (const auto& [first, phases] : plan().phase_runs) {  // the phases the kernel reaches
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
-        DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, ws->split.data() + begin, end - begin,
-                             g.cols, ws->s.data() + begin, threads, ws->packed.data());
+        const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
+                              ws->s.data() + begin};
+        DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
       }
     }
     const int64_t out_plane = g.yo * g.xo;
@@ -300,8 +301,9 @@ class LookupConv : public CustomStatefulOp {
         for (int64_t pos = 0; pos < g.cols; ++pos)
           prep_->batch_input[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
-    DictionaryProduct<I>(t.dictionary, plan().rows, plan().all_rows, g.m, prep_->batch_input.data(), g.cols * n,
-                         g.cols * n, prep_->batch_s.data(), threads, ws->packed.data());
+    const Product product{t.dictionary, &plan().rows, g.m, prep_->batch_input.data(), g.cols * n, g.cols * n,
+                          prep_->batch_s.data()};
+    DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {

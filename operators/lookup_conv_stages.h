@@ -89,64 +89,86 @@ static inline int64_t PackedFloats(int64_t m) {
   return std::max<int64_t>(1, kGemmChunkBytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
 }
 
-// out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x x (m x cols);
-// rows of x and of out are `ld` floats apart (ld >= cols). `d_rows_contiguous`: the listed rows are all of D in order (then a one-column product is
-// OpenBLAS's matrix-vector product). `packed`: threads x PackedFloats(m) floats of scratch.
-// The threads take the column chunks, each packing its own.
+// One product: out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x
+// x (m x cols); rows of x and of out are `ld` floats apart (ld >= cols).
+struct Product {
+  const float* d;
+  const std::vector<int>* rows;
+  int64_t m;
+  const float* x;
+  int64_t cols, ld;
+  float* out;
+};
+
+// One unit of work of DictionaryProduct: rows [c0, c0 + depth) of x, its strips [s0, s1) and
+// the panels [p0, p1) of D. Strips from first_packed on are packed into `own` first; the
+// others are read in place.
 template <class I>
-static inline void DictionaryProduct(const float* d, const std::vector<int>& rows, bool d_rows_contiguous,
-                                     int64_t m, const float* x, int64_t cols, int64_t ld, float* out,
-                                     int threads, float* packed) {
-  const int64_t k = rows.size();
-  if (cols == 1 && ld == 1) {  // one column: a matrix-vector product, D streamed once
+static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t s0, int64_t s1, int64_t first_packed,
+                               int64_t p0, int64_t p1, float* own) {
+  const int64_t W = StripFloats<I>(), k = pr.rows->size();
+  PackStrips<I>(pr.x, pr.ld, pr.cols, c0, depth, first_packed, s1, own);
+  const auto strip = [&](int64_t i) {  // strip i's first row
+    return i < first_packed ? pr.x + c0 * pr.ld + i * W : own + (i - first_packed) * depth * W;
+  };
+  for (int64_t panel = p0; panel < p1; ++panel) {
+    const int64_t r = panel * kGemmPanelRows;
+    const int count = static_cast<int>(std::min<int64_t>(kGemmPanelRows, k - r));
+    const float* a[kGemmPanelRows];
+    for (int i = 0; i < count; ++i) a[i] = pr.d + (*pr.rows)[r + i] * pr.m + c0;
+    for (int64_t s = s0; s < s1; ++s) {
+      const float* b = strip(s);
+      const float* next = s + 1 < s1 ? strip(s + 1) : b;  // where GemmStrip prefetches at the end
+      const int64_t ldb = s < first_packed ? pr.ld : W, width = std::min(W, pr.cols - s * W);
+      float* o = pr.out + r * pr.ld + s * W;
+      const bool acc = c0 > 0;  // later passes add to the earlier ones
+      switch (count) {
+        case 1: GemmStrip<I, 1>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
+        case 2: GemmStrip<I, 2>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
+        case 3: GemmStrip<I, 3>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
+        case 4: GemmStrip<I, 4>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
+        case 5: GemmStrip<I, 5>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
+        default: GemmStrip<I, 6>(a, depth, b, ldb, next, acc, width, o, pr.ld);
+      }
+    }
+  }
+}
+
+// The product pr over `threads` threads. `d_rows_contiguous`: the listed rows are all of D in
+// order (then a one-column product is OpenBLAS's matrix-vector product). `packed`: threads x
+// PackedFloats(m) floats of scratch.
+template <class I>
+static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, int threads, float* packed) {
+  const int64_t k = pr.rows->size(), m = pr.m, cols = pr.cols;
+  if (cols == 1 && pr.ld == 1) {  // one column: a matrix-vector product, D streamed once
     if (d_rows_contiguous) {
-      cblas_sgemv(kRowMajor, kNoTrans, k, m, 1.f, d, m, x, 1, 0.f, out, 1);
+      cblas_sgemv(kRowMajor, kNoTrans, k, m, 1.f, pr.d, m, pr.x, 1, 0.f, pr.out, 1);
     } else {
 #pragma omp parallel for num_threads(threads)
-      for (int64_t i = 0; i < k; ++i) out[i] = Dot<I>(d + rows[i] * m, x, static_cast<int>(m));
+      for (int64_t i = 0; i < k; ++i) pr.out[i] = Dot<I>(pr.d + (*pr.rows)[i] * m, pr.x, static_cast<int>(m));
     }
     return;
   }
   const int64_t W = StripFloats<I>(), strips = (cols + W - 1) / W, full_strips = cols / W;
   const int64_t panels = (k + kGemmPanelRows - 1) / kGemmPanelRows;
-  const bool pack = panels >= kPackMinPanels;
   const int max_depth = static_cast<int>(std::min<int64_t>(m, kGemmDepth));
-  // Chunks of at most PackedFloats, as many as make every thread's share the same.
+  // Units of work: column chunks of at most PackedFloats, as many as give every thread the same
+  // share; with fewer chunks than threads (a few columns: fully connected layers in a batch),
+  // each chunk's panels in groups, one per thread (each packing the chunk for itself).
   const int64_t fitting = PackedFloats<I>(m) / (max_depth * W);
   const int64_t rounds = ((strips + fitting - 1) / fitting + threads - 1) / threads;
-  const int64_t per_chunk = (strips + rounds * threads - 1) / (rounds * threads), chunks = (strips + per_chunk - 1) / per_chunk;
+  const int64_t per_chunk = (strips + rounds * threads - 1) / (rounds * threads);
+  const int64_t chunks = (strips + per_chunk - 1) / per_chunk;
+  const int64_t groups = std::max<int64_t>(1, std::min<int64_t>(panels, threads / chunks));
+  const bool pack = panels / groups >= kPackMinPanels;
   for (int64_t c0 = 0; c0 < m; c0 += max_depth) {
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
-#pragma omp parallel for schedule(static, 1) num_threads(threads)
+#pragma omp parallel for collapse(2) schedule(static, 1) num_threads(threads)
     for (int64_t q = 0; q < chunks; ++q) {
-      const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
-      // Unpacked, the full strips are read in place and only a last, partial one is packed.
-      const int64_t first_packed = pack ? s0 : std::max(s0, full_strips);
-      float* own = packed + omp_get_thread_num() * PackedFloats<I>(m);
-      PackStrips<I>(x, ld, cols, c0, depth, first_packed, s1, own);
-      for (int64_t panel = 0; panel < panels; ++panel) {
-        const int64_t r = panel * kGemmPanelRows;
-        const int count = static_cast<int>(std::min<int64_t>(kGemmPanelRows, k - r));
-        const float* a[kGemmPanelRows];
-        for (int i = 0; i < count; ++i) a[i] = d + rows[r + i] * m + c0;
-        for (int64_t s = s0; s < s1; ++s) {
-          const auto strip = [&](int64_t i) {  // strip i's first row
-            return i < first_packed ? x + c0 * ld + i * W : own + (i - first_packed) * depth * W;
-          };
-          const float* b = strip(s);
-          const int64_t ldb = s < first_packed ? ld : W, width = std::min(W, cols - s * W);
-          const float* next = s + 1 < s1 ? strip(s + 1) : b;  // where GemmStrip prefetches at the end
-          float* o = out + r * ld + s * W;
-          const bool acc = c0 > 0;
-          switch (count) {
-            case 1: GemmStrip<I, 1>(a, depth, b, ldb, next, acc, width, o, ld); break;
-            case 2: GemmStrip<I, 2>(a, depth, b, ldb, next, acc, width, o, ld); break;
-            case 3: GemmStrip<I, 3>(a, depth, b, ldb, next, acc, width, o, ld); break;
-            case 4: GemmStrip<I, 4>(a, depth, b, ldb, next, acc, width, o, ld); break;
-            case 5: GemmStrip<I, 5>(a, depth, b, ldb, next, acc, width, o, ld); break;
-            default: GemmStrip<I, 6>(a, depth, b, ldb, next, acc, width, o, ld);
-          }
-        }
+      for (int64_t group = 0; group < groups; ++group) {
+        const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
+        ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), panels * group / groups,
+                       panels * (group + 1) / groups, packed + omp_get_thread_num() * PackedFloats<I>(m));
       }
     }
   }
