@@ -23,9 +23,11 @@ static const int kRowMajor = 101, kNoTrans = 111;
 // copied ("packed") so that each strip's rows are contiguous, and every panel of kGemmPanelRows
 // rows of D passes over a strip with its 12 accumulators in registers (GemmStrip).
 static const int kGemmPanelRows = 6;  // 12 accumulators + 2 loads of x + 1 broadcast of D
-// Rows of x per pass (the product is summed over passes): a packed strip of 256 rows (16 KB on
-// AVX2) stays in L1 while the panels of D pass over it.
-static const int kGemmDepth = 256;
+// Rows of x per pass (the product is summed over passes): as many as make a packed strip of
+// 16 KB (256 rows on AVX2, 128 on AVX-512), which stays in L1 while the panels of D pass over it.
+static const int64_t kGemmStripBytes = 16 << 10;
+template <class I>
+constexpr int GemmDepth() { return static_cast<int>(kGemmStripBytes / (StripFloats<I>() * sizeof(float))); }
 // Strips per chunk: at most 128 KB of packed x, which stays in L2 (512 KB on the CPUs
 // measured) while every panel of D passes over the chunk.
 static const int64_t kGemmChunkBytes = 128 << 10;
@@ -85,7 +87,7 @@ static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t
 // Floats of the scratch DictionaryProduct needs per thread for m rows of x.
 template <class I>
 static inline int64_t PackedFloats(int64_t m) {
-  const int64_t depth = std::min<int64_t>(m, kGemmDepth), W = StripFloats<I>();
+  const int64_t depth = std::min<int64_t>(m, GemmDepth<I>()), W = StripFloats<I>();
   return std::max<int64_t>(1, kGemmChunkBytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
 }
 
@@ -151,7 +153,7 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
   }
   const int64_t W = StripFloats<I>(), strips = (cols + W - 1) / W, full_strips = cols / W;
   const int64_t panels = (k + kGemmPanelRows - 1) / kGemmPanelRows;
-  const int max_depth = static_cast<int>(std::min<int64_t>(m, kGemmDepth));
+  const int max_depth = static_cast<int>(std::min<int64_t>(m, GemmDepth<I>()));
   // Units of work: column chunks of at most PackedFloats, as many as give every thread the same
   // share; with fewer chunks than threads (a few columns: fully connected layers in a batch),
   // each chunk's panels in groups, one per thread (each packing the chunk for itself).
