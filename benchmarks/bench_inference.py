@@ -13,7 +13,7 @@ parallelism inside the operators): the dense network (same architecture, plain
 convolutions, oneDNN at the host's full instruction set) and the exported LCNN network
 (``export.sparsify`` + ``export.export``, reloaded with ``SymbolBlock.imports``), both
 hybridized with static memory, each timed plainly and after MXNet's oneDNN graph passes
-(the faster counts). Counted speedup: ``lcnn_gluon.flops`` for the whole network. The
+(the faster counts), the four forms in turns (``lcnn_gluon.speed.in_turns``). Counted speedup: ``lcnn_gluon.flops`` for the whole network. The
 operator runs the kernel set its library chose (column "kernels": AVX-512 where the CPU has
 it); ``LCNN_ISA=avx2`` in the environment measures the AVX2 kernels on such a host.
 
@@ -96,7 +96,7 @@ def worker(args) -> None:
     import mxnet as mx
 
     from lcnn_gluon import export, flops, ops
-    from lcnn_gluon.speed import fastest
+    from lcnn_gluon.speed import copies, in_turns
     ops.load()
     with tempfile.TemporaryDirectory() as folder:
         for name, density in cells(args.models.split(",")):
@@ -106,8 +106,9 @@ def worker(args) -> None:
             export.export(export.sparsify(lcnn, SHAPE), prefix, SHAPE, dict(library=ops.LIBRARY), reference=lcnn)
             for batch in BATCHES:
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
-                dense_ms, dense_how = fastest(dense, x, args.runs)
-                lcnn_ms, lcnn_how = fastest(export.load_exported(prefix), x, args.runs)
+                timed = in_turns(dict(dense=copies(dense, x, folder), lcnn=lambda: export.load_exported(prefix)), x,
+                                 args.runs)
+                (dense_ms, dense_how), (lcnn_ms, lcnn_how) = timed["dense"], timed["lcnn"]
                 cell = dict(model=name, density=density, threads=args.threads, batch=batch,
                             kernels=ops.kernel_isa(), dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
                             lcnn_how=lcnn_how, counted=counted)
@@ -158,9 +159,10 @@ def main() -> None:
     if args.layers:
         from layer_profile import profile_cell
         return profile_cell(args.layers, args.density, args.threads or os.cpu_count(), args.batch, args.runs)
+    from lcnn_gluon.speed import TURNS
     cores = len(os.sched_getaffinity(0))
-    print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs; "
-          "the faster of plain and oneDNN-graph for each network")
+    print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs "
+          f"in {TURNS} turns; the faster of plain and oneDNN-graph for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
         results += run_cells(args.models, threads, args.runs, args.predictor)
