@@ -35,21 +35,6 @@ def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> f
     return statistics.median(times) * 1e3
 
 
-def fastest(block: HybridBlock, x: mx.nd.NDArray, runs: int) -> Tuple[float, str]:
-    """(ms, variant) of one forward pass of ``block`` on ``x``: hybridized plainly or optimised by
-    oneDNN's graph passes, whichever is faster."""
-    def run():
-        block(x).wait_to_read()
-    block.hybridize(static_alloc=True, static_shape=True)
-    plain = median_ms(run, runs)
-    try:
-        block.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-        fused = median_ms(run, runs)
-    except mx.base.MXNetError:  # a graph the passes cannot take: the plain time stands
-        fused = float("inf")
-    return (fused, "oneDNN graph") if fused < plain else (plain, "plain")
-
-
 def in_turns(networks: Dict[str, Callable[[], HybridBlock]], x: mx.nd.NDArray, runs: int,
              turns: int = TURNS) -> Dict[str, Tuple[float, str]]:
     """``{name: (ms, form)}``: each network (``make()`` gives a fresh copy of it) at its faster

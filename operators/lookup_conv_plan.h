@@ -14,8 +14,8 @@
 
 // ------------------------------------------------------------------ thresholds, and why
 // S rows for all dictionary vectors (no compaction) unless P uses at most 3/4 of them: a
-// compact S saves work only when many vectors are unused, and it costs a gathered copy of D
-// where a one-column product needs D contiguous (OpenBLAS's matrix-vector product).
+// compact S saves work only when many vectors are unused, and a one-column product over
+// listed rows of D gives up OpenBLAS's matrix-vector product for one dot product per row.
 static const int kCompactNumerator = 3, kCompactDenominator = 4;
 // Compute only the S values P reads (one dot product each) when they are at most a quarter of
 // S: a dot product costs about four times a value of the blocked product.
