@@ -8,8 +8,9 @@
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
 //
-// Each output plane is accumulated in register tiles (8 registers) over all of its channel's
-// entries. Work is spread over the threads MXNet gives the operator: whole images per thread
+// Each output plane is accumulated in register tiles over all of its channel's entries: runs
+// of the extended plane (flat tiles), or blocks of output rows stored straight into the output
+// (row tiles; the plan says which). Work is spread over the threads MXNet gives the operator: whole images per thread
 // in a batch, the channels and column chunks of one image otherwise; fully connected layers
 // in a batch run one product over all images.
 //
@@ -162,7 +163,8 @@ class LookupConv : public CustomStatefulOp {
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
-    if (BuildPlan(params_, g, batch, threads, kTile, ptr, n1, idx, nnz, &prep_->plan) != MX_SUCCESS) return MX_FAIL;
+    if (BuildPlan(params_, g, batch, threads, {I::kLanes, I::kTileVectors, I::kRowTileVectors}, ptr, n1, idx, nnz,
+                  &prep_->plan) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     Allocate(threads);
@@ -205,6 +207,7 @@ class LookupConv : public CustomStatefulOp {
   }
 
   const Plan& plan() const { return prep_->plan; }
+  float* ChannelExt(Workspace* ws, int f) const { return ws->all_channels.data() + f * prep_->ext_alloc; }
 
   int64_t ChannelScratch() const {
     return prep_->ext_alloc + (params_.pool_kh ? PoolScratchFloats(params_, plan().geometry) : 0);
@@ -235,9 +238,9 @@ class LookupConv : public CustomStatefulOp {
     }
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
-    const bool relu = params_.relu && !t.residual;  // with a shortcut, act comes after the addition
+    const float* residual = t.residual ? t.residual + b * params_.num_filter * out_plane : nullptr;
     if (plan().tile_major) {  // tile by tile over all channels, S's rows in L1-sized blocks
-      const int64_t tiles = (g.ext + kTile - 1) / kTile;
+      const int64_t tiles = plan().tiles;
       const int blocks = plan().row_blocks, filters = params_.num_filter;
       // The channels in one group per thread, each (tile, group) a unit of work: small planes
       // have fewer tiles than threads (ResNet's 7x7 stage: one tile, so one busy thread).
@@ -256,18 +259,18 @@ class LookupConv : public CustomStatefulOp {
                 _mm_prefetch(reinterpret_cast<const char*>(plan().entry_offsets.data() + ahead), _MM_HINT_T0);
               }
               if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
-              // the first block with entries starts from the bias, the last one applies act
-              Tile(ws->s.data(), ti * kTile, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
-                   relu && starts[blk + 1] == t.indptr[f + 1], t, ws->all_channels.data() + f * prep_->ext_alloc);
+              // the first block with entries starts from the bias, the last one ends the tile
+              FlatTile(ws->s.data(), ti, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
+                       starts[blk + 1] == t.indptr[f + 1], residual != nullptr, t, ChannelExt(ws, f));
             }
         }
     }
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
-      float* ext = plan().tile_major ? ws->all_channels.data() + f * prep_->ext_alloc : own;
-      Channel(ws->s.data(), f, t, ext, own + prep_->ext_alloc,
-              t.residual ? t.residual + (b * params_.num_filter + f) * out_plane : nullptr, y + f * out_plane);
+      float* ext = plan().tile_major ? ChannelExt(ws, f) : own;
+      Channel(ws->s.data(), f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
+              y + f * out_plane);
     }
   }
 
@@ -317,8 +320,9 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // One output channel: accumulate its entries over the extended plane (ho x wq), then add the
-  // bias, apply act, and keep wo columns (into `out`, max-pooled through `pool_scratch` if pooling).
+  // One output channel: accumulate its entries in tiles (row tiles store into `out`, flat tiles
+  // into the extended plane `ext`), then, from `ext`, add the shortcut, apply act and keep wo
+  // columns (into `out`, max-pooled through `pool_scratch` if pooling).
   void Channel(const float* s, int f, const Tensors& t, float* ext, float* pool_scratch, const float* residual,
                float* out) const {
     const Geometry& g = plan().geometry;
@@ -340,8 +344,12 @@ class LookupConv : public CustomStatefulOp {
         const float v = GatherDot<I>(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
         ext[e] = relu ? std::max(v, 0.f) : v;
       }
+    } else if (plan().row_tiles) {  // bias, shortcut and act applied as each tile is stored
+      for (int64_t ti = 0; ti < plan().tiles; ++ti) RowTileOf(s, ti, f, t, residual, out);
+      return;
     } else if (!plan().tile_major) {  // bias and act applied as each tile is stored
-      for (int64_t tile = 0; tile < g.ext; tile += kTile) Tile(s, tile, f, start, start + nnz, false, relu, t, ext);
+      for (int64_t ti = 0; ti < plan().tiles; ++ti)
+        FlatTile(s, ti, f, start, start + nnz, false, true, residual != nullptr, t, ext);
     }
     if (residual) {
       AddResidual<I>(params_, g, ext, residual, out);
@@ -352,12 +360,26 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // ext[tile .. tile + kTile) of channel f (fewer at the plane's end), over its entries
-  // [begin, end); `partial`: added to what ext holds there instead of to the bias.
-  void Tile(const float* s_all, int64_t tile, int f, int begin, int end, bool partial, bool relu, const Tensors& t,
-            float* ext) const {
-    AccumulatePartialTile<I>(s_all + tile, plan().entry_offsets.data() + begin, t.coefs + begin, end - begin,
-                             t.bias[f], partial, relu, ext + tile, plan().geometry.ext - tile);
+  // Flat tile ti of channel f over its entries [begin, end), into the extended plane `ext`;
+  // `partial`: added to what ext holds there instead of to the bias; `last`: no entries follow
+  // (act now, unless Channel adds a shortcut first).
+  void FlatTile(const float* s_all, int64_t ti, int f, int begin, int end, bool partial, bool last, bool shortcut,
+                const Tensors& t, float* ext) const {
+    const int64_t e = ti * plan().tile_span;
+    AccumulatePartialTile<I>(s_all + e, plan().entry_offsets.data() + begin, t.coefs + begin, end - begin, t.bias[f],
+                             partial, last && params_.relu && !shortcut, ext + e, plan().geometry.ext - e);
+  }
+
+  // Row tile ti of channel f over all its entries, stored into its output plane `out` with the
+  // shortcut (`residual`, or none) added before act.
+  void RowTileOf(const float* s_all, int64_t ti, int f, const Tensors& t, const float* residual, float* out) const {
+    const Geometry& g = plan().geometry;
+    const RowTile rt = RowTileAt(plan(), ti);
+    const int start = t.indptr[f];
+    AccumulateRowTile<I>(rt.rows, (rt.width + I::kLanes - 1) / I::kLanes, s_all + rt.oy * g.wq + rt.ox, g.wq,
+                         plan().entry_offsets.data() + start, t.coefs + start, t.indptr[f + 1] - start, t.bias[f],
+                         residual ? residual + rt.oy * g.wo + rt.ox : nullptr, g.wo, params_.relu, rt.width,
+                         out + rt.oy * g.wo + rt.ox, g.wo);
   }
 
   Params params_;

@@ -15,7 +15,8 @@
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
-//   kTileVectors: registers of accumulators per output tile of the lookup stage.
+//   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
+//   kRowTileVectors: at most as many per row tile (rows x registers per row).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -29,6 +30,9 @@ struct Avx2 {
   // 12 of the 16 registers: each accumulator is a chain of FMAs (5 cycles each on the CPUs
   // measured), and 2 FMAs a cycle need 10 chains in flight; 8 left the lookup stage latency-bound.
   static constexpr int kTileVectors = 12;
+  // Row tiles of two 56-float rows: 14 accumulators, one broadcast, the loads folded into the FMAs
+  // (15 registers; tests/test_kernel_sets.py checks that none spills).
+  static constexpr int kRowTileVectors = 14;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -60,6 +64,7 @@ struct Avx512 {
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
   static constexpr int kTileVectors = 8;  // 128 floats a tile; not measured on AVX-512 yet
+  static constexpr int kRowTileVectors = 8;
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Set(float v) { return _mm512_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -87,6 +92,7 @@ struct Avx2Pair {
   struct Mask { Avx2::Mask lo, hi; };
   static constexpr int kLanes = 16;
   static constexpr int kTileVectors = 8;  // Avx512's: the same tiles as the set it stands for
+  static constexpr int kRowTileVectors = 8;
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
   static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }

@@ -52,6 +52,74 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
   AccumulateTile<I, V>(s, off, coef, nnz, bias, partial, relu, out);
 }
 
+// Row tiles: R output rows of V registers each (rows ldo apart in out, lds apart in s), over
+// `width` floats per row (the last register's lanes past it neither read from out or residual
+// nor written). out = act(bias + sum over entries of coef * s[off + ...] [+ residual]): the
+// shortcut (rows ldr apart) is added before act. The R x V accumulators stay in registers; S
+// is read past `width` (junk lanes).
+template <class I, int R, int V>
+__attribute__((noinline)) static void AccumulateRows(const float* s, int64_t lds, const int* off, const float* coef,
+                                                     int nnz, float bias, const float* residual,
+                                                     int64_t ldr, bool relu, int width, float* out, int64_t ldo) {
+  using Vec = typename I::Vec;
+  const int L = I::kLanes;
+  const bool whole = width == V * L;  // else the last register of each row under a mask
+  const typename I::Mask tail = I::FirstLanes(width - (V - 1) * L);
+  Vec acc[R][V];  // every loop over r and v fully unrolled (see AccumulateTile)
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) acc[r][v] = I::Set(bias);
+  }
+  for (int j = 0; j < nnz; ++j) {
+    const Vec c = I::Broadcast(coef + j);
+    const float* src = s + off[j];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+      for (int v = 0; v < V; ++v) acc[r][v] = I::Fma(c, I::Load(src + r * lds + v * L), acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+    for (int v = 0; v < V; ++v) {
+      if (residual) {
+        const float* res = residual + r * ldr + v * L;
+        acc[r][v] = I::Add(acc[r][v], v + 1 < V || whole ? I::Load(res) : I::LoadFirst(res, tail));
+      }
+      if (relu) acc[r][v] = I::Max(acc[r][v], I::Zero());
+      if (v + 1 < V || whole) I::Store(out + r * ldo + v * L, acc[r][v]);
+      else I::StoreFirst(out + r * ldo + v * L, tail, acc[r][v]);
+    }
+  }
+}
+
+// The same for `rows` rows (1 .. kRowTileVectors / V) and `vectors` registers per row (1 ..
+// kRowTileVectors), both picked at compile time, from the largest down.
+template <class I, int V, int R = I::kRowTileVectors / V>
+static inline void AccumulateRowsOf(int rows, const float* s, int64_t lds, const int* off, const float* coef,
+                                    int nnz, float bias, const float* residual, int64_t ldr, bool relu,
+                                    int width, float* out, int64_t ldo) {
+  if constexpr (R > 1) {
+    if (rows < R)
+      return AccumulateRowsOf<I, V, R - 1>(rows, s, lds, off, coef, nnz, bias, residual, ldr, relu, width,
+                                           out, ldo);
+  }
+  AccumulateRows<I, R, V>(s, lds, off, coef, nnz, bias, residual, ldr, relu, width, out, ldo);
+}
+template <class I, int V = I::kRowTileVectors>
+static inline void AccumulateRowTile(int rows, int vectors, const float* s, int64_t lds, const int* off,
+                                     const float* coef, int nnz, float bias, const float* residual,
+                                     int64_t ldr, bool relu, int width, float* out, int64_t ldo) {
+  if constexpr (V > 1) {
+    if (vectors < V)
+      return AccumulateRowTile<I, V - 1>(rows, vectors, s, lds, off, coef, nnz, bias, residual, ldr, relu,
+                                         width, out, ldo);
+  }
+  AccumulateRowsOf<I, V>(rows, s, lds, off, coef, nnz, bias, residual, ldr, relu, width, out, ldo);
+}
+
 // Floats per strip of the dictionary product: two registers.
 template <class I>
 constexpr int StripFloats() { return 2 * I::kLanes; }

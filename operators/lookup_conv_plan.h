@@ -55,6 +55,13 @@ struct Plan {
   // runs of consecutive phases: (first phase, phases).
   std::vector<std::pair<int, int>> phase_runs;
   bool few_outputs = false;         // ext < kFewOutputs: outputs gathered one by one, no tiles
+  // Output tiles of the lookup stage (PlanTiles): row tiles of tile_rows rows x tile_vectors
+  // registers (row_segments of them across a row), stored straight into the output with the
+  // shortcut added; or flat tiles of the extended plane (tile_vectors registers each), copied
+  // out of it afterwards. tile_span: the floats of an S plane one tile reads, shifts aside.
+  bool row_tiles = false;
+  int lanes = 8, tile_rows = 1, tile_vectors = 1, row_segments = 1;
+  int64_t tiles = 0, tile_span = 0;
   bool only_needed = false;         // compute only the S values P reads
   bool tile_major = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
@@ -66,15 +73,70 @@ struct Plan {
   std::vector<int> needed;          // only_needed: the S values read, sorted
 };
 
+// The kernel set's registers: lanes per register, and accumulators per flat and per row tile.
+struct TileRegisters {
+  int lanes, flat, row;
+};
+
+// One row tile: output rows [oy, oy + rows), columns [ox, ox + width).
+struct RowTile {
+  int64_t oy, ox;
+  int rows, width;
+};
+
+// The tiles of a plane, for the kernel set's registers. Row tiles when
+//  - a row's registers reach no further than its extended row (vectors x lanes <= wq), so that
+//    they compute no more lanes than flat tiles;
+//  - no pooling follows: pooling reads extended rows anyway, and there row tiles (of fewer
+//    registers when rows are cut into segments) were slower: ResNet-18's conv1, 112 columns in
+//    two segments of 7 registers, 0.71-0.73 -> 0.79-0.80 ms;
+//  - the plan is not tile-major: its partial sums would be loaded and stored under masks once
+//    per block, and its many entries a channel make the copy out of extended rows a small part
+//    (ResNet-18-accurate's 14x14 and 7x7 layers were 10% slower with row tiles).
+// Then nothing is copied out of extended rows and the shortcut is added as a tile is stored:
+// a ResNet-18-fast 56x56 layer with its shortcut (4 entries a channel), called alone from
+// Python, 0.279-0.290 -> 0.264-0.277 ms. Rows wider than regs.row registers are cut into equal
+// segments. Called once few_outputs and tile_major are known.
+static inline void PlanTiles(const Params& p, const Geometry& g, const TileRegisters& regs, Plan* plan) {
+  const int lanes = regs.lanes;
+  const int64_t row_vectors = (g.wo + lanes - 1) / lanes;
+  plan->lanes = lanes;
+  plan->row_tiles = !plan->few_outputs && !p.pool_kh && !plan->tile_major && row_vectors * lanes <= g.wq;
+  if (!plan->row_tiles) {
+    plan->tile_rows = 1, plan->tile_vectors = regs.flat, plan->row_segments = 1;
+    plan->tile_span = static_cast<int64_t>(regs.flat) * lanes;
+    plan->tiles = (g.ext + plan->tile_span - 1) / plan->tile_span;
+    return;
+  }
+  plan->row_segments = static_cast<int>((row_vectors + regs.row - 1) / regs.row);
+  plan->tile_vectors = static_cast<int>((row_vectors + plan->row_segments - 1) / plan->row_segments);
+  plan->tile_rows = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(g.ho, regs.row / plan->tile_vectors)));
+  plan->tiles = (g.ho + plan->tile_rows - 1) / plan->tile_rows * plan->row_segments;
+  plan->tile_span = (plan->tile_rows - 1) * g.wq + static_cast<int64_t>(plan->tile_vectors) * lanes;
+}
+
+// Row tile ti of a plan with row tiles: row groups of tile_rows, each cut into row_segments.
+static inline RowTile RowTileAt(const Plan& plan, int64_t ti) {
+  const Geometry& g = plan.geometry;
+  const int64_t group = ti / plan.row_segments, segment = ti % plan.row_segments;
+  const int64_t segment_floats = static_cast<int64_t>(plan.tile_vectors) * plan.lanes;
+  RowTile t;
+  t.oy = group * plan.tile_rows;
+  t.ox = segment * segment_floats;
+  t.rows = static_cast<int>(std::min<int64_t>(plan.tile_rows, g.ho - t.oy));
+  t.width = static_cast<int>(std::min<int64_t>(segment_floats, g.wo - t.ox));
+  return t;
+}
+
 // row_blocks and block_starts of a tile-major plan (one block when S's tile segments fit L1).
-static inline void PlanRowBlocks(const Params& p, const Geometry& g, int tile_floats, const int* indptr,
+static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* indptr,
                                  const int* indices, const std::vector<int>& row_of, Plan* plan) {
   plan->row_blocks = 1;
   plan->block_starts.clear();
   if (!plan->tile_major) return;
   const int taps = p.kh * p.kw, filters = p.num_filter;
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
-  const int64_t row_bytes = static_cast<int64_t>(p.sh) * p.sw * (tile_floats + shift) * sizeof(float);
+  const int64_t row_bytes = static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * sizeof(float);
   const int64_t rows = plan->rows.size();
   const int64_t fitting = std::max<int64_t>(1, kTileFootprintBytes / row_bytes);  // rows whose segments fit
   const int64_t affordable = indptr[filters] / (static_cast<int64_t>(kMinBlockEntries) * filters);
@@ -93,12 +155,12 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, int tile_fl
   }
 }
 
-// The plan for input shape (batch, m, h, w) with k dictionary vectors, `threads` threads, output
-// tiles of `tile_floats` and the packed rows (indptr, indices); an MX_FAIL with a message for
+// The plan for input shape (batch, m, h, w) with k dictionary vectors, `threads` threads, the
+// kernel set's registers and the packed rows (indptr, indices); an MX_FAIL with a message for
 // malformed packing.
-static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_t batch, int threads, int tile_floats,
-                                      const int* indptr, size_t rows_plus_one, const int* indices,
-                                      size_t nnz, Plan* plan) {
+static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_t batch, int threads,
+                                      const TileRegisters& regs, const int* indptr, size_t rows_plus_one,
+                                      const int* indices, size_t nnz, Plan* plan) {
   if (indptr[0] != 0 || indptr[rows_plus_one - 1] != static_cast<int64_t>(nnz)) {
     MX_ERROR_MSG << "lcnn_lookup_conv: indptr must start at 0 and end at len(indices) = " << nnz
                  << ", got " << indptr[0] << " .. " << indptr[rows_plus_one - 1];
@@ -165,7 +227,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= s_size;
   plan->tile_major = !plan->few_outputs && s_size > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
-  PlanRowBlocks(p, g, tile_floats, indptr, indices, row_of, plan);
+  PlanTiles(p, g, regs, plan);
+  PlanRowBlocks(p, g, indptr, indices, row_of, plan);
   return MX_SUCCESS;
 }
 
