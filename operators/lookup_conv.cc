@@ -10,9 +10,9 @@
 //
 // Each output plane is accumulated in register tiles over all of its channel's entries: runs
 // of the extended plane (flat tiles), or blocks of output rows stored straight into the output
-// (row tiles; the plan says which). Work is spread over the threads MXNet gives the operator: whole images per thread
-// in a batch, the channels and column chunks of one image otherwise; fully connected layers
-// in a batch run one product over all images.
+// (row tiles; the plan says which). Work is spread over the threads MXNet gives the operator:
+// whole images per thread in a batch, the channels and column chunks of one image otherwise;
+// fully connected layers in a batch run one product over all images.
 //
 // This file is compiled once per instruction set of lookup_conv_isa.h: the Makefile passes
 // -DLCNN_KERNEL_ISA=<set> with the set's -m flags, and everything below lives in a namespace
