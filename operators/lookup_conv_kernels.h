@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "lookup_conv_isa.h"
 
@@ -284,6 +285,59 @@ static inline void Deinterleave2(const float* in, int blocks, float* out, int64_
     _mm256_storeu_ps(out, _mm256_castpd_ps(_mm256_permute4x64_pd(even, 0xD8)));
     _mm256_storeu_ps(out + stride, _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0xD8)));
   }
+}
+
+// Even and odd lanes of a, b: (a0 a2 a4 a6 b0 b2 b4 b6) and (a1 a3 a5 a7 b1 b3 b5 b7).
+static inline __m256 EvenLanes(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+static inline __m256 OddLanes(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+// One output row of max pooling with a window 3 columns wide at column stride 2 (ResNet-18's
+// and AlexNet's): out[x] = max over rows r < `rows` and columns [2x - pw, 2x - pw + 3) within
+// [0, wo) of in_row(r)[column], for x < xo; rows are readable up to column `readable`. Eight
+// outputs at a time with the window's columns taken apart in registers (no row stored and read
+// back: the general MaxPool's stores of rows read again at other offsets made it about twice
+// slower); the outputs whose window reaches past a border one by one. AVX2 on every path.
+static const int kPool3Columns = 17;  // input columns of 8 outputs: 2 * 7 + 3
+template <class RowAt>
+static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t wo, int64_t readable, int64_t pw,
+                                      int64_t xo, float* out) {
+  const auto one = [&](int64_t x) {
+    const int64_t c0 = std::max<int64_t>(0, 2 * x - pw), c1 = std::min<int64_t>(wo, 2 * x - pw + 3);
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = c0; c < c1; ++c) m = std::max(m, in_row(r)[c]);
+    out[x] = m;
+  };
+  const auto eight = [&](int64_t x0) {  // columns base .. base + 16 used, base + 17 read
+    const int64_t base = 2 * x0 - pw;
+    __m256 a = _mm256_loadu_ps(in_row(0) + base), b = _mm256_loadu_ps(in_row(0) + base + 8),
+           c = _mm256_loadu_ps(in_row(0) + base + 2), d = _mm256_loadu_ps(in_row(0) + base + 10);
+    for (int64_t r = 1; r < rows; ++r) {
+      const float* row = in_row(r) + base;
+      a = _mm256_max_ps(a, _mm256_loadu_ps(row)), b = _mm256_max_ps(b, _mm256_loadu_ps(row + 8));
+      c = _mm256_max_ps(c, _mm256_loadu_ps(row + 2)), d = _mm256_max_ps(d, _mm256_loadu_ps(row + 10));
+    }
+    _mm256_storeu_ps(out + x0, _mm256_max_ps(_mm256_max_ps(EvenLanes(a, b), OddLanes(a, b)), EvenLanes(c, d)));
+  };
+  // vectors of 8 from the first x whose window starts at column 0 or later to the last whose
+  // columns are all valid and readable; the last one may overlap the one before it
+  const int64_t first = (pw + 1) / 2;
+  const int64_t limit = std::min(wo - kPool3Columns, readable - kPool3Columns - 1) + pw;  // 2 * last
+  const int64_t last = limit >= 0 ? limit / 2 : -1;
+  int64_t done = 0;  // outputs [first, done) written by vectors
+  if (rows > 0 && last >= first) {
+    for (int64_t x0 = first; x0 <= last; x0 += 8) eight(x0);
+    if ((last - first) % 8) eight(last);
+    done = last + 8;
+  } else {
+    done = first;
+  }
+  for (int64_t x = 0; x < std::min(first, xo); ++x) one(x);
+  for (int64_t x = done; x < xo; ++x) one(x);
 }
 
 // out[q * stride + j] = row[j * sw + q] for q < sw, j < count (row holds count * sw floats): a

@@ -200,10 +200,15 @@ static inline void MaxPool(const Params& p, const Geometry& g, const float* in, 
   float* padded = scratch;
   float* phases = p.pool_sw == 1 ? padded : scratch + row_floats;  // phase q: padded[q], padded[q + sw], ...
   std::fill(padded, padded + row_floats, -std::numeric_limits<float>::infinity());
+  const bool three_by_two = p.pool_kw == 3 && p.pool_sw == 2;
   for (int64_t py = 0; py < g.yo; ++py) {
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
     const auto in_row = [&](int64_t r) { return in + (y0 + r) * g.wq; };
+    if (three_by_two) {
+      MaxPoolRow3Stride2(in_row, y1 - y0, g.wo, g.wq, p.pool_pw, g.xo, out + py * g.xo);
+      continue;
+    }
     MaxOfRows<I>(in_row, y1 - y0, g.wo, padded + p.pool_pw);
     if (p.pool_sw > 1) SplitRow(padded, p.pool_sw, phase_floats, phases, phase_floats);
     const auto column = [&](int64_t dx) { return phases + (dx % p.pool_sw) * phase_floats + dx / p.pool_sw; };

@@ -9,16 +9,17 @@ import pytest
 from conftest import KERNEL_SETS, PY, run
 
 # The lookup layers of the presets at their input sizes: (m, n, k, kernel, stride, pad, input size,
-# form), form as in the networks: "relu", "pool" (ReLU, then max pooling 3/2/1 fused) or
-# "shortcut" (a ResNet block's shortcut added before ReLU). n is capped at 48 and fc6/fc7's k and
+# form), form as in the networks: "relu", "pool 1" or "pool 0" (ReLU, then max pooling 3x3,
+# stride 2, pad 1 as in ResNet or 0 as in AlexNet, fused) or "shortcut" (a ResNet block's
+# shortcut added before ReLU). n is capped at 48 and fc6/fc7's k and
 # m cut to keep the test short: n only lengthens the loop over channels, and every plan path
 # (row and flat tiles, tile-major, gathers, batched products, phase splits, phases skipped,
 # packed and in-place product strips, compact rows) is still taken.
 SHAPES = {
-    "alexnet conv1": (3, 48, 3, 11, 4, 2, 224, "pool"), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27, "pool"),
-    "alexnet conv2 accurate": (64, 48, 500, 5, 1, 2, 27, "pool"), "alexnet conv3": (192, 48, 30, 3, 1, 1, 13, "relu"),
-    "alexnet conv5 accurate": (256, 48, 500, 3, 1, 1, 13, "pool"), "alexnet fc6": (256, 48, 64, 6, 1, 0, 6, "relu"),
-    "alexnet fc7": (1024, 48, 128, 1, 1, 0, 1, "relu"), "resnet conv1": (3, 48, 3, 7, 2, 3, 224, "pool"),
+    "alexnet conv1": (3, 48, 3, 11, 4, 2, 224, "pool 0"), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27, "pool 0"),
+    "alexnet conv2 accurate": (64, 48, 500, 5, 1, 2, 27, "pool 0"), "alexnet conv3": (192, 48, 30, 3, 1, 1, 13, "relu"),
+    "alexnet conv5 accurate": (256, 48, 500, 3, 1, 1, 13, "pool 0"), "alexnet fc6": (256, 48, 64, 6, 1, 0, 6, "relu"),
+    "alexnet fc7": (1024, 48, 128, 1, 1, 0, 1, "relu"), "resnet conv1": (3, 48, 3, 7, 2, 3, 224, "pool 1"),
     "resnet stage1": (64, 48, 16, 3, 1, 1, 56, "shortcut"), "resnet stage2 stride": (64, 48, 32, 3, 2, 1, 56, "relu"),
     "resnet stage2": (128, 48, 32, 3, 1, 1, 28, "shortcut"),
     "resnet stage3 accurate": (256, 48, 512, 3, 1, 1, 14, "shortcut"),
@@ -44,7 +45,8 @@ SCRIPT = textwrap.dedent("""
         layer.initialize()
         lnn.set_random_lookup(layer, 0.05 if k > 8 else 0.3, seed=m + n + k)
         layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
-        pool = gluon.nn.MaxPool2D(3, 2, 1) if form == "pool" else None
+        pool_pad = int(form[-1]) if form.startswith("pool") else None
+        pool = gluon.nn.MaxPool2D(3, 2, pool_pad) if pool_pad is not None else None
         op = export.SparseLookup(layer, None, None, form != "shortcut", pool)
         if form == "shortcut":
             op.add_residual()
@@ -54,7 +56,7 @@ SCRIPT = textwrap.dedent("""
             shortcut = mx.nd.random.normal(shape=y.shape)
             ref = mx.nd.relu(y + shortcut if form == "shortcut" else y)
             if pool:
-                ref = mx.nd.Pooling(ref, kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+                ref = mx.nd.Pooling(ref, kernel=(3, 3), stride=(2, 2), pad=(pool_pad, pool_pad), pool_type="max")
             ref = ref.asnumpy()
             out = (op(x, shortcut) if form == "shortcut" else op(x)).asnumpy()
             errors[f"{name} batch {batch}"] = float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-6))
