@@ -298,9 +298,10 @@ static inline __m256 OddLanes(__m256 a, __m256 b) {
 // One output row of max pooling with a window 3 columns wide at column stride 2 (ResNet-18's
 // and AlexNet's): out[x] = max over rows r < `rows` and columns [2x - pw, 2x - pw + 3) within
 // [0, wo) of in_row(r)[column], for x < xo; rows are readable up to column `readable`. Eight
-// outputs at a time with the window's columns taken apart in registers (no row stored and read
-// back: the general MaxPool's stores of rows read again at other offsets made it about twice
-// slower); the outputs whose window reaches past a border one by one. AVX2 on every path.
+// outputs at a time with the window's columns taken apart in registers, no row stored and read
+// back at other offsets as the general MaxPool does (ResNet-18's conv1, 64 channels of 112x112
+// -> 56x56 timed alone in C++: 0.19-0.20 -> 0.14-0.16 ms); the outputs whose window reaches
+// past a border one by one. AVX2 on every path.
 static const int kPool3Columns = 17;  // input columns of 8 outputs: 2 * 7 + 3
 template <class RowAt>
 static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t wo, int64_t readable, int64_t pw,
