@@ -341,6 +341,30 @@ static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t
   for (int64_t x = done; x < xo; ++x) one(x);
 }
 
+// The row src (w floats) after pw zeros, split into its 2 stride phases as SplitRow would split
+// the padded row, without the padded copy (stored at one offset and read back at another, it
+// cost more than the split): out[q * stride + j] = src[2j + q - pw], written only where that is
+// one of src's columns. Column x goes to phase (x + pw) % 2 at (x + pw) / 2.
+static inline void SplitRowPadded2(const float* src, int64_t w, int64_t pw, float* out, int64_t stride) {
+  float* even = out + (pw % 2) * stride + pw / 2;           // columns 0, 2, 4, ...
+  float* odd = out + ((pw + 1) % 2) * stride + (pw + 1) / 2;  // columns 1, 3, 5, ...
+  const int64_t blocks = w / 16;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256 v0 = _mm256_loadu_ps(src + 16 * b), v1 = _mm256_loadu_ps(src + 16 * b + 8);
+    _mm256_storeu_ps(even + 8 * b, EvenLanes(v0, v1));
+    _mm256_storeu_ps(odd + 8 * b, OddLanes(v0, v1));
+  }
+  int64_t x = 16 * blocks;
+  if (w - x >= 8) {  // half a block: 4 even and 4 odd columns
+    const __m256 v = _mm256_loadu_ps(src + x);
+    _mm_storeu_ps(even + x / 2, _mm256_castps256_ps128(EvenLanes(v, v)));
+    _mm_storeu_ps(odd + x / 2, _mm256_castps256_ps128(OddLanes(v, v)));
+    x += 8;
+  }
+  for (int64_t e = x; e < w; e += 2) even[e / 2] = src[e];
+  for (int64_t o = x + 1; o < w; o += 2) odd[o / 2] = src[o];
+}
+
 // out[q * stride + j] = row[j * sw + q] for q < sw, j < count (row holds count * sw floats): a
 // row split into its stride phases, vectorised for strides 2 and 4.
 static inline void SplitRow(const float* row, int sw, int64_t count, float* out, int64_t stride) {

@@ -44,7 +44,7 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
                                int threads) {
 #pragma omp parallel for num_threads(threads)
   for (int64_t c = 0; c < channels; ++c) {
-    const bool simd = p.sw == 2 || p.sw == 4;  // strides 2 and 4: an AVX2 deinterleave of the padded row
+    const bool simd = p.sw == 4;  // stride 4: an AVX2 deinterleave of the padded row
     std::vector<float> padded(simd ? g.wq * p.sw + 32 : 0, 0.f);
     for (int64_t yi = 0; yi < g.h; ++yi) {
       const int64_t py = (yi + p.ph) % p.sh, yq = (yi + p.ph) / p.sh;
@@ -53,6 +53,8 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
       float* dst = out + c * g.cols + py * p.sw * g.plane + yq * g.wq;
       if (p.sw == 1) {
         std::memcpy(dst + p.pw, src, g.w * sizeof(float));
+      } else if (p.sw == 2) {
+        SplitRowPadded2(src, g.w, p.pw, dst, g.plane);
       } else if (simd) {
         std::memcpy(padded.data() + p.pw, src, g.w * sizeof(float));
         SplitRow(padded.data(), p.sw, g.wq, dst, g.plane);
