@@ -132,46 +132,53 @@ constexpr int StripFloats() { return 2 * I::kLanes; }
 static const int kPrefetchRows = 32;
 
 // out (R x width, rows ldo apart) = [out +] the R dictionary rows a[r][0 .. depth) x b (depth rows
-// of one strip, ldb apart), R <= 6: the 2R accumulators stay in registers while b streams by
-// once. width < StripFloats: only the first `width` columns are written (b still holds a whole
-// strip per row). Not inlined: a strip is hundreds of FMAs, and as a function of its own its
-// registers are checked by tests/test_kernel_sets.py.
-template <class I, int R>
+// of one strip, ldb apart), R <= 6, over V of the strip's two registers: the R x V accumulators
+// stay in registers while b streams by once. V = 1 for a last strip of at most one register's
+// columns (ResNet-18's 7x7 maps: 49 = 3 x 16 + 1), which then costs about half a whole strip.
+// width < V registers: only the first `width` columns are written. Not inlined: a strip is
+// hundreds of FMAs, and as a function of its own its registers are checked by
+// tests/test_kernel_sets.py.
+template <class I, int R, int V>
 __attribute__((noinline)) static void GemmStrip(const float* const* a, int depth, const float* b, int64_t ldb,
                                                 const float* next_b, bool accumulate, int64_t width, float* out,
                                                 int64_t ldo) {
   using Vec = typename I::Vec;
   const int L = I::kLanes;
-  // Every loop over r fully unrolled: otherwise GCC keeps acc in memory (as in AccumulateTile).
-  Vec acc[R][2];
+  // Every loop over r and v fully unrolled: otherwise GCC keeps acc in memory (as in AccumulateTile).
+  Vec acc[R][V];
 #pragma GCC unroll 6
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = I::Zero();
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[r][v] = I::Zero();
+  }
   for (int c = 0; c < depth; ++c) {
     const int ahead = c + kPrefetchRows;  // past the last row: the next strip's first rows
     const float* future = ahead < depth ? b + ahead * ldb : next_b + (ahead - depth) * ldb;
     _mm_prefetch(reinterpret_cast<const char*>(future), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(future + StripFloats<I>() - 1), _MM_HINT_T0);
-    const Vec v0 = I::Load(b + c * ldb), v1 = I::Load(b + c * ldb + L);
+    Vec x[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) x[v] = I::Load(b + c * ldb + v * L);
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const Vec w = I::Broadcast(a[r] + c);
-      acc[r][0] = I::Fma(w, v0, acc[r][0]);
-      acc[r][1] = I::Fma(w, v1, acc[r][1]);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[r][v] = I::Fma(w, x[v], acc[r][v]);
     }
   }
-  const typename I::Mask first = I::FirstLanes(static_cast<int>(width)), second = I::FirstLanes(static_cast<int>(width) - L);
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
-    float* o = out + r * ldo;
-    if (width == StripFloats<I>()) {
-      if (accumulate) acc[r][0] = I::Add(acc[r][0], I::Load(o)), acc[r][1] = I::Add(acc[r][1], I::Load(o + L));
-      I::Store(o, acc[r][0]);
-      I::Store(o + L, acc[r][1]);
-    } else {  // the last columns, under masks: nothing past them is read or written
-      if (accumulate)
-        acc[r][0] = I::Add(acc[r][0], I::LoadFirst(o, first)), acc[r][1] = I::Add(acc[r][1], I::LoadFirst(o + L, second));
-      I::StoreFirst(o, first, acc[r][0]);
-      I::StoreFirst(o + L, second, acc[r][1]);
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) {
+      float* o = out + r * ldo + v * L;
+      if (width >= (v + 1) * L) {
+        if (accumulate) acc[r][v] = I::Add(acc[r][v], I::Load(o));
+        I::Store(o, acc[r][v]);
+      } else if (width > v * L) {  // the last columns, under a mask: nothing past them is read or written
+        const typename I::Mask first = I::FirstLanes(static_cast<int>(width - v * L));
+        if (accumulate) acc[r][v] = I::Add(acc[r][v], I::LoadFirst(o, first));
+        I::StoreFirst(o, first, acc[r][v]);
+      }
     }
   }
 }

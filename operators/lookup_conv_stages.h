@@ -104,6 +104,20 @@ struct Product {
   float* out;
 };
 
+// GemmStrip for a panel of `count` rows (1 .. kGemmPanelRows) over V registers of a strip.
+template <class I, int V>
+static inline void StripOfPanel(int count, const float* const* a, int depth, const float* b, int64_t ldb,
+                                const float* next, bool acc, int64_t width, float* o, int64_t ldo) {
+  switch (count) {
+    case 1: return GemmStrip<I, 1, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+    case 2: return GemmStrip<I, 2, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+    case 3: return GemmStrip<I, 3, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+    case 4: return GemmStrip<I, 4, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+    case 5: return GemmStrip<I, 5, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+    default: return GemmStrip<I, 6, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+  }
+}
+
 // One unit of work of DictionaryProduct: rows [c0, c0 + depth) of x, its strips [s0, s1) and
 // the panels [p0, p1) of D. Strips from first_packed on are packed into `own` first; the
 // others are read in place.
@@ -126,13 +140,10 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       const int64_t ldb = s < first_packed ? pr.ld : W, width = std::min(W, pr.cols - s * W);
       float* o = pr.out + r * pr.ld + s * W;
       const bool acc = c0 > 0;  // later passes add to the earlier ones
-      switch (count) {
-        case 1: GemmStrip<I, 1>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
-        case 2: GemmStrip<I, 2>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
-        case 3: GemmStrip<I, 3>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
-        case 4: GemmStrip<I, 4>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
-        case 5: GemmStrip<I, 5>(a, depth, b, ldb, next, acc, width, o, pr.ld); break;
-        default: GemmStrip<I, 6>(a, depth, b, ldb, next, acc, width, o, pr.ld);
+      if (width <= I::kLanes) {
+        StripOfPanel<I, 1>(count, a, depth, b, ldb, next, acc, width, o, pr.ld);
+      } else {
+        StripOfPanel<I, 2>(count, a, depth, b, ldb, next, acc, width, o, pr.ld);
       }
     }
   }
