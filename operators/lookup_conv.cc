@@ -223,7 +223,7 @@ class LookupConv : public CustomStatefulOp {
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
-    } else if (plan().product_then_split && !plan().few_outputs) {  // split S (fewer planes than X)
+    } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data()},
                            plan().all_rows, threads, ws->packed.data());
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);

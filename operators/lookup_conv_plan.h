@@ -20,6 +20,11 @@ static const int kCompactNumerator = 3, kCompactDenominator = 4;
 // Compute only the S values P reads (one dot product each) when they are at most a quarter of
 // S: a dot product costs about four times a value of the blocked product.
 static const int kNeededDivisor = 4;
+// The product on the unpadded input, then S split into padded stride phases, unless splitting
+// X first saves more: that product covers the padding too (ResNet-18's 7x7 maps: 96 columns
+// for 49 pixels) but splits m rows instead of k. A float split costs about 16 multiply-adds of
+// the product (measured alone on AVX2: 0.4-0.5 ns a float against 30-36 multiply-adds a ns).
+static const int64_t kSplitFloatMultiplyAdds = 16;
 // Accumulate output tiles position by position over all channels (each tile's S rows then
 // stay in L2) when S is larger than 64K floats (256 KB, half of one core's L2 on the machines
 // measured) and channels have 16+ entries on average (fewer: each channel reads little of S).
@@ -50,7 +55,7 @@ struct Plan {
   // shortcut: one product over the whole batch (D is read once, not once per image) and the
   // lookups vectorised over the images.
   bool batched_few_outputs = false;
-  bool product_then_split = false;  // k < m: S = D x X on the unpadded input, then split (fewer planes)
+  bool product_then_split = false;  // S = D x X on the unpadded input, then split (kSplitFloatMultiplyAdds)
   // Otherwise the product covers only the stride phases the kernel reaches (ReachedPhases), as
   // runs of consecutive phases: (first phase, phases).
   std::vector<std::pair<int, int>> phase_runs;
@@ -204,7 +209,9 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->few_outputs = g.ext < kFewOutputs;
   const int reach_y = ReachedPhases(p.kh, p.sh), reach_x = ReachedPhases(p.kw, p.sw);
   const bool all_phases = reach_y == p.sh && reach_x == p.sw;
-  plan->product_then_split = g.k < g.m && all_phases;  // with phases unreached, splitting first is cheaper
+  // (with phases unreached, splitting first is cheaper: its product skips them)
+  const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
+  plan->product_then_split = all_phases && rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
   plan->phase_runs.clear();
   if (reach_x == p.sw) {
     plan->phase_runs.emplace_back(0, reach_y * p.sw);  // whole rows of phases: one run
