@@ -15,6 +15,8 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (3, 16, 3, 11, 4, 2, 35), (6, 5, 4, 3, 4, 0, 17), (8, 16, 6, 3, 4, 1, 19), (7, 9, 5, 5, 1, 0, 9),
     (8, 16, 6, 6, 1, 0, 6),  # fc6-style: a 6x6 kernel on the 6x6 map
     # wide stride-4 and stride-2 rows (the vectorised deinterleaves and their tails), splitting X (k > m) or S (k < m)
+    # first; on a 7x7 map with k > m the product comes first all the same (its padding costs more)
+    (16, 6, 64, 3, 1, 1, 7),
     # (stride 2: pads 0 to 3, blocks of 16 columns, a half block of 8 and odd tails)
     (3, 8, 4, 11, 4, 2, 99), (8, 8, 3, 5, 4, 1, 70), (3, 8, 4, 7, 2, 3, 61), (9, 8, 4, 3, 2, 1, 40),
     (5, 6, 3, 3, 2, 0, 23),
