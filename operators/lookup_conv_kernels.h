@@ -267,6 +267,14 @@ static inline void MaxOfRows(const Source& src, int64_t count, int64_t n, float*
 
 // Stride-phase splitting, AVX2 on every path (AVX-512 CPUs have AVX2; the split is a small
 // part of the work).
+// Even and odd lanes of a, b: (a0 a2 a4 a6 b0 b2 b4 b6) and (a1 a3 a5 a7 b1 b3 b5 b7).
+static inline __m256 EvenLanes(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+}
+static inline __m256 OddLanes(__m256 a, __m256 b) {
+  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
 // out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each
 // 128-bit lane, then the lanes' halves put back in order.
 static inline void Deinterleave4(const float* in, int blocks, float* out, int64_t stride) {
@@ -287,19 +295,9 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
 static inline void Deinterleave2(const float* in, int blocks, float* out, int64_t stride) {
   for (int b = 0; b < blocks; ++b, in += 16, out += 8) {
     const __m256 v0 = _mm256_loadu_ps(in), v1 = _mm256_loadu_ps(in + 8);
-    const __m256d even = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0x88)),
-                  odd = _mm256_castps_pd(_mm256_shuffle_ps(v0, v1, 0xDD));
-    _mm256_storeu_ps(out, _mm256_castpd_ps(_mm256_permute4x64_pd(even, 0xD8)));
-    _mm256_storeu_ps(out + stride, _mm256_castpd_ps(_mm256_permute4x64_pd(odd, 0xD8)));
+    _mm256_storeu_ps(out, EvenLanes(v0, v1));
+    _mm256_storeu_ps(out + stride, OddLanes(v0, v1));
   }
-}
-
-// Even and odd lanes of a, b: (a0 a2 a4 a6 b0 b2 b4 b6) and (a1 a3 a5 a7 b1 b3 b5 b7).
-static inline __m256 EvenLanes(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-}
-static inline __m256 OddLanes(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
 // One output row of max pooling with a window 3 columns wide at column stride 2 (ResNet-18's

@@ -210,10 +210,10 @@ static inline int64_t PoolScratchFloats(const Params& p, const Geometry& g) { re
 template <class I>
 static inline void MaxPool(const Params& p, const Geometry& g, const float* in, float* out, float* scratch) {
   const int64_t row_floats = PoolRowFloats(p, g), phase_floats = row_floats / p.pool_sw;
+  const bool three_by_two = p.pool_kw == 3 && p.pool_sw == 2;  // no padded row: MaxPoolRow3Stride2
   float* padded = scratch;
   float* phases = p.pool_sw == 1 ? padded : scratch + row_floats;  // phase q: padded[q], padded[q + sw], ...
-  std::fill(padded, padded + row_floats, -std::numeric_limits<float>::infinity());
-  const bool three_by_two = p.pool_kw == 3 && p.pool_sw == 2;
+  if (!three_by_two) std::fill(padded, padded + row_floats, -std::numeric_limits<float>::infinity());
   for (int64_t py = 0; py < g.yo; ++py) {
     const int64_t y0 = std::max<int64_t>(0, py * p.pool_sh - p.pool_ph);
     const int64_t y1 = std::min<int64_t>(g.ho, py * p.pool_sh - p.pool_ph + p.pool_kh);
