@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint sshd clean
+.PHONY: install demo test test-asan lint sshd clean
 
 $(STAMP): setup.py operators/Makefile operators/*.cc operators/*.h
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,19 @@ sshd:
 
 test: lint sshd
 	$(PY) -m pytest -q tests
+	$(MAKE) test-asan
+
+# The tests that run the C++ operators and the predictor, again against their AddressSanitizer
+# build (operators/build-asan): a stray read or write fails them. Python is not built with ASan,
+# so its runtime is preloaded, with libstdc++ (ASan must find __cxa_throw when it starts, or
+# the first C++ exception aborts the process; docs/platform.md). --capture=sys: ASan writes its
+# report to file descriptor 2, which pytest's default capture loses when the process aborts.
+ASAN_TESTS := tests/test_ops.py tests/test_op_parallel.py tests/test_export.py tests/test_inference_forms.py \
+              tests/test_train_kernels.py
+test-asan: install
+	$(MAKE) -C operators asan PYTHON=$(abspath $(PY))
+	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
+	  ASAN_OPTIONS=detect_leaks=0 LCNN_OPS_DIR=$(abspath operators/build-asan) $(PY) -m pytest -q --capture=sys $(ASAN_TESTS)
 
 clean:
 	rm -rf demo-output data/mnist-sample data/packed
