@@ -38,7 +38,7 @@ test: lint sshd
 # the first C++ exception aborts the process; docs/platform.md). --capture=sys: ASan writes its
 # report to file descriptor 2, which pytest's default capture loses when the process aborts.
 ASAN_TESTS := tests/test_ops.py tests/test_op_parallel.py tests/test_export.py tests/test_inference_forms.py \
-              tests/test_train_kernels.py
+              tests/test_train_kernels.py tests/test_packed_format.py
 test-asan: install
 	$(MAKE) -C operators asan PYTHON=$(abspath $(PY))
 	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \
