@@ -33,10 +33,8 @@ test: lint sshd
 	$(MAKE) test-asan
 
 # The tests that run the C++ operators and the predictor, again against their AddressSanitizer
-# build (operators/build-asan): a stray read or write fails them. Python is not built with ASan,
-# so its runtime is preloaded, with libstdc++ (ASan must find __cxa_throw when it starts, or
-# the first C++ exception aborts the process; docs/platform.md). --capture=sys: ASan writes its
-# report to file descriptor 2, which pytest's default capture loses when the process aborts.
+# build (operators/build-asan): a stray read or write fails them. Why the preloads and
+# --capture=sys: docs/platform.md, "AddressSanitizer".
 ASAN_TESTS := tests/test_ops.py tests/test_op_parallel.py tests/test_export.py tests/test_inference_forms.py \
               tests/test_train_kernels.py tests/test_packed_format.py
 test-asan: install

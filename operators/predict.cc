@@ -254,10 +254,8 @@ static int Run(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const int status = Run(argc, argv);
-  // MXPredFree and MXNDArrayFree hand the deletions to MXNet's engine threads and return. If
-  // exit() ran MXNet's static destructors while a worker was still deleting, the worker used
-  // freed memory (seen as "malloc_consolidate(): invalid chunk size", a few runs in 1000 at
-  // --threads 2). Wait for the engine and stop it first, as MXNet's Python package does at exit.
+  // MXPredFree and MXNDArrayFree leave the deletions to MXNet's engine threads: wait for them
+  // and stop the engine before exit() destroys MXNet's statics (docs/platform.md, "C predict API").
   MXNDArrayWaitAll();
   MXNotifyShutdown();
   return status;
