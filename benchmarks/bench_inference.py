@@ -24,6 +24,9 @@ environment measures the AVX2 kernels on such a host.
     python benchmarks/bench_inference.py --layers alexnet_lcnn_fast --threads 2 --batch 16
         (one cell, per lookup layer: dense layer, operator, % of the FMA peak of the lookup
         stage, bytes the operator moves per output)
+    python benchmarks/bench_inference.py --scaling [--rounds 3]
+        (the issue's thread goal: each model's batch-16 cells at one thread and at all cores,
+        in alternating processes, round after round; throughput at all cores over one thread)
 """
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ RESNET_DENSITIES = (0.01, 0.03, 0.05)
 GOAL = {"fast": 0.5, "accurate": 0.6}  # measured / counted
 SHAPE = (3, 224, 224)
 BATCHES = (1, 16)
+SCALING_BATCH = 16
+SCALING_GOAL = 1.7  # throughput at 2 threads over 1 thread, at batch 16
 
 
 def cells(models):
@@ -106,7 +111,7 @@ def worker(args) -> None:
             prefix = os.path.join(folder, f"{name}-{density}")
             export.export(export.sparsify(lcnn, SHAPE), prefix, SHAPE, dict(library=ops.LIBRARY), reference=lcnn)
             dense_copy = copies(dense, mx.nd.zeros((1,) + SHAPE), folder)  # any batch: exported once
-            for batch in BATCHES:
+            for batch in map(int, args.batches.split(",")):
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
                 timed = in_turns(dict(dense=dense_copy, lcnn=lambda: export.load_exported(prefix)), x, args.runs)
                 (dense_ms, dense_how), (lcnn_ms, lcnn_how) = timed["dense"], timed["lcnn"]
@@ -118,10 +123,11 @@ def worker(args) -> None:
                 print(json.dumps(cell), flush=True)
 
 
-def run_cells(models: str, threads: int, runs: int, predictor: bool) -> list:
+def run_cells(models: str, threads: int, runs: int, predictor: bool, batches=BATCHES) -> list:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
     proc = subprocess.run([sys.executable, __file__, "--worker", "--models", models, "--threads", str(threads),
-                           "--runs", str(runs)] + (["--predictor"] if predictor else []),
+                           "--runs", str(runs), "--batches", ",".join(map(str, batches))]
+                          + (["--predictor"] if predictor else []),
                           env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(proc.stdout + proc.stderr)
@@ -143,6 +149,33 @@ def report(results: list) -> None:
               + (f" {r['predictor_ms']:.2f} |" if predictor else ""))
 
 
+def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
+    """Throughput at ``cores`` threads over one thread at batch SCALING_BATCH, per cell: each
+    model's cells in one process per thread count, the two counts alternating, ``rounds``
+    times (the shared machine's speed drifts by more than the goal's margin within minutes)."""
+    import statistics
+    if cores < 2:
+        raise SystemExit("--scaling needs at least 2 cores (this process may use 1)")
+    times = {}  # (model, density, network) -> {threads: [ms per round]}
+    for r in range(rounds):
+        for name in models.split(","):
+            for threads in (1, cores):
+                for cell in run_cells(name, threads, runs, False, (SCALING_BATCH,)):
+                    for net in ("lcnn", "dense"):
+                        key = (cell["model"], cell["density"], net)
+                        times.setdefault(key, {}).setdefault(threads, []).append(cell[f"{net}_ms"])
+        print(f"round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
+    print(f"\n| model | density | network | 1 thread ms | {cores} threads ms | speedup per round | "
+          f"speedup of medians | goal ({SCALING_GOAL}x) |\n" + "| --- " * 8 + "|")
+    for (name, density, net), by_threads in times.items():
+        one, all_ = by_threads[1], by_threads[cores]
+        per_round = [a / b for a, b in zip(one, all_)]
+        ratio = statistics.median(one) / statistics.median(all_)
+        verdict = "-" if net == "dense" else ("met" if ratio >= SCALING_GOAL else "NOT met")
+        print(f"| {name} | {density} | {net} | {statistics.median(one):.1f} | {statistics.median(all_):.1f} | "
+              f"{', '.join(f'{x:.2f}' for x in per_round)} | **{ratio:.2f}x** | {verdict} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="alexnet_lcnn_fast,alexnet_lcnn_accurate,"
@@ -153,7 +186,10 @@ def main() -> None:
     parser.add_argument("--density", default="table", help="with --layers: 'table' or a density")
     parser.add_argument("--batch", type=int, default=16, help="with --layers")
     parser.add_argument("--predictor", action="store_true", help="also time lcnn-predict on each export")
+    parser.add_argument("--scaling", action="store_true", help="thread scaling at batch 16 instead (see --rounds)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --scaling: alternations of the thread counts")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
@@ -162,6 +198,8 @@ def main() -> None:
         return profile_cell(args.layers, args.density, args.threads or os.cpu_count(), args.batch, args.runs)
     from lcnn_gluon.speed import TURNS
     cores = len(os.sched_getaffinity(0))
+    if args.scaling:
+        return scaling(args.models, cores, args.runs, args.rounds)
     print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs "
           f"in {TURNS} turns; the faster of plain and oneDNN-graph for each network")
     results = []
