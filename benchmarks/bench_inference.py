@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -123,7 +124,7 @@ def worker(args) -> None:
                 print(json.dumps(cell), flush=True)
 
 
-def run_cells(models: str, threads: int, runs: int, predictor: bool, batches=BATCHES) -> list:
+def run_cells(models: str, threads: int, runs: int, predictor: bool, batches: tuple = BATCHES) -> list:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
     proc = subprocess.run([sys.executable, __file__, "--worker", "--models", models, "--threads", str(threads),
                            "--runs", str(runs), "--batches", ",".join(map(str, batches))]
@@ -153,7 +154,6 @@ def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
     """Throughput at ``cores`` threads over one thread at batch SCALING_BATCH, per cell: each
     model's cells in one process per thread count, the two counts alternating, ``rounds``
     times (the shared machine's speed drifts by more than the goal's margin within minutes)."""
-    import statistics
     if cores < 2:
         raise SystemExit("--scaling needs at least 2 cores (this process may use 1)")
     times = {}  # (model, density, network) -> {threads: [ms per round]}
