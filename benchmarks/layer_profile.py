@@ -8,6 +8,12 @@ used (``fma_peak.cc``), and the bytes the operator moves per output element: the
 stage reads the input and writes S; the lookup stage reads ``nnz / n`` S values per output.
 Every layer is timed on the operator, also those the export runs dense (marked "exported
 dense": their lookup form counts more than the dense layer), and counted as a lookup layer.
+
+Each layer's weights in inference form (D and the packed P) and both whole networks' weights
+are given with the time they take to read from memory at the machine's read bandwidth
+(``memory_bandwidth.cc``, the cell's threads): at batch 1 every weight is read once per call,
+from memory when the network's weights exceed the caches, so that time is a floor under the
+call whatever the kernels do.
 """
 from __future__ import annotations
 
@@ -24,14 +30,30 @@ import numpy as np
 MIN_LOOKUP_SHARE = 0.05
 
 
-def fma_peak() -> float:
-    """One core's FMA peak in GFLOP/s, from ``fma_peak.cc`` compiled here."""
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fma_peak.cc")
+def _machine_figure(source: str, flags: list) -> float:
+    """The first number printed by the benchmark program ``source`` (next to this file),
+    compiled here for AVX2 with ``flags`` and run in this environment."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), source)
     with tempfile.TemporaryDirectory() as folder:
-        exe = os.path.join(folder, "fma-peak")
-        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", "-o", exe,
-                        source], check=True)
+        exe = os.path.join(folder, "figure")
+        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", *flags, "-o", exe,
+                        path], check=True)
         return float(subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()[0])
+
+
+def fma_peak() -> float:
+    """One core's FMA peak in GFLOP/s (``fma_peak.cc``)."""
+    return _machine_figure("fma_peak.cc", [])
+
+
+def memory_bandwidth() -> float:
+    """Read bandwidth from memory in GB/s with ``OMP_NUM_THREADS`` threads (``memory_bandwidth.cc``)."""
+    return _machine_figure("memory_bandwidth.cc", ["-fopenmp"])
+
+
+def weights_mb(block) -> float:
+    """Megabytes of ``block``'s parameters (all of them are read in every call)."""
+    return sum(p.data().size * np.dtype(p.data().dtype).itemsize for p in block.collect_params().values()) / 1e6
 
 
 def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -> None:
@@ -39,7 +61,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
         sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
     import mxnet as mx
-    from bench_inference import build
+    from bench_inference import SHAPE, build
 
     from lcnn_gluon.speed import copies, in_turns, median_ms
     from mxnet.gluon import nn
@@ -48,12 +70,14 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     from lcnn_gluon import nn as lnn
     from lcnn_gluon.lookup import cost, rule
     ops.load()
-    peak = fma_peak() * threads
-    _, lcnn, layers = build(name, density)
+    peak, bandwidth = fma_peak() * threads, memory_bandwidth()
+    dense_net, lcnn, layers = build(name, density)
     counts = {r.name: r for r in flops.count(layers)}
-    print(f"{name}, density {density}, batch {batch}, {threads} threads; FMA peak {peak:.0f} GFLOP/s\n")
+    print(f"{name}, density {density}, batch {batch}, {threads} threads; FMA peak {peak:.0f} GFLOP/s, "
+          f"memory read bandwidth {bandwidth:.1f} GB/s\n")
     print("| layer | density | dense ms | LCNN ms | dictionary stage ms | lookup stage GFLOP/s (of peak) "
-          "| bytes/output: dictionary, lookup | measured | counted |\n" + "| --- " * 9 + "|")
+          "| bytes/output: dictionary, lookup | weights MB (ms from memory) | measured | counted |\n"
+          + "| --- " * 10 + "|")
     for lay in (lay for lay in layers if isinstance(lay.block, lnn._Lookup)):
         b, c = lay.block, counts[lay.name]
         x = mx.nd.random.normal(shape=(batch,) + lay.in_shape)
@@ -88,6 +112,14 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         counted = c.dense / cost.lookup_mults(b, lay.in_shape, outputs, c.density)
         name = lay.name + (" (exported dense)" if c.as_dense else "")
         dict_bytes = 4 * (in_elems + k * outputs / b.channels * b.kernel[0] * b.kernel[1]) / outputs
+        mb = weights_mb(ours)
         print(f"| {name} | {c.density:.4f} | {dense_ms:.3f} | {ours_ms:.3f} | {stage1_ms:.3f} | "
-              f"{rate} | {dict_bytes:.0f}, {4 * (nnz / b.channels + 1):.0f} | "
+              f"{rate} | {dict_bytes:.0f}, {4 * (nnz / b.channels + 1):.0f} | {mb:.2f} ({mb / bandwidth:.2f}) | "
               f"{dense_ms / ours_ms:.1f}x | {counted:.1f}x |")
+    inference = export.sparsify(lcnn, SHAPE)
+    for net in (dense_net, inference):
+        net(mx.nd.zeros((1,) + SHAPE)).wait_to_read()  # deferred parameters take their shapes
+    dense_mb, lcnn_mb = weights_mb(dense_net), weights_mb(inference)
+    print(f"\nWeights of the whole networks, read once per call: dense {dense_mb:.1f} MB "
+          f"({dense_mb / bandwidth:.2f} ms from memory), LCNN in inference form {lcnn_mb:.1f} MB "
+          f"({lcnn_mb / bandwidth:.2f} ms): {dense_mb / lcnn_mb:.1f}x fewer bytes.")
