@@ -56,6 +56,12 @@ static const int kPrefetchChannels = 4;
 // density 0.05) in 0.2-0.3 ms a call; two took its layer at batch 1 from 1.49-1.58 to
 // 1.37-1.45 ms.
 static const size_t kParallelCompareInts = 1 << 15;
+// Output channels per unit of the lookup stage's dynamic schedule: a few, so that channels of
+// unequal entry counts even out over the threads; many when a channel is a few gathered
+// outputs (fully connected layers: 4096 channels of about 20 entries each, where taking a unit
+// from libgomp's shared counter costs as much as a channel).
+static const int kChannelChunk = 4;
+static const int kFewOutputsChunk = 64;
 
 // Whether the n ints at a and b are equal.
 static bool SameInts(const int* a, const int* b, size_t n, int threads) {
@@ -281,7 +287,9 @@ class LookupConv : public CustomStatefulOp {
             }
         }
     }
-#pragma omp parallel for schedule(dynamic, 4) num_threads(threads)
+    // few outputs a channel: channels in larger chunks, each taken from the shared counter
+    const int chunk = plan().few_outputs ? kFewOutputsChunk : kChannelChunk;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
       float* ext = plan().tile_major ? ChannelExt(ws, f) : own;
@@ -327,12 +335,12 @@ class LookupConv : public CustomStatefulOp {
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-      for (int64_t e = 0, o = 0; e < g.ext; ++e) {
-        if (e % g.wq >= g.wo) continue;  // only the columns kept
+      int64_t o = 0;  // the output's index in its plane
+      ForEachOutput(g, [&](int64_t e) {
         GatherImages<I>(prep_->batch_s.data(), plan().entry_offsets.data() + start, t.coefs + start, nnz,
-                     static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
-                     t.y + f * out_plane + o++, params_.num_filter * out_plane);
-      }
+                        static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
+                        t.y + f * out_plane + o++, params_.num_filter * out_plane);
+      });
     }
   }
 
@@ -355,11 +363,16 @@ class LookupConv : public CustomStatefulOp {
     const bool relu = params_.relu && !residual;
     const int* off = plan().entry_offsets.data() + start;
     if (plan().few_outputs) {  // a few outputs (fully connected layers): gather over entries
-      for (int64_t e = 0; e < g.ext; ++e) {
-        if (e % g.wq >= g.wo) continue;  // only the columns kept
+      const auto output = [&](int64_t e) {
         const float v = GatherDot<I>(s, off, t.coefs + start, nnz, static_cast<int>(e)) + bias;
-        ext[e] = relu ? std::max(v, 0.f) : v;
+        return relu ? std::max(v, 0.f) : v;
+      };
+      if (!residual && !params_.pool_kh) {  // straight into the output: no extended rows to copy
+        int64_t o = 0;
+        ForEachOutput(g, [&](int64_t e) { out[o++] = output(e); });
+        return;
       }
+      ForEachOutput(g, [&](int64_t e) { ext[e] = output(e); });
     } else if (plan().row_tiles) {  // bias, shortcut and act applied as each tile is stored
       for (int64_t ti = 0; ti < plan().tiles; ++ti) RowTileOf(s, ti, f, t, residual, out);
       return;

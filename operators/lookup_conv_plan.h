@@ -221,8 +221,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->needed.clear();
   if (plan->few_outputs) {  // the columns kept of each entry's extended row
     for (size_t j = 0; j < nnz; ++j)
-      for (int64_t e = 0; e < g.ext; ++e)
-        if (e % g.wq < g.wo) plan->needed.push_back(static_cast<int>(plan->entry_offsets[j] + e));
+      ForEachOutput(g, [&](int64_t e) { plan->needed.push_back(static_cast<int>(plan->entry_offsets[j] + e)); });
     std::sort(plan->needed.begin(), plan->needed.end());
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }

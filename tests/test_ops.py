@@ -14,6 +14,7 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (6, 8, 4, 1, 1, 0, 9), (5, 7, 3, 3, 1, 1, 10), (5, 7, 3, 3, 2, 1, 11), (4, 6, 5, 5, 2, 2, 13),
     (3, 16, 3, 11, 4, 2, 35), (6, 5, 4, 3, 4, 0, 17), (8, 16, 6, 3, 4, 1, 19), (7, 9, 5, 5, 1, 0, 9),
     (8, 16, 6, 6, 1, 0, 6),  # fc6-style: a 6x6 kernel on the 6x6 map
+    (6, 8, 5, 3, 1, 0, 4),  # few outputs in two extended rows, each with columns past wo skipped
     # wide stride-4 and stride-2 rows (the vectorised deinterleaves and their tails), splitting X (k > m) or S (k < m)
     # first; on a 7x7 map with k > m the product comes first all the same (its padding costs more)
     (16, 6, 64, 3, 1, 1, 7),
