@@ -16,14 +16,17 @@ hybridized with static memory, each timed plainly and after MXNet's oneDNN graph
 (the faster counts), the four forms in turns (``lcnn_gluon.speed.in_turns``). Counted
 speedup: ``lcnn_gluon.flops`` for the whole network. The operator runs the kernel set its
 library chose (column "kernels": AVX-512 where the CPU has it); ``LCNN_ISA=avx2`` in the
-environment measures the AVX2 kernels on such a host.
+environment measures the AVX2 kernels on such a host. Around each thread count's cells the
+machine's read bandwidth from memory is printed (``machine.py``): on a shared machine it
+drifts with the neighbours' load, and the LCNN networks, bound by memory and caches far more
+than the dense ones, drift with it.
 
     python benchmarks/bench_inference.py [--models alexnet_lcnn_fast,...] [--runs 20]
     python benchmarks/bench_inference.py --predictor ...   (also the C++ predictor, lcnn-predict,
         on each exported network: its own time per batch, MXNet's threaded engine)
     python benchmarks/bench_inference.py --layers alexnet_lcnn_fast --threads 2 --batch 16
         (one cell, per lookup layer: dense layer, operator, % of the FMA peak of the lookup
-        stage, bytes the operator moves per output)
+        stage, bytes the operator moves per output, weights and their time from memory)
     python benchmarks/bench_inference.py --scaling [--rounds 3]
         (the issue's thread goal: each model's batch-16 cells at one thread and at all cores,
         in alternating processes, round after round; throughput at all cores over one thread)
@@ -196,6 +199,8 @@ def main() -> None:
     if args.layers:
         from layer_profile import profile_cell
         return profile_cell(args.layers, args.density, args.threads or os.cpu_count(), args.batch, args.runs)
+    import machine
+
     from lcnn_gluon.speed import TURNS
     cores = len(os.sched_getaffinity(0))
     if args.scaling:
@@ -204,7 +209,10 @@ def main() -> None:
           f"in {TURNS} turns; the faster of plain and oneDNN-graph for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
+        before = machine.memory_bandwidth(threads)  # the machine's state around the cells
         results += run_cells(args.models, threads, args.runs, args.predictor)
+        print(f"{threads} threads: memory read bandwidth {before:.1f} GB/s before the cells, "
+              f"{machine.memory_bandwidth(threads):.1f} GB/s after")
     report(results)
 
 

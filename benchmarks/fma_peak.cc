@@ -1,4 +1,4 @@
-// One core's single-precision FMA throughput, for benchmarks/bench_inference.py: twelve
+// One core's single-precision FMA throughput, for benchmarks/machine.py: twelve
 // independent AVX2 FMA chains per iteration, written out so that they stay in registers
 // (enough in flight to cover the FMA latency on two pipes); prints GFLOP/s.
 #include <immintrin.h>

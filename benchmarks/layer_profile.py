@@ -4,14 +4,14 @@ the exported network goes, and how close each layer's lookup stage is to the mac
 Per lookup layer, at the cell's batch and threads: the dense layer (oneDNN), the operator, the
 operator with one entry per dictionary vector (its dictionary stage alone: the lookup stage has
 next to nothing to do), the lookup stage's useful GFLOP/s against the FMA peak of the threads
-used (``fma_peak.cc``), and the bytes the operator moves per output element: the dictionary
+used (``machine.py``), and the bytes the operator moves per output element: the dictionary
 stage reads the input and writes S; the lookup stage reads ``nnz / n`` S values per output.
 Every layer is timed on the operator, also those the export runs dense (marked "exported
 dense": their lookup form counts more than the dense layer), and counted as a lookup layer.
 
 Each layer's weights in inference form (D and the packed P) and both whole networks' weights
 are given with the time they take to read from memory at the machine's read bandwidth
-(``memory_bandwidth.cc``, the cell's threads): at batch 1 every weight is read once per call,
+(``machine.py``, the cell's threads): at batch 1 every weight is read once per call,
 from memory when the network's weights exceed the caches, so that time is a floor under the
 call whatever the kernels do.
 """
@@ -30,27 +30,6 @@ import numpy as np
 MIN_LOOKUP_SHARE = 0.05
 
 
-def _machine_figure(source: str, flags: list) -> float:
-    """The first number printed by the benchmark program ``source`` (next to this file),
-    compiled here for AVX2 with ``flags`` and run in this environment."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), source)
-    with tempfile.TemporaryDirectory() as folder:
-        exe = os.path.join(folder, "figure")
-        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", *flags, "-o", exe,
-                        path], check=True)
-        return float(subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()[0])
-
-
-def fma_peak() -> float:
-    """One core's FMA peak in GFLOP/s (``fma_peak.cc``)."""
-    return _machine_figure("fma_peak.cc", [])
-
-
-def memory_bandwidth() -> float:
-    """Read bandwidth from memory in GB/s with ``OMP_NUM_THREADS`` threads (``memory_bandwidth.cc``)."""
-    return _machine_figure("memory_bandwidth.cc", ["-fopenmp"])
-
-
 def weights_mb(block) -> float:
     """Megabytes of ``block``'s parameters (all of them are read in every call)."""
     return sum(p.data().size * np.dtype(p.data().dtype).itemsize for p in block.collect_params().values()) / 1e6
@@ -61,6 +40,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
         sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
     import mxnet as mx
+    import machine
     from bench_inference import SHAPE, build
 
     from lcnn_gluon.speed import copies, in_turns, median_ms
@@ -70,7 +50,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     from lcnn_gluon import nn as lnn
     from lcnn_gluon.lookup import cost, rule
     ops.load()
-    peak, bandwidth = fma_peak() * threads, memory_bandwidth()
+    peak, bandwidth = machine.fma_peak() * threads, machine.memory_bandwidth(threads)
     dense_net, lcnn, layers = build(name, density)
     counts = {r.name: r for r in flops.count(layers)}
     print(f"{name}, density {density}, batch {batch}, {threads} threads; FMA peak {peak:.0f} GFLOP/s, "

@@ -1,4 +1,4 @@
-// The machine's read bandwidth from memory, for benchmarks/layer_profile.py: OpenMP threads
+// The machine's read bandwidth from memory, for benchmarks/machine.py: OpenMP threads
 // (OMP_NUM_THREADS) each sum their share of a buffer much larger than any cache with AVX2
 // loads into eight independent accumulators; prints GB/s, the best of a few passes. A network
 // whose weights exceed the caches reads them at this rate once per call at batch 1.
