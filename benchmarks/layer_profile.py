@@ -4,7 +4,8 @@ the exported network goes, and how close each layer's lookup stage is to the mac
 Per lookup layer, at the cell's batch and threads: the dense layer (oneDNN), the operator, the
 operator with one entry per dictionary vector (its dictionary stage alone: the lookup stage has
 next to nothing to do), the lookup stage's useful GFLOP/s against the FMA peak of the threads
-used (``machine.py``), and the bytes the operator moves per output element: the dictionary
+used and against the lookup ceiling (the operator's tile kernel alone with S in L1; both from
+``machine.py``), and the bytes the operator moves per output element: the dictionary
 stage reads the input and writes S; the lookup stage reads ``nnz / n`` S values per output.
 Every layer is timed on the operator, also those the export runs dense (marked "exported
 dense": their lookup form counts more than the dense layer), and counted as a lookup layer.
@@ -51,11 +52,12 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     from lcnn_gluon.lookup import cost, rule
     ops.load()
     peak, bandwidth = machine.fma_peak() * threads, machine.memory_bandwidth(threads)
+    ceiling = machine.lookup_ceiling() * threads
     dense_net, lcnn, layers = build(name, density)
     counts = {r.name: r for r in flops.count(layers)}
     print(f"{name}, density {density}, batch {batch}, {threads} threads; FMA peak {peak:.0f} GFLOP/s, "
-          f"memory read bandwidth {bandwidth:.1f} GB/s\n")
-    print("| layer | density | dense ms | LCNN ms | dictionary stage ms | lookup stage GFLOP/s (of peak) "
+          f"lookup ceiling {ceiling:.0f} GFLOP/s (S in L1), memory read bandwidth {bandwidth:.1f} GB/s\n")
+    print("| layer | density | dense ms | LCNN ms | dictionary stage ms | lookup stage GFLOP/s (of peak, of ceiling) "
           "| bytes/output: dictionary, lookup | weights MB (ms from memory) | measured | counted |\n"
           + "| --- " * 10 + "|")
     for lay in (lay for lay in layers if isinstance(lay.block, lnn._Lookup)):
@@ -87,7 +89,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         in_elems = int(np.prod(lay.in_shape))
         stage2_ms = ours_ms - stage1_ms
         gflops = 2 * nnz / b.channels * outputs * batch / stage2_ms / 1e6
-        rate = (f"{gflops:.1f} ({gflops / peak:.0%})" if stage2_ms >= MIN_LOOKUP_SHARE * ours_ms
+        rate = (f"{gflops:.1f} ({gflops / peak:.0%}, {gflops / ceiling:.0%})" if stage2_ms >= MIN_LOOKUP_SHARE * ours_ms
                 else "- (below the noise)")
         counted = c.dense / cost.lookup_mults(b, lay.in_shape, outputs, c.density)
         name = lay.name + (" (exported dense)" if c.as_dense else "")

@@ -1,6 +1,8 @@
 """The machine's limits, measured when asked (a shared machine's figures drift within minutes):
-one core's FMA peak (``fma_peak.cc``) and the read bandwidth from memory (``memory_bandwidth.cc``),
-each a small C++ program next to this file, compiled here for AVX2 and run once."""
+one core's FMA peak (``fma_peak.cc``), the lookup stage's ceiling on one core
+(``lookup_ceiling.cc``: the operator's tile kernel with S in L1) and the read bandwidth from
+memory (``memory_bandwidth.cc``), each a small C++ program next to this file, compiled here for
+AVX2 and run once."""
 from __future__ import annotations
 
 import os
@@ -8,6 +10,9 @@ import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+OPERATORS = os.path.join(HERE, "..", "operators")
 
 
 def _measure(source: str, flags: list, env: dict) -> float:
@@ -22,6 +27,12 @@ def _measure(source: str, flags: list, env: dict) -> float:
 def fma_peak() -> float:
     """One core's single-precision FMA peak, GFLOP/s."""
     return _measure("fma_peak.cc", [], dict(os.environ))
+
+
+def lookup_ceiling() -> float:
+    """Useful GFLOP/s of the operator's lookup tiles on one core with S in L1: one load per
+    multiply-add caps them below the FMA peak."""
+    return _measure("lookup_ceiling.cc", ["-I", OPERATORS], dict(os.environ))
 
 
 def memory_bandwidth(threads: int) -> float:

@@ -1,0 +1,46 @@
+// The lookup stage's ceiling on one core, for benchmarks/machine.py: the operator's own flat
+// tile kernel (AccumulateTile of operators/lookup_conv_kernels.h, AVX2, kTileVectors registers)
+// over entries at random offsets of an S that fits L1, L2, or neither. Every multiply-add of a
+// lookup loads its S value (an unaligned register at the entry's offset), so the loads, not the
+// FMAs, set the pace. Prints useful GFLOP/s per size, L1 first.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "lookup_conv_isa.h"
+#include "lookup_conv_kernels.h"
+
+using I = Avx2;
+static const int kEntries = 1 << 16;    // per pass: random (offset, coefficient) pairs
+static const int kEntriesPerCall = 16;  // as the tile-major lookups' row blocks give them
+static const int kPasses = 200;         // the best pass counts
+
+// Useful GFLOP/s of tiles of I::kTileVectors registers over kEntries entries into an S of
+// s_floats floats.
+static double Ceiling(int s_floats) {
+  const int V = I::kTileVectors, tile = TileFloats<I>();
+  std::mt19937 rng(1);
+  std::vector<float> s(s_floats + tile), coef(kEntries), out(tile);
+  std::vector<int> off(kEntries);
+  for (float& v : s) v = static_cast<float>(rng() % 1000) * 1e-3f;
+  for (int j = 0; j < kEntries; ++j) off[j] = static_cast<int>(rng() % s_floats), coef[j] = 1e-3f;
+  double best = 1e30;
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int j = 0; j < kEntries; j += kEntriesPerCall)
+      AccumulateTile<I, V>(s.data(), off.data() + j, coef.data() + j, kEntriesPerCall, 0.f, j > 0, false,
+                           out.data());
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  if (out[0] < 0) std::printf("impossible\n");  // keeps the result alive
+  return 2.0 * kEntries * tile / best / 1e9;
+}
+
+int main() {
+  const int sizes[] = {2 << 10, 64 << 10, 2 << 20};  // floats: 8 KB (L1), 256 KB (L2), 8 MB
+  const char* names[] = {"L1 (8 KB)", "L2 (256 KB)", "L3 or memory (8 MB)"};
+  for (int i = 0; i < 3; ++i) std::printf("%.1f GFLOP/s with S in %s\n", Ceiling(sizes[i]), names[i]);
+  return 0;
+}
