@@ -27,7 +27,8 @@ import numpy as np
 
 
 # The lookup stage's time is the operator's minus its dictionary stage's; below this share of
-# the operator's time the difference is within the run-to-run noise and no rate is given.
+# the operator's time the difference is within the run-to-run noise and no rate is given (nor
+# when it would be above the lookup ceiling: a difference that small is noise too).
 MIN_LOOKUP_SHARE = 0.05
 
 
@@ -89,8 +90,8 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
         in_elems = int(np.prod(lay.in_shape))
         stage2_ms = ours_ms - stage1_ms
         gflops = 2 * nnz / b.channels * outputs * batch / stage2_ms / 1e6
-        rate = (f"{gflops:.1f} ({gflops / peak:.0%}, {gflops / ceiling:.0%})" if stage2_ms >= MIN_LOOKUP_SHARE * ours_ms
-                else "- (below the noise)")
+        measurable = stage2_ms >= MIN_LOOKUP_SHARE * ours_ms and gflops <= ceiling
+        rate = f"{gflops:.1f} ({gflops / peak:.0%}, {gflops / ceiling:.0%})" if measurable else "- (below the noise)"
         counted = c.dense / cost.lookup_mults(b, lay.in_shape, outputs, c.density)
         name = lay.name + (" (exported dense)" if c.as_dense else "")
         dict_bytes = 4 * (in_elems + k * outputs / b.channels * b.kernel[0] * b.kernel[1]) / outputs
