@@ -287,7 +287,6 @@ class LookupConv : public CustomStatefulOp {
             }
         }
     }
-    // few outputs a channel: channels in larger chunks, each taken from the shared counter
     const int chunk = plan().few_outputs ? kFewOutputsChunk : kChannelChunk;
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
