@@ -15,9 +15,15 @@ are given with the time they take to read from memory at the machine's read band
 (``machine.py``, the cell's threads): at batch 1 every weight is read once per call,
 from memory when the network's weights exceed the caches, so that time is a floor under the
 call whatever the kernels do.
+
+Last, both whole networks are timed at the cell's input and at a small one (``SMALL_SIDE``,
+for networks that take any input size): what a network takes on the small input does not
+shrink with the image (MXNet's dispatch of its operators, the Python call, its weights, each
+layer's fixed costs), a floor that the kernels' speed does not move.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +36,9 @@ import numpy as np
 # the operator's time the difference is within the run-to-run noise and no rate is given (nor
 # when it would be above the lookup ceiling: a difference that small is noise too).
 MIN_LOOKUP_SHARE = 0.05
+# The small input's side for the networks' floor: 32x32 has 1/49 of 224x224's pixels, and a
+# ResNet-18 still keeps a map of at least 1x1 in every stage.
+SMALL_SIDE = 32
 
 
 def weights_mb(block) -> float:
@@ -106,3 +115,38 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     print(f"\nWeights of the whole networks, read once per call: dense {dense_mb:.1f} MB "
           f"({dense_mb / bandwidth:.2f} ms from memory), LCNN in inference form {lcnn_mb:.1f} MB "
           f"({lcnn_mb / bandwidth:.2f} ms): {dense_mb / lcnn_mb:.1f}x fewer bytes.")
+    whole_networks(dense_net, inference, batch, runs)
+
+
+def operator_count(symbol_file: str) -> int:
+    """Operators (nodes other than variables) of an exported symbol."""
+    with open(symbol_file) as f:
+        return sum(node["op"] != "null" for node in json.load(f)["nodes"])
+
+
+def whole_networks(dense_net, inference, batch: int, runs: int) -> None:
+    """Both whole networks (their faster form, in turns) at the cell's input and at SMALL_SIDE."""
+    import mxnet as mx
+    from bench_inference import SHAPE
+
+    from lcnn_gluon.speed import copies, in_turns
+    full = mx.nd.random.normal(shape=(batch,) + SHAPE)
+    small = mx.nd.random.normal(shape=(batch, SHAPE[0], SMALL_SIDE, SMALL_SIDE))
+    with tempfile.TemporaryDirectory() as folder:
+        makers = {name: copies(net, full[:1], os.path.join(folder, name))
+                  for name, net in (("dense", dense_net), ("lcnn", inference))}
+        ops = {name: operator_count(os.path.join(folder, name, "copy-symbol.json")) for name in makers}
+        at_full = in_turns(makers, full, runs)
+        try:
+            at_small = in_turns(makers, small, runs)
+        except mx.base.MXNetError:  # a fixed input size (AlexNet's fully connected layers)
+            at_small = None
+    print(f"\nWhole networks at {SHAPE[1]}x{SHAPE[2]}: dense {at_full['dense'][0]:.2f} ms "
+          f"({ops['dense']} operators), LCNN {at_full['lcnn'][0]:.2f} ms ({ops['lcnn']} operators).", end="")
+    if at_small is None:
+        print(f" At {SMALL_SIDE}x{SMALL_SIDE}: not timed, the network takes only its own input size.")
+        return
+    share = at_small["lcnn"][0] / at_full["lcnn"][0]
+    print(f" At {SMALL_SIDE}x{SMALL_SIDE} ({SMALL_SIDE ** 2 / (SHAPE[1] * SHAPE[2]):.0%} of the pixels): "
+          f"dense {at_small['dense'][0]:.2f} ms, LCNN {at_small['lcnn'][0]:.2f} ms, {share:.0%} of its time "
+          f"at {SHAPE[1]}x{SHAPE[2]}: a floor that does not shrink with the image.")
