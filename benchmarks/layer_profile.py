@@ -17,9 +17,10 @@ from memory when the network's weights exceed the caches, so that time is a floo
 call whatever the kernels do.
 
 Last, both whole networks are timed at the cell's input and at a small one (``SMALL_SIDE``,
-for networks that take any input size): what a network takes on the small input does not
-shrink with the image (MXNet's dispatch of its operators, the Python call, its weights, each
-layer's fixed costs), a floor that the kernels' speed does not move.
+for networks that take any input size): an upper bound on what does not shrink with the
+image (MXNet's dispatch of its operators, the Python call, its weights, each layer's fixed
+costs), a floor that the kernels' speed does not move. Only a bound: the small maps also
+take the operator's paths for a few outputs, slower per multiply-add.
 """
 from __future__ import annotations
 
@@ -149,4 +150,4 @@ def whole_networks(dense_net, inference, batch: int, runs: int) -> None:
     share = at_small["lcnn"][0] / at_full["lcnn"][0]
     print(f" At {SMALL_SIDE}x{SMALL_SIDE} ({SMALL_SIDE ** 2 / (SHAPE[1] * SHAPE[2]):.0%} of the pixels): "
           f"dense {at_small['dense'][0]:.2f} ms, LCNN {at_small['lcnn'][0]:.2f} ms, {share:.0%} of its time "
-          f"at {SHAPE[1]}x{SHAPE[2]}: a floor that does not shrink with the image.")
+          f"at {SHAPE[1]}x{SHAPE[2]}: at most that much of it does not shrink with the image.")
