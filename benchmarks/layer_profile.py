@@ -136,14 +136,14 @@ def whole_networks(dense_net, inference, batch: int, runs: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         makers = {name: copies(net, full[:1], os.path.join(folder, name))
                   for name, net in (("dense", dense_net), ("lcnn", inference))}
-        ops = {name: operator_count(os.path.join(folder, name, "copy-symbol.json")) for name in makers}
+        operators = {name: operator_count(os.path.join(folder, name, "copy-symbol.json")) for name in makers}
         at_full = in_turns(makers, full, runs)
         try:
             at_small = in_turns(makers, small, runs)
         except mx.base.MXNetError:  # a fixed input size (AlexNet's fully connected layers)
             at_small = None
     print(f"\nWhole networks at {SHAPE[1]}x{SHAPE[2]}: dense {at_full['dense'][0]:.2f} ms "
-          f"({ops['dense']} operators), LCNN {at_full['lcnn'][0]:.2f} ms ({ops['lcnn']} operators).", end="")
+          f"({operators['dense']} operators), LCNN {at_full['lcnn'][0]:.2f} ms ({operators['lcnn']} operators).", end="")
     if at_small is None:
         print(f" At {SMALL_SIDE}x{SMALL_SIDE}: not timed, the network takes only its own input size.")
         return
