@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPERATORS = os.path.join(HERE, "..", "operators")  # the kernels lookup_ceiling.cc runs
 
 
-def _measure(source: str, flags: list, env: dict) -> float:
-    """The first number the program ``source`` prints, compiled with ``flags``, run in ``env``."""
+def _measure(source: str, flags: list, env: Optional[dict] = None) -> float:
+    """The first number the program ``source`` prints, compiled with ``flags``, run in ``env``
+    (this process's environment if None)."""
     with tempfile.TemporaryDirectory() as folder:
         exe = os.path.join(folder, "measure")
         subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", *flags, "-o", exe,
@@ -24,13 +26,13 @@ def _measure(source: str, flags: list, env: dict) -> float:
 
 def fma_peak() -> float:
     """One core's single-precision FMA peak, GFLOP/s."""
-    return _measure("fma_peak.cc", [], dict(os.environ))
+    return _measure("fma_peak.cc", [])
 
 
 def lookup_ceiling() -> float:
     """Useful GFLOP/s of the operator's lookup tiles on one core with S in L1: one load per
     multiply-add caps them below the FMA peak."""
-    return _measure("lookup_ceiling.cc", ["-I", OPERATORS], dict(os.environ))
+    return _measure("lookup_ceiling.cc", ["-I", OPERATORS])
 
 
 def memory_bandwidth(threads: int) -> float:
