@@ -22,9 +22,7 @@
 
 #include <algorithm>
 #include <cstring>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -34,6 +32,7 @@
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
+#include "lookup_conv_pool.h"
 #include "lookup_conv_stages.h"
 
 #ifndef LCNN_KERNEL_ISA
@@ -96,40 +95,8 @@ struct Prepared {
   std::vector<float> batch_input, batch_s;   // batched_few_outputs: X and S of the whole batch
 };
 
-// Prepared states outlive the operator states that built them. MXNet makes a new operator
-// state for every call of a network hybridized without static_shape (plain hybridize(), or
-// static_alloc alone); a fresh plan and freshly touched buffers then cost more than the layer
-// itself at batch 1 (AlexNet's conv1: 2.7-4.7 ms a call, against 1.0 ms with a kept state).
-// A state gives its Prepared back here when MXNet destroys it; the next state of the same
-// attributes, input shape and threads takes it (one state at a time: buffers are not shared).
-static const size_t kPooledStates = 64;  // the lookup layers of about three ResNet-18s
-class PreparedPool {
- public:
-  static PreparedPool& Get() {
-    static PreparedPool* pool = new PreparedPool;  // never destroyed: states may outlive exit()
-    return *pool;
-  }
-  std::unique_ptr<Prepared> Take(const std::string& key) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-      if (it->first == key) {
-        std::unique_ptr<Prepared> found = std::move(it->second);
-        entries_.erase(it);
-        return found;
-      }
-    }
-    return nullptr;
-  }
-  void Give(const std::string& key, std::unique_ptr<Prepared> prepared) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    entries_.emplace_back(key, std::move(prepared));
-    if (entries_.size() > kPooledStates) entries_.pop_front();  // the oldest
-  }
-
- private:
-  std::mutex mutex_;
-  std::list<std::pair<std::string, std::unique_ptr<Prepared>>> entries_;  // oldest first
-};
+// Prepared values outlive the states that built them (lookup_conv_pool.h).
+using PreparedPool = StatePool<Prepared>;
 
 class LookupConv : public CustomStatefulOp {
  public:
