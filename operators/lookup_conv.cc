@@ -180,7 +180,7 @@ class LookupConv : public CustomStatefulOp {
     prep_->ext_alloc = (g.ext + kTile - 1) / kTile * kTile;
     prep_->spaces.assign(plan().images_in_parallel ? threads : 1, Workspace());
     for (Workspace& ws : prep_->spaces) {
-      const bool split_input = !plan().product_then_split || plan().few_outputs;
+      const bool split_input = plan().few_outputs || (!plan().product_then_split && !plan().product_into_s);
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
       ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
       ws.s.assign(rows * g.cols + 2 * kTile, 0.f);
@@ -212,8 +212,12 @@ class LookupConv : public CustomStatefulOp {
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
+    } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
+      const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
+                            ws->s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
+      DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
-      DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data()},
+      DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
                            plan().all_rows, threads, ws->packed.data());
       SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
     } else {
@@ -221,7 +225,7 @@ class LookupConv : public CustomStatefulOp {
       for (const auto& [first, phases] : plan().phase_runs) {  // the phases the kernel reaches
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
         const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
-                              ws->s.data() + begin};
+                              ws->s.data() + begin, g.cols};
         DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
       }
     }
@@ -295,7 +299,7 @@ class LookupConv : public CustomStatefulOp {
           prep_->batch_input[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     }
     const Product product{t.dictionary, &plan().rows, g.m, prep_->batch_input.data(), g.cols * n, g.cols * n,
-                          prep_->batch_s.data()};
+                          prep_->batch_s.data(), g.cols * n};
     DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)

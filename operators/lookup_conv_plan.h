@@ -55,6 +55,8 @@ struct Plan {
   // shortcut: one product over the whole batch (D is read once, not once per image) and the
   // lookups vectorised over the images.
   bool batched_few_outputs = false;
+  // Stride 1: S = D x X on the unpadded input, stored straight into S's padded rows (no split).
+  bool product_into_s = false;
   bool product_then_split = false;  // S = D x X on the unpadded input, then split (kSplitFloatMultiplyAdds)
   // Otherwise the product covers only the stride phases the kernel reaches (ReachedPhases), as
   // runs of consecutive phases: (first phase, phases).
@@ -211,7 +213,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   const bool all_phases = reach_y == p.sh && reach_x == p.sw;
   // (with phases unreached, splitting first is cheaper: its product skips them)
   const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
-  plan->product_then_split = all_phases && rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
+  plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
+  plan->product_then_split = !plan->product_into_s && all_phases && rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
   plan->phase_runs.clear();
   if (reach_x == p.sw) {
     plan->phase_runs.emplace_back(0, reach_y * p.sw);  // whole rows of phases: one run

@@ -93,16 +93,47 @@ static inline int64_t PackedFloats(int64_t m) {
   return std::max<int64_t>(1, kGemmChunkBytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
 }
 
-// One product: out (rows.size() x cols) = the dictionary rows of D (k x m) listed in `rows` x
-// x (m x cols); rows of x and of out are `ld` floats apart (ld >= cols).
+// One product: out = the dictionary rows of D (k x m) listed in `rows` x x (m x cols); rows of x
+// are ldx floats apart, rows of out ldo. Column j of x goes to column j of out, or, when
+// row_width is set (x holds an image of rows row_width wide, out a padded plane of rows
+// row_pitch apart), to column (j / row_width) * row_pitch + j % row_width.
 struct Product {
   const float* d;
   const std::vector<int>* rows;
   int64_t m;
   const float* x;
-  int64_t cols, ld;
+  int64_t cols, ldx;
   float* out;
+  int64_t ldo;
+  int64_t row_width = 0, row_pitch = 0;
 };
+
+// out's column for the product's column j
+static inline int64_t OutColumn(const Product& pr, int64_t j) {
+  return pr.row_width ? j / pr.row_width * pr.row_pitch + j % pr.row_width : j;
+}
+
+// Whether columns [j0, j0 + width) lie in one row of out (always, without row_width).
+static inline bool OneOutSegment(const Product& pr, int64_t j0, int64_t width) {
+  return !pr.row_width || j0 % pr.row_width + width <= pr.row_width;
+}
+
+// Copies `count` rows of columns [j0, j0 + width) between out (rows from `out`, ldo apart) and
+// a strip (rows `ld` apart, from column 0): into out when `to_out`, else out of it; column by
+// column of out's rows, in one segment per row crossed.
+static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t width, float* out, float* strip,
+                               int64_t ld, bool to_out) {
+  for (int64_t j = j0; j < j0 + width;) {
+    const int64_t end = pr.row_width ? std::min(j0 + width, (j / pr.row_width + 1) * pr.row_width) : j0 + width;
+    float* o = out + OutColumn(pr, j);
+    for (int r = 0; r < count; ++r) {
+      float* dst = to_out ? o + r * pr.ldo : strip + r * ld + (j - j0);
+      const float* src = to_out ? strip + r * ld + (j - j0) : o + r * pr.ldo;
+      std::memcpy(dst, src, (end - j) * sizeof(float));
+    }
+    j = end;
+  }
+}
 
 // GemmStrip for a panel of `count` rows (1 .. kGemmPanelRows) over V registers of a strip.
 template <class I, int V>
@@ -125,9 +156,9 @@ template <class I>
 static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t s0, int64_t s1, int64_t first_packed,
                                int64_t p0, int64_t p1, float* own) {
   const int64_t W = StripFloats<I>(), k = pr.rows->size();
-  PackStrips<I>(pr.x, pr.ld, pr.cols, c0, depth, first_packed, s1, own);
+  PackStrips<I>(pr.x, pr.ldx, pr.cols, c0, depth, first_packed, s1, own);
   const auto strip = [&](int64_t i) {  // strip i's first row
-    return i < first_packed ? pr.x + c0 * pr.ld + i * W : own + (i - first_packed) * depth * W;
+    return i < first_packed ? pr.x + c0 * pr.ldx + i * W : own + (i - first_packed) * depth * W;
   };
   for (int64_t panel = p0; panel < p1; ++panel) {
     const int64_t r = panel * kGemmPanelRows;
@@ -137,13 +168,20 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
     for (int64_t s = s0; s < s1; ++s) {
       const float* b = strip(s);
       const float* next = s + 1 < s1 ? strip(s + 1) : b;  // where GemmStrip prefetches at the end
-      const int64_t ldb = s < first_packed ? pr.ld : W, width = std::min(W, pr.cols - s * W);
-      float* o = pr.out + r * pr.ld + s * W;
+      const int64_t ldb = s < first_packed ? pr.ldx : W, j0 = s * W, width = std::min(W, pr.cols - j0);
       const bool acc = c0 > 0;  // later passes add to the earlier ones
-      if (width <= I::kLanes) {
-        StripOfPanel<I, 1>(count, a, depth, b, ldb, next, acc, width, o, pr.ld);
-      } else {
-        StripOfPanel<I, 2>(count, a, depth, b, ldb, next, acc, width, o, pr.ld);
+      float* o = pr.out + r * pr.ldo;
+      const auto run = [&](float* dst, int64_t ld) {
+        if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, depth, b, ldb, next, acc, width, dst, ld);
+        else StripOfPanel<I, 2>(count, a, depth, b, ldb, next, acc, width, dst, ld);
+      };
+      if (OneOutSegment(pr, j0, width)) {
+        run(o + OutColumn(pr, j0), pr.ldo);
+      } else {  // the strip's columns end one row of out and start the next: through a copy
+        alignas(64) float part[kGemmPanelRows * StripFloats<I>()];
+        if (acc) MoveColumns(pr, count, j0, width, o, part, W, false);
+        run(part, W);
+        MoveColumns(pr, count, j0, width, o, part, W, true);
       }
     }
   }
@@ -155,7 +193,7 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
 template <class I>
 static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, int threads, float* packed) {
   const int64_t k = pr.rows->size(), m = pr.m, cols = pr.cols;
-  if (cols == 1 && pr.ld == 1) {  // one column: a matrix-vector product, D streamed once
+  if (cols == 1 && pr.ldx == 1 && pr.ldo == 1) {  // one column: a matrix-vector product, D streamed once
     if (d_rows_contiguous) {
       cblas_sgemv(kRowMajor, kNoTrans, k, m, 1.f, pr.d, m, pr.x, 1, 0.f, pr.out, 1);
     } else {
