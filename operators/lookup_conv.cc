@@ -49,7 +49,7 @@ static const int kTile = TileFloats<I>();  // floats per register tile
 // a run of about 16 entries per channel, in a different place of the entry arrays each, which
 // the hardware does not foresee (ResNet-18-accurate's stage 4: half the lookup time was waiting
 // for coefficients). Both ends of each run: 16 entries are 64 bytes, two lines unless aligned
-// (stage 4's 7x7 layer alone: 1.87-2.62 -> 1.87-2.03 ms in four pairs).
+// (stage 4's 7x7 layer alone, medians: 1.99-2.62 -> 1.87-2.03 ms in four pairs).
 static const int kPrefetchChannels = 4;
 // Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
 // by all threads: one thread compared ResNet-18-accurate's stage-4 indices (236K ints at
