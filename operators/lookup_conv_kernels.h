@@ -291,6 +291,21 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
   }
 }
 
+// dst[0 .. n) = src[0 .. n) for the few floats of a strip's row (n <= 32), inline: whole
+// 8-float blocks with the last one overlapping its predecessor, two 4-float blocks below 8
+// (memcpy calls, and masked stores, which AMD's CPUs microcode, cost more than the copy).
+static inline void CopyFloats(const float* src, int64_t n, float* dst) {
+  if (n >= 8) {
+    for (int64_t i = 0; i + 8 < n; i += 8) _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+    _mm256_storeu_ps(dst + n - 8, _mm256_loadu_ps(src + n - 8));
+  } else if (n >= 4) {
+    _mm_storeu_ps(dst, _mm_loadu_ps(src));
+    _mm_storeu_ps(dst + n - 4, _mm_loadu_ps(src + n - 4));
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = src[i];
+  }
+}
+
 // out[p * stride + j] = in[2 * j + p] for p < 2, j < 8 * blocks
 static inline void Deinterleave2(const float* in, int blocks, float* out, int64_t stride) {
   for (int b = 0; b < blocks; ++b, in += 16, out += 8) {

@@ -119,8 +119,8 @@ static inline bool OneOutSegment(const Product& pr, int64_t j0, int64_t width) {
 }
 
 // Copies `count` rows of columns [j0, j0 + width) between out (rows from `out`, ldo apart) and
-// a strip (rows `ld` apart, from column 0): into out when `to_out`, else out of it; column by
-// column of out's rows, in one segment per row crossed.
+// a strip (rows `ld` apart, from column 0): into out when `to_out`, else out of it, in one
+// segment per row of out crossed.
 static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t width, float* out, float* strip,
                                int64_t ld, bool to_out) {
   for (int64_t j = j0; j < j0 + width;) {
@@ -129,7 +129,7 @@ static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t
     for (int r = 0; r < count; ++r) {
       float* dst = to_out ? o + r * pr.ldo : strip + r * ld + (j - j0);
       const float* src = to_out ? strip + r * ld + (j - j0) : o + r * pr.ldo;
-      std::memcpy(dst, src, (end - j) * sizeof(float));
+      CopyFloats(src, end - j, dst);
     }
     j = end;
   }
