@@ -20,9 +20,9 @@ static const int kCompactNumerator = 3, kCompactDenominator = 4;
 // Compute only the S values P reads (one dot product each) when they are at most a quarter of
 // S: a dot product costs about four times a value of the blocked product.
 static const int kNeededDivisor = 4;
-// The product on the unpadded input, then S split into padded stride phases, unless splitting
-// X first saves more: that product covers the padding too (ResNet-18's 7x7 maps: 96 columns
-// for 49 pixels) but splits m rows instead of k. A float split costs about 16 multiply-adds of
+// Strided layers: the product on the unpadded input, then S split into padded stride phases,
+// unless splitting X first saves more: that product covers the padding too (ResNet-18's
+// stride-2 layer on 14x14 maps: 288 columns for 196 pixels) but splits m rows instead of k. A float split costs about 16 multiply-adds of
 // the product (measured alone on AVX2: 0.4-0.5 ns a float against 30-36 multiply-adds a ns).
 static const int64_t kSplitFloatMultiplyAdds = 16;
 // Accumulate output tiles position by position over all channels (each tile's S rows then
