@@ -22,8 +22,9 @@ static const int kCompactNumerator = 3, kCompactDenominator = 4;
 static const int kNeededDivisor = 4;
 // Strided layers: the product on the unpadded input, then S split into padded stride phases,
 // unless splitting X first saves more: that product covers the padding too (ResNet-18's
-// stride-2 layer on 14x14 maps: 288 columns for 196 pixels) but splits m rows instead of k. A float split costs about 16 multiply-adds of
-// the product (measured alone on AVX2: 0.4-0.5 ns a float against 30-36 multiply-adds a ns).
+// stride-2 layer on 14x14 maps: 288 columns for 196 pixels) but splits m rows instead of k.
+// A float split costs about 16 multiply-adds of the product (measured alone on AVX2: 0.4-0.5
+// ns a float against 30-36 multiply-adds a ns).
 static const int64_t kSplitFloatMultiplyAdds = 16;
 // Accumulate output tiles position by position over all channels (each tile's S rows then
 // stay in L2) when S is larger than 64K floats (256 KB, half of one core's L2 on the machines
@@ -214,7 +215,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   // (with phases unreached, splitting first is cheaper: its product skips them)
   const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
   plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
-  plan->product_then_split = !plan->product_into_s && all_phases && rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
+  plan->product_then_split = !plan->product_into_s && all_phases &&
+                             rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
   plan->phase_runs.clear();
   if (reach_x == p.sw) {
     plan->phase_runs.emplace_back(0, reach_y * p.sw);  // whole rows of phases: one run
