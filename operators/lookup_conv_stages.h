@@ -120,11 +120,11 @@ static inline bool OneOutSegment(const Product& pr, int64_t j0, int64_t width) {
 
 // Copies `count` rows of columns [j0, j0 + width) between out (rows from `out`, ldo apart) and
 // a strip (rows `ld` apart, from column 0): into out when `to_out`, else out of it, in one
-// segment per row of out crossed.
+// segment per row of out crossed (only strips that cross rows come here: row_width is set).
 static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t width, float* out, float* strip,
                                int64_t ld, bool to_out) {
   for (int64_t j = j0; j < j0 + width;) {
-    const int64_t end = pr.row_width ? std::min(j0 + width, (j / pr.row_width + 1) * pr.row_width) : j0 + width;
+    const int64_t end = std::min(j0 + width, (j / pr.row_width + 1) * pr.row_width);
     float* o = out + OutColumn(pr, j);
     for (int r = 0; r < count; ++r) {
       float* dst = to_out ? o + r * pr.ldo : strip + r * ld + (j - j0);
@@ -165,12 +165,12 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
     const int count = static_cast<int>(std::min<int64_t>(kGemmPanelRows, k - r));
     const float* a[kGemmPanelRows];
     for (int i = 0; i < count; ++i) a[i] = pr.d + (*pr.rows)[r + i] * pr.m + c0;
+    float* o = pr.out + r * pr.ldo;  // the panel's first row of out
     for (int64_t s = s0; s < s1; ++s) {
       const float* b = strip(s);
       const float* next = s + 1 < s1 ? strip(s + 1) : b;  // where GemmStrip prefetches at the end
       const int64_t ldb = s < first_packed ? pr.ldx : W, j0 = s * W, width = std::min(W, pr.cols - j0);
       const bool acc = c0 > 0;  // later passes add to the earlier ones
-      float* o = pr.out + r * pr.ldo;
       const auto run = [&](float* dst, int64_t ld) {
         if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, depth, b, ldb, next, acc, width, dst, ld);
         else StripOfPanel<I, 2>(count, a, depth, b, ldb, next, acc, width, dst, ld);
