@@ -1,5 +1,6 @@
 // The lookup stage's ceiling on one core, for benchmarks/machine.py: the operator's own flat
-// tile kernel (AccumulateTile of operators/lookup_conv_kernels.h, AVX2, kTileVectors registers)
+// tile kernel (AccumulateTile of operators/lookup_conv_kernels.h, kTileVectors registers of the
+// kernel set LCNN_KERNEL_ISA, compiled with its -m flags)
 // over entries at random offsets of an S that fits L1, L2, or neither. Every multiply-add of a
 // lookup loads its S value (an unaligned register at the entry's offset), so the loads, not the
 // FMAs, set the pace. Prints useful GFLOP/s per size, L1 first.
@@ -12,7 +13,7 @@
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
 
-using I = Avx2;
+using I = LCNN_KERNEL_ISA;
 static const int kEntries = 1 << 16;    // per pass: random (offset, coefficient) pairs
 static const int kEntriesPerCall = 16;  // as the tile-major lookups' row blocks give them
 static const int kPasses = 200;         // the best pass counts

@@ -1,8 +1,10 @@
 """The machine's limits, measured when asked (a shared machine's figures drift within minutes):
 one core's FMA peak (``fma_peak.cc``), the lookup stage's ceiling on one core
 (``lookup_ceiling.cc``: the operator's tile kernel with S in L1) and the read bandwidth from
-memory (``memory_bandwidth.cc``), each a small C++ program next to this file, compiled here for
-AVX2 and run once."""
+memory (``memory_bandwidth.cc``), each a small C++ program next to this file, compiled here and
+run once. The first two are compiled for the kernel set the operator runs on this machine
+(``lcnn_gluon.ops.kernel_isa()``: AVX-512 where the CPU has it, AVX2 otherwise), so that
+peak and ceiling are those of the registers the kernels use."""
 from __future__ import annotations
 
 import os
@@ -12,6 +14,20 @@ from typing import Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPERATORS = os.path.join(HERE, "..", "operators")  # the kernels lookup_ceiling.cc runs
+
+
+# The operator's kernel sets (``LCNN_ISA`` names) as lookup_conv_isa.h names them.
+KERNEL_SETS = {"avx2": "Avx2", "avx2pair": "Avx2Pair", "avx512": "Avx512"}
+
+
+def _kernel_set_flags() -> list:
+    """Compiler flags for the kernel set the loaded operator runs: its struct and -m flags
+    (those of ``BUILD_INFO``)."""
+    from lcnn_gluon import ops
+    ops.load()
+    name = ops.kernel_isa()
+    features = ops.build_info(ops.build_dir()).get("avx512_features", "").split() if name == "avx512" else []
+    return [f"-DLCNN_KERNEL_ISA={KERNEL_SETS[name]}", "-I", OPERATORS] + [f"-m{f}" for f in features]
 
 
 def _measure(source: str, flags: list, env: Optional[dict] = None) -> float:
@@ -25,14 +41,14 @@ def _measure(source: str, flags: list, env: Optional[dict] = None) -> float:
 
 
 def fma_peak() -> float:
-    """One core's single-precision FMA peak, GFLOP/s."""
-    return _measure("fma_peak.cc", [])
+    """One core's single-precision FMA peak at the operator's register width, GFLOP/s."""
+    return _measure("fma_peak.cc", _kernel_set_flags())
 
 
 def lookup_ceiling() -> float:
     """Useful GFLOP/s of the operator's lookup tiles on one core with S in L1: one load per
     multiply-add caps them below the FMA peak."""
-    return _measure("lookup_ceiling.cc", ["-I", OPERATORS])
+    return _measure("lookup_ceiling.cc", _kernel_set_flags())
 
 
 def memory_bandwidth(threads: int) -> float:

@@ -64,7 +64,8 @@ def path(name: str = LIBRARY) -> str:
 
 def build_info(folder: str) -> dict:
     """The ``BUILD_INFO`` the Makefile writes beside the library: ``mxnet`` (version),
-    ``mxnet_dir``, ``cpu_features`` (space-separated)."""
+    ``mxnet_dir``, ``cpu_features`` (space-separated, needed by every kernel set) and
+    ``avx512_features`` (needed by the ``avx512`` set only)."""
     info = os.path.join(folder, "BUILD_INFO")
     if not os.path.isfile(info):
         return {}

@@ -16,7 +16,8 @@
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
-//   kRowTileVectors: at most as many per row tile (rows x registers per row).
+//   kRowTileVectors: at most as many per row tile (rows x registers per row),
+//   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -33,6 +34,8 @@ struct Avx2 {
   // Row tiles of two 56-float rows: 14 accumulators, one broadcast, the loads folded into the FMAs
   // (15 registers; tests/test_kernel_sets.py checks that none spills).
   static constexpr int kRowTileVectors = 14;
+  // Rows of D per panel of the dictionary product: 12 accumulators + 2 loads of x + 1 broadcast.
+  static constexpr int kPanelRows = 6;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -63,8 +66,14 @@ struct Avx512 {
   using Vec = __m512;
   using Mask = __mmask16;
   static constexpr int kLanes = 16;
-  static constexpr int kTileVectors = 8;  // 128 floats a tile; not measured on AVX-512 yet
-  static constexpr int kRowTileVectors = 8;
+  // 16 of the 32 registers (256 floats a tile): on Zen 5 with S in L1, tiles of 8, 12 and 16
+  // registers did 95, 102 and 104 useful GFLOP/s (benchmarks/lookup_ceiling.cc); 24 registers
+  // are more than the kernels' unrolled loops keep in registers.
+  static constexpr int kTileVectors = 16;
+  static constexpr int kRowTileVectors = 16;
+  // 24 accumulators + 2 loads of x + 1 broadcast: on Zen 5, ResNet-18's products alone were
+  // 5-25% faster than with 6 rows (fewer passes over each strip of x).
+  static constexpr int kPanelRows = 12;
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Set(float v) { return _mm512_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -91,8 +100,11 @@ struct Avx2Pair {
   struct Vec { Avx2::Vec lo, hi; };
   struct Mask { Avx2::Mask lo, hi; };
   static constexpr int kLanes = 16;
-  static constexpr int kTileVectors = 8;  // Avx512's: the same tiles as the set it stands for
-  static constexpr int kRowTileVectors = 8;
+  // Avx512's tiles, those of the set it stands for (the accumulators spill: twice the registers)
+  static constexpr int kTileVectors = 16;
+  static constexpr int kRowTileVectors = 16;
+  // Panels as Avx2's: their logic is the same for any number of rows, and 12 rows of pairs spill.
+  static constexpr int kPanelRows = 6;
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
   static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }

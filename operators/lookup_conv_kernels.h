@@ -132,7 +132,7 @@ constexpr int StripFloats() { return 2 * I::kLanes; }
 static const int kPrefetchRows = 32;
 
 // out (R x width, rows ldo apart) = [out +] the R dictionary rows a[r][0 .. depth) x b (depth rows
-// of one strip, ldb apart), R <= 6, over V of the strip's two registers: the R x V accumulators
+// of one strip, ldb apart), R <= kPanelRows, over V of the strip's two registers: the R x V accumulators
 // stay in registers while b streams by once. V = 1 for a last strip of at most one register's
 // columns (ResNet-18's 7x7 maps: 49 = 3 x 16 + 1), which then costs about half a whole strip.
 // width < V registers: only the first `width` columns are written. Not inlined: a strip is
@@ -146,7 +146,7 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int depth
   const int L = I::kLanes;
   // Every loop over r and v fully unrolled: otherwise GCC keeps acc in memory (as in AccumulateTile).
   Vec acc[R][V];
-#pragma GCC unroll 6
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) acc[r][v] = I::Zero();
@@ -159,14 +159,14 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int depth
     Vec x[V];
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) x[v] = I::Load(b + c * ldb + v * L);
-#pragma GCC unroll 6
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const Vec w = I::Broadcast(a[r] + c);
 #pragma GCC unroll 2
       for (int v = 0; v < V; ++v) acc[r][v] = I::Fma(w, x[v], acc[r][v]);
     }
   }
-#pragma GCC unroll 6
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) {

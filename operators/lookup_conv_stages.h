@@ -20,9 +20,9 @@ extern "C" void cblas_sgemv(int order, int trans, int m, int n, float alpha, con
 static const int kRowMajor = 101, kNoTrans = 111;
 
 // The dictionary product in the way of BLIS: x is cut into strips of two registers' width,
-// copied ("packed") so that each strip's rows are contiguous, and every panel of kGemmPanelRows
-// rows of D passes over a strip with its 12 accumulators in registers (GemmStrip).
-static const int kGemmPanelRows = 6;  // 12 accumulators + 2 loads of x + 1 broadcast of D
+// copied ("packed") so that each strip's rows are contiguous, and every panel of the set's
+// kPanelRows rows of D passes over a strip with its 2 x kPanelRows accumulators in registers
+// (GemmStrip).
 // Rows of x per pass (the product is summed over passes): as many as make a packed strip of
 // 16 KB (256 rows on AVX2, 128 on AVX-512), which stays in L1 while the panels of D pass over it.
 static const int64_t kGemmStripBytes = 16 << 10;
@@ -135,18 +135,15 @@ static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t
   }
 }
 
-// GemmStrip for a panel of `count` rows (1 .. kGemmPanelRows) over V registers of a strip.
-template <class I, int V>
+// GemmStrip for a panel of `count` rows (1 .. kPanelRows) over V registers of a strip: the
+// number of rows picked at compile time, from R = kPanelRows down.
+template <class I, int V, int R = I::kPanelRows>
 static inline void StripOfPanel(int count, const float* const* a, int depth, const float* b, int64_t ldb,
                                 const float* next, bool acc, int64_t width, float* o, int64_t ldo) {
-  switch (count) {
-    case 1: return GemmStrip<I, 1, V>(a, depth, b, ldb, next, acc, width, o, ldo);
-    case 2: return GemmStrip<I, 2, V>(a, depth, b, ldb, next, acc, width, o, ldo);
-    case 3: return GemmStrip<I, 3, V>(a, depth, b, ldb, next, acc, width, o, ldo);
-    case 4: return GemmStrip<I, 4, V>(a, depth, b, ldb, next, acc, width, o, ldo);
-    case 5: return GemmStrip<I, 5, V>(a, depth, b, ldb, next, acc, width, o, ldo);
-    default: return GemmStrip<I, 6, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+  if constexpr (R > 1) {
+    if (count < R) return StripOfPanel<I, V, R - 1>(count, a, depth, b, ldb, next, acc, width, o, ldo);
   }
+  GemmStrip<I, R, V>(a, depth, b, ldb, next, acc, width, o, ldo);
 }
 
 // One unit of work of DictionaryProduct: rows [c0, c0 + depth) of x, its strips [s0, s1) and
@@ -161,9 +158,9 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
     return i < first_packed ? pr.x + c0 * pr.ldx + i * W : own + (i - first_packed) * depth * W;
   };
   for (int64_t panel = p0; panel < p1; ++panel) {
-    const int64_t r = panel * kGemmPanelRows;
-    const int count = static_cast<int>(std::min<int64_t>(kGemmPanelRows, k - r));
-    const float* a[kGemmPanelRows];
+    const int64_t r = panel * I::kPanelRows;
+    const int count = static_cast<int>(std::min<int64_t>(I::kPanelRows, k - r));
+    const float* a[I::kPanelRows];
     for (int i = 0; i < count; ++i) a[i] = pr.d + (*pr.rows)[r + i] * pr.m + c0;
     float* o = pr.out + r * pr.ldo;  // the panel's first row of out
     for (int64_t s = s0; s < s1; ++s) {
@@ -178,7 +175,7 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       if (OneOutSegment(pr, j0, width)) {
         run(o + OutColumn(pr, j0), pr.ldo);
       } else {  // the strip's columns end one row of out and start the next: through a copy
-        alignas(64) float part[kGemmPanelRows * StripFloats<I>()];
+        alignas(64) float part[I::kPanelRows * StripFloats<I>()];
         if (acc) MoveColumns(pr, count, j0, width, o, part, W, false);
         run(part, W);
         MoveColumns(pr, count, j0, width, o, part, W, true);
@@ -203,7 +200,7 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
     return;
   }
   const int64_t W = StripFloats<I>(), strips = (cols + W - 1) / W, full_strips = cols / W;
-  const int64_t panels = (k + kGemmPanelRows - 1) / kGemmPanelRows;
+  const int64_t panels = (k + I::kPanelRows - 1) / I::kPanelRows;
   const int max_depth = static_cast<int>(std::min<int64_t>(m, GemmDepth<I>()));
   // Units of work: column chunks of at most PackedFloats, as many as give every thread the same
   // share; with fewer chunks than threads (a few columns: fully connected layers in a batch),

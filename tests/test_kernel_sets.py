@@ -108,7 +108,7 @@ def test_shared_code_in_the_library_is_the_narrowest_copy(lcnn_ops):
 
 
 @pytest.mark.parametrize("isa", ["Avx2", "Avx512"])
-@pytest.mark.parametrize("kernel, full_size", [("AccumulateTile", "kTileVectors"), ("GemmStrip", "6, 2"),
+@pytest.mark.parametrize("kernel, full_size", [("AccumulateTile", "kTileVectors"), ("GemmStrip", "kPanelRows, 2"),
                                                ("AccumulateRows", "1, kRowTileVectors")])
 def test_the_vector_kernels_keep_their_accumulators_in_registers(lcnn_ops, isa, kernel, full_size):
     """GCC kept the accumulators of AccumulateTile (the lookups) and of GemmStrip (the dictionary
