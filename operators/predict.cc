@@ -1,5 +1,6 @@
 // lcnn-predict: run an exported (hybridized) MXNet model, with the LCNN operator library,
-// through MXNet's C predict API; print the top classes (softmax scores) and the mean latency.
+// through MXNet's C predict API; print the top classes (softmax scores) and the median latency (the
+// median: a shared machine's occasional slow run moves a mean by more than the change measured).
 //
 //   lcnn-predict --symbol P-symbol.json --params P-0000.params --library liblcnn_ops.so
 //                --input digit.png|x.npy [--shape C,H,W] [--mean a,b,c] [--std a,b,c]
@@ -220,13 +221,13 @@ static int Run(int argc, char** argv) {
     const size_t classes = outputs / batch;
     std::vector<float> all_scores(outputs);
     const int repeat = std::max(1, std::stoi(opt["--repeat"]));
-    double total = 0;
+    std::vector<double> times;
     for (int r = -1; r < repeat; ++r) {  // r = -1: warm-up, not timed
       auto start = std::chrono::steady_clock::now();
       Check(MXPredSetInput(pred, "data", input.data(), uint32_t(input.size())), "setting the input");
       Check(MXPredForward(pred), "forward");
       Check(MXPredGetOutput(pred, 0, all_scores.data(), uint32_t(outputs)), "reading the output");
-      if (r >= 0) total += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      if (r >= 0) times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
     std::vector<float> scores(all_scores.begin(), all_scores.begin() + classes);  // the first image
     const float top = *std::max_element(scores.begin(), scores.end());
@@ -241,9 +242,11 @@ static int Run(int argc, char** argv) {
     std::printf("top-%zu:\n", k);
     for (size_t i = 0; i < k; ++i) std::printf("  %zu. class %zu score %.6f\n", i + 1, order[i], scores[order[i]]);
     const char* threads = std::getenv("OMP_NUM_THREADS");
-    std::printf("latency: %.4f ms (mean of %d runs)\n", total / repeat, repeat);
+    std::sort(times.begin(), times.end());
+    const double median = repeat % 2 ? times[repeat / 2] : (times[repeat / 2 - 1] + times[repeat / 2]) / 2;
+    std::printf("latency: %.4f ms (median of %d runs)\n", median, repeat);
     std::printf("batch %d, %s threads: %.4f ms per batch, %.4f ms per image\n", batch,
-                threads ? threads : "default", total / repeat, total / repeat / batch);
+                threads ? threads : "default", median, median / batch);
     MXPredFree(pred);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "lcnn-predict: %s\n", e.what());

@@ -129,7 +129,7 @@ def test_cpp_predictor_prints_what_python_computes(exported_lenet, source):
     found = re.findall(r"\d+\. class (\d+) score ([\d.]+)", proc.stdout)
     assert [int(c) for c, _ in found] == list(expected)
     np.testing.assert_allclose([float(s) for _, s in found], scores[expected], atol=1e-4)
-    assert re.search(r"latency: [\d.]+ ms \(mean of 3 runs\)", proc.stdout)
+    assert re.search(r"latency: [\d.]+ ms \(median of 3 runs\)", proc.stdout)
 
 
 def test_predictor_errors_are_clear(exported_lenet):
