@@ -26,8 +26,14 @@ def _kernel_set_flags() -> list:
     from lcnn_gluon import ops
     ops.load()
     name = ops.kernel_isa()
-    features = ops.build_info(ops.build_dir()).get("avx512_features", "").split() if name == "avx512" else []
-    return [f"-DLCNN_KERNEL_ISA={KERNEL_SETS[name]}", "-I", OPERATORS] + [f"-m{f}" for f in features]
+    wide = _feature_flags("avx512_features") if name == "avx512" else []
+    return [f"-DLCNN_KERNEL_ISA={KERNEL_SETS[name]}", "-I", OPERATORS] + wide
+
+
+def _feature_flags(key: str) -> list:
+    """``-m`` flags for the CPU features ``BUILD_INFO`` lists under ``key`` (the Makefile's)."""
+    from lcnn_gluon import ops
+    return [f"-m{f}" for f in ops.build_info(ops.build_dir()).get(key, "").split()]
 
 
 def _measure(source: str, flags: list, env: Optional[dict] = None) -> float:
@@ -35,7 +41,7 @@ def _measure(source: str, flags: list, env: Optional[dict] = None) -> float:
     (this process's environment if None)."""
     with tempfile.TemporaryDirectory() as folder:
         exe = os.path.join(folder, "measure")
-        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-mavx2", "-mfma", *flags, "-o", exe,
+        subprocess.run([os.environ.get("CXX", "g++"), "-std=c++17", "-O2", *_feature_flags("cpu_features"), *flags, "-o", exe,
                         os.path.join(HERE, source)], check=True)
         return float(subprocess.run([exe], capture_output=True, text=True, check=True, env=env).stdout.split()[0])
 
