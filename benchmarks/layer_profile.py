@@ -21,6 +21,12 @@ for networks that take any input size): an upper bound on what does not shrink w
 image (MXNet's dispatch of its operators, the Python call, its weights, each layer's fixed
 costs), a floor that the kernels' speed does not move. Only a bound: the small maps also
 take the operator's paths for a few outputs, slower per multiply-add.
+
+Then the bound the kernels' ceilings put on the cell (``ceiling_bound``): measured/counted if
+the dictionary products and the layers run dense went at the dense network's own rate, the
+lookups at the lookup ceiling, and nothing else took time. A cell below its goal with a bound
+above it falls short on what the count leaves out (epilogues, copies, dispatch), not on the
+multiply-adds' ceilings.
 """
 from __future__ import annotations
 
@@ -116,7 +122,36 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     print(f"\nWeights of the whole networks, read once per call: dense {dense_mb:.1f} MB "
           f"({dense_mb / bandwidth:.2f} ms from memory), LCNN in inference form {lcnn_mb:.1f} MB "
           f"({lcnn_mb / bandwidth:.2f} ms): {dense_mb / lcnn_mb:.1f}x fewer bytes.")
-    whole_networks(dense_net, inference, batch, runs)
+    dense_ms, lcnn_ms = whole_networks(dense_net, inference, batch, runs)
+    bound, shares = ceiling_bound(layers, counts, dense_ms, batch, ceiling)
+    total = sum(c.dense for c in counts.values())
+    measured = dense_ms / lcnn_ms / (total / sum(c.lcnn for c in counts.values()))
+    print(f"\nBound from the kernels' ceilings: of the dense count, {shares[0]:.1%} is left to dictionary products "
+          f"and layers run dense, {shares[1]:.2%} to lookups. With the first at the dense network's rate "
+          f"({shares[2]:.0f} GFLOP/s, the whole network's), the lookups at the lookup ceiling ({ceiling:.0f} "
+          f"GFLOP/s) and nothing else taking time, measured/counted would be {bound:.2f}. Measured: {measured:.2f}.")
+
+
+def ceiling_bound(layers, counts, dense_ms: float, batch: int, lookup_gflops: float):
+    """The measured/counted an exported network would reach if its dictionary products and its
+    dense-run layers ran at the dense network's own rate (its counted multiply-adds over its
+    time ``dense_ms``), its lookups at ``lookup_gflops`` and nothing else took time:
+    ``(P + L) / (P + L * dense_rate / lookup_gflops)`` for P and L the multiplications of the
+    two kinds. Returns that, and (P / dense count, L / dense count, the dense rate in GFLOP/s)."""
+    from lcnn_gluon import nn as lnn
+    from lcnn_gluon.lookup import cost
+    dense_total = products = lookups = 0
+    for lay in layers:
+        c = counts[lay.name]
+        dense_total += c.dense
+        if isinstance(lay.block, lnn._Lookup) and not c.as_dense:
+            product = cost.product_mults(lay.block, lay.in_shape)
+            products, lookups = products + product, lookups + c.lcnn - product
+        else:
+            products += c.lcnn
+    dense_rate = 2 * dense_total * batch / dense_ms / 1e6
+    bound = (products + lookups) / (products + lookups * dense_rate / lookup_gflops)
+    return bound, (products / dense_total, lookups / dense_total, dense_rate)
 
 
 def operator_count(symbol_file: str) -> int:
@@ -125,8 +160,9 @@ def operator_count(symbol_file: str) -> int:
         return sum(node["op"] != "null" for node in json.load(f)["nodes"])
 
 
-def whole_networks(dense_net, inference, batch: int, runs: int) -> None:
-    """Both whole networks (their faster form, in turns) at the cell's input and at SMALL_SIDE."""
+def whole_networks(dense_net, inference, batch: int, runs: int) -> tuple:
+    """Both whole networks (their faster form, in turns) at the cell's input and at SMALL_SIDE;
+    returns their medians (ms) at the cell's input, dense first."""
     import mxnet as mx
     from bench_inference import SHAPE
 
@@ -146,8 +182,9 @@ def whole_networks(dense_net, inference, batch: int, runs: int) -> None:
           f"({operators['dense']} operators), LCNN {at_full['lcnn'][0]:.2f} ms ({operators['lcnn']} operators).", end="")
     if at_small is None:
         print(f" At {SMALL_SIDE}x{SMALL_SIDE}: not timed, the network takes only its own input size.")
-        return
+        return at_full["dense"][0], at_full["lcnn"][0]
     share = at_small["lcnn"][0] / at_full["lcnn"][0]
     print(f" At {SMALL_SIDE}x{SMALL_SIDE} ({SMALL_SIDE ** 2 / (SHAPE[1] * SHAPE[2]):.0%} of the pixels): "
           f"dense {at_small['dense'][0]:.2f} ms, LCNN {at_small['lcnn'][0]:.2f} ms, {share:.0%} of its time "
           f"at {SHAPE[1]}x{SHAPE[2]}: at most that much of it does not shrink with the image.")
+    return at_full["dense"][0], at_full["lcnn"][0]

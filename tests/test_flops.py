@@ -8,6 +8,7 @@ from conftest import PY, run
 import lcnn_gluon
 from lcnn_gluon import flops
 from lcnn_gluon import nn as lnn
+from lcnn_gluon.lookup import cost
 
 LENET_DENSE = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 20 * 25 + 500 * 50 * 16 + 500 * 10
 
@@ -27,6 +28,7 @@ def test_lookup_layer_count_by_hand():
     out = 8 * 6 * 6
     assert row.dense == out * 6 * 9
     assert row.lcnn == round(13 * 13 * 4 * 6 + out * 9 * 4 * layer.density())
+    assert cost.product_mults(layer, (6, 11, 11)) == 13 * 13 * 4 * 6  # the first stage alone
     dense = lnn.LookupDense(10, dictionary_size=3, in_units=20)
     dense.initialize()
     row = flops.count(flops.trace(dense, (20,)))[0]

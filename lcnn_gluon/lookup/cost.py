@@ -46,11 +46,17 @@ def dense_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int) -> i
     return out_elements * m * layer.kernel[0] * layer.kernel[1]
 
 
-def lookup_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int, density: float) -> int:
-    """Multiplications of ``layer`` with a fraction ``density`` of P live, for one image."""
+def product_mults(layer: _Lookup, in_shape: Sequence[int]) -> int:
+    """Multiplications of ``layer``'s dictionary product (its first stage), for one image."""
     m, padded, _ = _sizes(layer, in_shape)
+    return padded * layer.dictionary_size * m
+
+
+def lookup_mults(layer: _Lookup, in_shape: Sequence[int], out_elements: int, density: float) -> int:
+    """Multiplications of ``layer`` with a fraction ``density`` of P live, for one image: its
+    dictionary product and its lookups."""
     k, (kh, kw) = layer.dictionary_size, layer.kernel
-    return int(round(padded * k * m + out_elements * kh * kw * k * density))
+    return int(round(product_mults(layer, in_shape) + out_elements * kh * kw * k * density))
 
 
 def runs_dense(layer: _Lookup, in_shape: Sequence[int], out_elements: int, density: float) -> bool:
