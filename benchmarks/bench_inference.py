@@ -27,7 +27,8 @@ than the dense ones, drift with it.
     python benchmarks/bench_inference.py --layers alexnet_lcnn_fast --threads 2 --batch 16
         (one cell, per lookup layer: dense layer, operator, % of the FMA peak of the lookup
         stage, bytes the operator moves per output, weights and their time from memory; then
-        both whole networks at 224x224 and at 32x32, the floor of a call)
+        both whole networks at 224x224 and at 32x32, the floor of a call; last the bound the
+        kernels' ceilings put on the cell's measured/counted)
     python benchmarks/bench_inference.py --scaling [--rounds 3]
         (the issue's thread goal: each model's batch-16 cells at one thread and at all cores,
         in alternating processes, round after round; throughput at all cores over one thread)
