@@ -124,20 +124,21 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
           f"({lcnn_mb / bandwidth:.2f} ms): {dense_mb / lcnn_mb:.1f}x fewer bytes.")
     dense_ms, lcnn_ms = whole_networks(dense_net, inference, batch, runs)
     bound, shares = ceiling_bound(layers, counts, dense_ms, batch, ceiling)
-    total = sum(c.dense for c in counts.values())
-    measured = dense_ms / lcnn_ms / (total / sum(c.lcnn for c in counts.values()))
+    measured = dense_ms / lcnn_ms / flops.speedup(list(counts.values()))
     print(f"\nBound from the kernels' ceilings: of the dense count, {shares[0]:.1%} is left to dictionary products "
           f"and layers run dense, {shares[1]:.2%} to lookups. With the first at the dense network's rate "
           f"({shares[2]:.0f} GFLOP/s, the whole network's), the lookups at the lookup ceiling ({ceiling:.0f} "
           f"GFLOP/s) and nothing else taking time, measured/counted would be {bound:.2f}. Measured: {measured:.2f}.")
 
 
-def ceiling_bound(layers, counts, dense_ms: float, batch: int, lookup_gflops: float):
+def ceiling_bound(layers: list, counts: dict, dense_ms: float, batch: int, lookup_gflops: float) -> tuple:
     """The measured/counted an exported network would reach if its dictionary products and its
     dense-run layers ran at the dense network's own rate (its counted multiply-adds over its
     time ``dense_ms``), its lookups at ``lookup_gflops`` and nothing else took time:
     ``(P + L) / (P + L * dense_rate / lookup_gflops)`` for P and L the multiplications of the
-    two kinds. Returns that, and (P / dense count, L / dense count, the dense rate in GFLOP/s)."""
+    two kinds. ``layers`` and ``counts`` (by layer name) are :mod:`lcnn_gluon.flops`'s trace and
+    count of one image. Returns that, and (P / dense count, L / dense count, the dense rate in
+    GFLOP/s)."""
     from lcnn_gluon import nn as lnn
     from lcnn_gluon.lookup import cost
     dense_total = products = lookups = 0
