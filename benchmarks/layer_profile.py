@@ -46,6 +46,12 @@ MIN_LOOKUP_SHARE = 0.05
 # The small input's side for the networks' floor: 32x32 has 1/49 of 224x224's pixels, and a
 # ResNet-18 still keeps a map of at least 1x1 in every stage.
 SMALL_SIDE = 32
+# A layer timed alone gets a new output array every call. glibc maps allocations above its mmap
+# threshold (32 MB at most) afresh each time, and the first write faults every page in: ResNet-18's
+# conv1 at batch 16 (a 51 MB output) took 54 ms dense and 31 ms on the operator alone, about 25 of
+# them clearing pages. Inside a hybridized network the buffers are allocated once. So the
+# profile's process takes all its memory from the heap and never gives it back.
+HEAP_ONLY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 62)}
 
 
 def weights_mb(block) -> float:
@@ -54,8 +60,9 @@ def weights_mb(block) -> float:
 
 
 def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -> None:
-    if os.environ.get("OMP_NUM_THREADS") != str(threads):  # threads are fixed when mxnet loads
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine")
+    # threads are fixed when mxnet loads, the allocator's settings when the process starts
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine", **HEAP_ONLY)
+    if any(os.environ.get(key) != value for key, value in env.items()):
         sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
     import mxnet as mx
     import machine
