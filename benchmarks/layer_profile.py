@@ -61,9 +61,9 @@ def weights_mb(block) -> float:
 
 def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -> None:
     # threads are fixed when mxnet loads, the allocator's settings when the process starts
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine", **HEAP_ONLY)
-    if any(os.environ.get(key) != value for key, value in env.items()):
-        sys.exit(subprocess.run([sys.executable] + sys.argv, env=env).returncode)
+    settings = dict(OMP_NUM_THREADS=str(threads), MXNET_ENGINE_TYPE="NaiveEngine", **HEAP_ONLY)
+    if any(os.environ.get(key) != value for key, value in settings.items()):
+        sys.exit(subprocess.run([sys.executable] + sys.argv, env=dict(os.environ, **settings)).returncode)
     import mxnet as mx
     import machine
     from bench_inference import SHAPE, build
