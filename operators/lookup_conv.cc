@@ -93,7 +93,7 @@ struct Prepared {
   std::vector<int> indptr, indices;          // the packed content the plan was built for
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
-  std::vector<float> batch_input, batch_s;   // batched_few_outputs: X and S of the whole batch
+  std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
 };
 
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
@@ -115,11 +115,18 @@ class LookupConv : public CustomStatefulOp {
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (plan().batched_few_outputs) {
       BatchedFewOutputs(t, threads);
-    } else if (plan().images_in_parallel) {
+      return MX_SUCCESS;
+    }
+    const int64_t group = plan().batched_product ? plan().product_images : plan().batch;
+    for (int64_t b0 = 0; b0 < plan().batch; b0 += group) {  // images [b0, b1): one product, or one each
+      const int64_t b1 = std::min(plan().batch, b0 + group);
+      if (plan().batched_product) BatchedProduct(t, b0, b1, threads);
+      if (plan().images_in_parallel) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-      for (int64_t b = 0; b < plan().batch; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
-    } else {
-      for (int64_t b = 0; b < plan().batch; ++b) Image(t, b, &prep_->spaces[0], threads);
+        for (int64_t b = b0; b < b1; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
+      } else {
+        for (int64_t b = b0; b < b1; ++b) Image(t, b, &prep_->spaces[0], threads);
+      }
     }
     return MX_SUCCESS;
   }
@@ -184,15 +191,19 @@ class LookupConv : public CustomStatefulOp {
       const bool split_input = plan().few_outputs || (!plan().product_then_split && !plan().product_into_s);
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
       ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
-      ws.s.assign(rows * g.cols + 2 * kTile, 0.f);
+      ws.s.assign(plan().batched_product ? 0 : rows * g.cols + 2 * kTile, 0.f);
       ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
       ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
       ws.all_channels.assign(plan().tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
-      ws.packed.assign(threads * PackedFloats<I>(g.m), 0.f);  // room for every thread of a product
+      ws.packed.assign(threads * PackedFloats<I>(g.m, plan().batched_product), 0.f);  // for every thread
     }
+    prep_->batch_input.clear(), prep_->batch_s.clear();
     if (plan().batched_few_outputs) {
       prep_->batch_input.assign(g.m * g.cols * plan().batch, 0.f);
       prep_->batch_s.assign(rows * g.cols * plan().batch, 0.f);
+    } else if (plan().batched_product) {  // S's padding stays zero: the product writes inside it
+      prep_->batch_input.assign(g.m * g.h * g.w * plan().product_images, 0.f);
+      prep_->batch_s.assign(rows * g.cols * plan().product_images + 2 * kTile, 0.f);
     }
   }
 
@@ -203,13 +214,16 @@ class LookupConv : public CustomStatefulOp {
     return prep_->ext_alloc + (params_.pool_kh ? PoolScratchFloats(params_, plan().geometry) : 0);
   }
 
-  // One image b: the dictionary product, then every channel's lookups (`threads` share them).
+  // One image b: the dictionary product (unless BatchedProduct made it), then every channel's
+  // lookups (`threads` share them).
   void Image(const Tensors& t, int64_t b, Workspace* ws, int threads) {
     const Geometry& g = plan().geometry;
     const float* x = t.x + b * g.m * g.h * g.w;
     const int64_t rows = plan().rows.size();
-    if (rows == 0) {
-      // no lookups at all: every channel is a constant
+    const float* s =
+        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * rows * g.cols : ws->s.data();
+    if (rows == 0 || plan().batched_product) {
+      // no lookups at all (every channel is a constant), or S made for the whole batch
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
@@ -257,7 +271,7 @@ class LookupConv : public CustomStatefulOp {
               }
               if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
               // the first block with entries starts from the bias, the last one ends the tile
-              FlatTile(ws->s.data(), ti, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
+              FlatTile(s, ti, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
                        starts[blk + 1] == t.indptr[f + 1], residual != nullptr, t, ChannelExt(ws, f));
             }
         }
@@ -267,9 +281,27 @@ class LookupConv : public CustomStatefulOp {
     for (int f = 0; f < params_.num_filter; ++f) {
       float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
       float* ext = plan().tile_major ? ChannelExt(ws, f) : own;
-      Channel(ws->s.data(), f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
+      Channel(s, f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
               y + f * out_plane);
     }
+  }
+
+  // S of images [b0, b1) in one product (plan.batched_product): x of the images side by side
+  // (row c holds channel c of each), S into each image's padded planes, one image's S after the
+  // other.
+  void BatchedProduct(const Tensors& t, int64_t b0, int64_t b1, int threads) {
+    const Geometry& g = plan().geometry;
+    const int64_t n = b1 - b0, pixels = g.h * g.w;
+    float* xs = prep_->batch_input.data();
+#pragma omp parallel for collapse(2) num_threads(threads)
+    for (int64_t c = 0; c < g.m; ++c)
+      for (int64_t b = 0; b < n; ++b)
+        std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
+    Product product{t.dictionary, &plan().rows, g.m, xs, n * pixels, n * pixels,
+                    prep_->batch_s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
+    product.image_cols = pixels, product.image_pitch = static_cast<int64_t>(plan().rows.size()) * g.cols;
+    product.deep = true;
+    DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.

@@ -26,11 +26,21 @@ static const int kRowMajor = 101, kNoTrans = 111;
 // Rows of x per pass (the product is summed over passes): as many as make a packed strip of
 // 16 KB (256 rows on AVX2, 128 on AVX-512), which stays in L1 while the panels of D pass over it.
 static const int64_t kGemmStripBytes = 16 << 10;
-template <class I>
-constexpr int GemmDepth() { return static_cast<int>(kGemmStripBytes / (StripFloats<I>() * sizeof(float))); }
 // Strips per chunk: at most 128 KB of packed x, which stays in L2 (512 KB on the CPUs
 // measured) while every panel of D passes over the chunk.
 static const int64_t kGemmChunkBytes = 128 << 10;
+// A product over a whole batch ("deep", plan.batched_product) writes an S far larger than L2,
+// and every pass over x's rows reads and writes all of it again: its strips are 64 KB deep
+// and kept in L2, not L1, in chunks of 256 KB. ResNet-18-accurate's 7x7 layer at batch 16 (S of
+// 6 MB) alone, medians of three alternating runs: one image a product 13.8-14.6 ms; over the
+// batch in passes of 128 rows 14.4-17.7; in one pass of 512 rows 12.5-14.2 (chunks of 512 KB).
+// Chunks of 256 KB measured the same as 512 KB (12.1-12.8 against 12.3-12.4 ms) and fit a
+// 512 KB L2.
+static const int64_t kDeepStripBytes = 64 << 10, kDeepChunkBytes = 256 << 10;
+template <class I>
+constexpr int GemmDepth(bool deep) {
+  return static_cast<int>((deep ? kDeepStripBytes : kGemmStripBytes) / (StripFloats<I>() * sizeof(float)));
+}
 // Strips are packed when at least this many panels pass over each: packing costs about one
 // pass over x. Unpacked strips are read in place, walking down x by whole rows (lines split,
 // pages crossed); measured on ResNet-18's and AlexNet's shapes, packing gained 10-25% from
@@ -88,15 +98,18 @@ static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t
 
 // Floats of the scratch DictionaryProduct needs per thread for m rows of x.
 template <class I>
-static inline int64_t PackedFloats(int64_t m) {
-  const int64_t depth = std::min<int64_t>(m, GemmDepth<I>()), W = StripFloats<I>();
-  return std::max<int64_t>(1, kGemmChunkBytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
+static inline int64_t PackedFloats(int64_t m, bool deep) {
+  const int64_t depth = std::min<int64_t>(m, GemmDepth<I>(deep)), W = StripFloats<I>();
+  const int64_t chunk_bytes = deep ? kDeepChunkBytes : kGemmChunkBytes;
+  return std::max<int64_t>(1, chunk_bytes / static_cast<int64_t>(depth * W * sizeof(float))) * depth * W;
 }
 
 // One product: out = the dictionary rows of D (k x m) listed in `rows` x x (m x cols); rows of x
 // are ldx floats apart, rows of out ldo. Column j of x goes to column j of out, or, when
 // row_width is set (x holds an image of rows row_width wide, out a padded plane of rows
-// row_pitch apart), to column (j / row_width) * row_pitch + j % row_width.
+// row_pitch apart), to column (j / row_width) * row_pitch + j % row_width. When image_cols is
+// set too (x holds images of image_cols columns side by side, a multiple of row_width; out
+// their planes image_pitch apart), that mapping applies within each image.
 struct Product {
   const float* d;
   const std::vector<int>* rows;
@@ -106,14 +119,19 @@ struct Product {
   float* out;
   int64_t ldo;
   int64_t row_width = 0, row_pitch = 0;
+  int64_t image_cols = 0, image_pitch = 0;
+  bool deep = false;  // strips kDeepStripBytes deep (a product over a batch)
 };
 
 // out's column for the product's column j
 static inline int64_t OutColumn(const Product& pr, int64_t j) {
-  return pr.row_width ? j / pr.row_width * pr.row_pitch + j % pr.row_width : j;
+  int64_t image = 0;
+  if (pr.image_cols) image = j / pr.image_cols * pr.image_pitch, j %= pr.image_cols;
+  return image + (pr.row_width ? j / pr.row_width * pr.row_pitch + j % pr.row_width : j);
 }
 
-// Whether columns [j0, j0 + width) lie in one row of out (always, without row_width).
+// Whether columns [j0, j0 + width) lie in one row of out (always, without row_width; images
+// end at the end of a row).
 static inline bool OneOutSegment(const Product& pr, int64_t j0, int64_t width) {
   return !pr.row_width || j0 % pr.row_width + width <= pr.row_width;
 }
@@ -186,7 +204,7 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
 
 // The product pr over `threads` threads. `d_rows_contiguous`: the listed rows are all of D in
 // order (then a one-column product is OpenBLAS's matrix-vector product). `packed`: threads x
-// PackedFloats(m) floats of scratch.
+// PackedFloats(m, pr.deep) floats of scratch.
 template <class I>
 static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, int threads, float* packed) {
   const int64_t k = pr.rows->size(), m = pr.m, cols = pr.cols;
@@ -201,7 +219,7 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
   }
   const int64_t W = StripFloats<I>(), strips = (cols + W - 1) / W, full_strips = cols / W;
   const int64_t panels = (k + I::kPanelRows - 1) / I::kPanelRows;
-  const int max_depth = static_cast<int>(std::min<int64_t>(m, GemmDepth<I>()));
+  const int max_depth = static_cast<int>(std::min<int64_t>(m, GemmDepth<I>(pr.deep)));
   // Units of work: column chunks of at most PackedFloats, as many as give every thread the same
   // share; with fewer chunks than threads (a few columns: fully connected layers in a batch),
   // each chunk's panels in groups, one per thread (each packing the chunk for itself). When all
@@ -209,7 +227,7 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
   // threads take D's panels in groups over the whole chunk instead: each reads its share of D,
   // the larger operand (ResNet-18-accurate's 2 MB at 7x7), and the uneven strips no longer
   // unbalance them. That layer alone at two threads, batch 1: medians 1.52-2.01 -> 1.32-1.64 ms.
-  const int64_t fitting = PackedFloats<I>(m) / (max_depth * W);
+  const int64_t scratch = PackedFloats<I>(m, pr.deep), fitting = scratch / (max_depth * W);
   const bool panel_groups = threads > 1 && strips <= fitting && panels >= threads;
   const int64_t rounds = ((strips + fitting - 1) / fitting + threads - 1) / threads;
   const int64_t per_chunk = panel_groups ? strips : (strips + rounds * threads - 1) / (rounds * threads);
@@ -224,7 +242,7 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
       for (int64_t group = 0; group < groups; ++group) {
         const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
         ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), panels * group / groups,
-                       panels * (group + 1) / groups, packed + omp_get_thread_num() * PackedFloats<I>(m));
+                       panels * (group + 1) / groups, packed + omp_get_thread_num() * scratch);
       }
     }
   }

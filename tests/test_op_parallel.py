@@ -13,7 +13,7 @@ from conftest import KERNEL_SETS, PY, run
 # stride 2, pad 1 as in ResNet or 0 as in AlexNet, fused) or "shortcut" (a ResNet block's
 # shortcut added before ReLU). n is capped at 48 and fc6/fc7's k and
 # m cut to keep the test short: n only lengthens the loop over channels, and every plan path
-# (row and flat tiles, tile-major, gathers, batched products, phase splits, phases skipped,
+# (row and flat tiles, tile-major, gathers, products over the batch, phase splits, phases skipped,
 # packed and in-place product strips, compact rows) is still taken.
 SHAPES = {
     "alexnet conv1": (3, 48, 3, 11, 4, 2, 224, "pool 0"), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27, "pool 0"),
@@ -29,6 +29,10 @@ SHAPES = {
     "resnet shortcut": (64, 48, 128, 1, 2, 0, 56, "relu"), "kernel 2 stride 3": (16, 8, 24, 2, 3, 1, 20, "relu"),
     # rows cut into several row-tile segments with a masked last register, on both widths
     "wide rows": (8, 8, 16, 3, 1, 1, 206, "shortcut"),
+    # small maps take one product over the batch: pooled, with few dictionary rows used, and with
+    # an S so large (1.5 MB an image) that batch 16 takes two products
+    "small pooled": (32, 16, 40, 3, 1, 1, 8, "pool 1"), "small compact": (24, 2, 600, 3, 1, 1, 7, "relu"),
+    "small in groups": (16, 8, 4096, 3, 1, 1, 7, "shortcut"),
 }
 
 SCRIPT = textwrap.dedent("""
