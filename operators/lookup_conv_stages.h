@@ -30,12 +30,12 @@ static const int64_t kGemmStripBytes = 16 << 10;
 // measured) while every panel of D passes over the chunk.
 static const int64_t kGemmChunkBytes = 128 << 10;
 // A product over a whole batch ("deep", plan.batched_product) writes an S far larger than L2,
-// and every pass over x's rows reads and writes all of it again: its strips are 64 KB deep
-// and kept in L2, not L1, in chunks of 256 KB. ResNet-18-accurate's 7x7 layer at batch 16 (S of
-// 6 MB) alone, medians of three alternating runs: one image a product 13.8-14.6 ms; over the
-// batch in passes of 128 rows 14.4-17.7; in one pass of 512 rows 12.5-14.2 (chunks of 512 KB).
-// Chunks of 256 KB measured the same as 512 KB (12.1-12.8 against 12.3-12.4 ms) and fit a
-// 512 KB L2.
+// and every pass over x's rows reads and writes all of it again: its strips hold 64 KB of x
+// (512 rows on AVX-512, 1024 on AVX2), kept in L2, not L1, in chunks of 256 KB.
+// ResNet-18-accurate's 7x7 layer at batch 16 (S of 6 MB) alone, medians of alternating runs:
+// one image a product 13.8-14.6 ms; over the batch in passes of 128 rows 14.4-17.7; in one pass
+// of 512 rows 12.5-16.6 (chunks of 512 KB; four of six runs 12.5-13.4). Chunks of 256 KB
+// measured the same as 512 KB (12.1-12.8 against 12.3-12.4 ms) and fit a 512 KB L2.
 static const int64_t kDeepStripBytes = 64 << 10, kDeepChunkBytes = 256 << 10;
 template <class I>
 constexpr int GemmDepth(bool deep) {
