@@ -191,7 +191,7 @@ class LookupConv : public CustomStatefulOp {
       const bool split_input = plan().few_outputs || (!plan().product_then_split && !plan().product_into_s);
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
       ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
-      ws.s.assign(plan().batched_product ? 0 : rows * g.cols + 2 * kTile, 0.f);
+      ws.s.assign(plan().batched_product ? 0 : plan().s_floats + 2 * kTile, 0.f);
       ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
       ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
       ws.all_channels.assign(plan().tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
@@ -200,10 +200,10 @@ class LookupConv : public CustomStatefulOp {
     prep_->batch_input.clear(), prep_->batch_s.clear();
     if (plan().batched_few_outputs) {
       prep_->batch_input.assign(g.m * g.cols * plan().batch, 0.f);
-      prep_->batch_s.assign(rows * g.cols * plan().batch, 0.f);
+      prep_->batch_s.assign(plan().s_floats * plan().batch, 0.f);
     } else if (plan().batched_product) {  // S's padding stays zero: the product writes inside it
       prep_->batch_input.assign(g.m * g.h * g.w * plan().product_images, 0.f);
-      prep_->batch_s.assign(rows * g.cols * plan().product_images + 2 * kTile, 0.f);
+      prep_->batch_s.assign(plan().s_floats * plan().product_images + 2 * kTile, 0.f);
     }
   }
 
@@ -221,7 +221,7 @@ class LookupConv : public CustomStatefulOp {
     const float* x = t.x + b * g.m * g.h * g.w;
     const int64_t rows = plan().rows.size();
     const float* s =
-        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * rows * g.cols : ws->s.data();
+        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s.data();
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
     } else if (plan().only_needed) {  // few outputs: only the S values read below
@@ -299,7 +299,7 @@ class LookupConv : public CustomStatefulOp {
         std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
     Product product{t.dictionary, &plan().rows, g.m, xs, n * pixels, n * pixels,
                     prep_->batch_s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
-    product.image_cols = pixels, product.image_pitch = static_cast<int64_t>(plan().rows.size()) * g.cols;
+    product.image_cols = pixels, product.image_pitch = plan().s_floats;
     product.deep = true;
     DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
   }

@@ -76,6 +76,7 @@ struct Plan {
   // product_images images in one product, into one buffer holding each image's S after the other.
   bool batched_product = false;
   int64_t product_images = 1;
+  int64_t s_floats = 0;             // one image's S: rows x cols
   // Otherwise the product covers only the stride phases the kernel reaches (ReachedPhases), as
   // runs of consecutive phases: (first phase, phases).
   std::vector<std::pair<int, int>> phase_runs;
@@ -223,9 +224,10 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
   plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
   plan->batched_product = plan->product_into_s && batch > 1 && pixels <= kBatchedProductMaxPixels && rows > 0;
-  const int64_t image_s_bytes = std::max<int64_t>(1, rows * g.cols * static_cast<int64_t>(sizeof(float)));
-  plan->product_images = plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / image_s_bytes, 1, batch)
-                                               : 1;
+  plan->s_floats = rows * g.cols;
+  const int64_t s_bytes = std::max<int64_t>(1, plan->s_floats * static_cast<int64_t>(sizeof(float)));
+  plan->product_images =
+      plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / s_bytes, 1, batch) : 1;
   plan->entry_offsets.resize(nnz);
   for (size_t j = 0; j < nnz; ++j) {
     int d, r, c;
@@ -251,13 +253,12 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     std::sort(plan->needed.begin(), plan->needed.end());
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
-  const int64_t s_size = static_cast<int64_t>(plan->rows.size()) * g.cols;
   plan->images_in_parallel = threads > 1 && batch >= threads;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
-                      static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= s_size;
-  plan->tile_major = !plan->few_outputs && s_size > kTileMajorMinFloats &&
+                      static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
+  plan->tile_major = !plan->few_outputs && plan->s_floats > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
   PlanTiles(p, g, regs, plan);
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
