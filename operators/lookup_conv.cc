@@ -2,8 +2,8 @@
 // custom-operator library (lib_api). Its inputs, output and attributes are the contract of
 // lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h; every
 // decision for an input shape and packed content is in the Plan (lookup_conv_plan.h); the
-// stages and vector kernels are in lookup_conv_stages.h and lookup_conv_kernels.h; the
-// operator is registered in lookup_conv_register.cc. This file is the operator's state:
+// stages and vector kernels are in lookup_conv_stages.h, lookup_conv_interleaved.h and
+// lookup_conv_kernels.h; the operator is registered in lookup_conv_register.cc. This file is the operator's state:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -12,7 +12,8 @@
 // of the extended plane (flat tiles), or blocks of output rows stored straight into the output
 // (row tiles; the plan says which). Work is spread over the threads MXNet gives the operator:
 // whole images per thread in a batch, the channels and column chunks of one image otherwise;
-// fully connected layers in a batch run one product over all images.
+// fully connected layers in a batch run one product over all images. Small maps in a batch
+// run groups of images interleaved, one register of images per pixel (InterleavedGroup).
 //
 // This file is compiled once per instruction set of lookup_conv_isa.h: the Makefile passes
 // -DLCNN_KERNEL_ISA=<set> with the set's -m flags, and everything below lives in a namespace
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_interleaved.h"
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
@@ -45,12 +47,6 @@ namespace LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA) {
 
 using I = LCNN_KERNEL_ISA;
 static const int kTile = TileFloats<I>();  // floats per register tile
-// Channels ahead whose entries of the current row block are prefetched (tile-major, in blocks):
-// a run of about 16 entries per channel, in a different place of the entry arrays each, which
-// the hardware does not foresee (ResNet-18-accurate's stage 4: half the lookup time was waiting
-// for coefficients). Both ends of each run: 16 entries are 64 bytes, two lines unless aligned
-// (stage 4's 7x7 layer alone, medians: 1.99-2.62 -> 1.87-2.03 ms in four pairs).
-static const int kPrefetchChannels = 4;
 // Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
 // by all threads: one thread compared ResNet-18-accurate's stage-4 indices (236K ints at
 // density 0.05) in 0.2-0.3 ms a call; two took its layer at batch 1 from 1.49-1.58 to
@@ -94,7 +90,20 @@ struct Prepared {
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
   std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
+  // plan.interleave > 1: a group's interleaved x (m x pixels x images), S (rows x cols x images)
+  // and outputs (filters x ho x wo x images), from 64-byte boundaries in these buffers
+  std::vector<float> group_buffers[3];
+  float *group_x = nullptr, *group_s = nullptr, *group_y = nullptr;
 };
+
+// `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
+// aligned register at a time).
+static float* AlignedZeros(std::vector<float>* v, int64_t floats) {
+  const int64_t line = 64 / sizeof(float);
+  v->assign(floats + line, 0.f);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(v->data());
+  return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
+}
 
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
 using PreparedPool = StatePool<Prepared>;
@@ -115,6 +124,10 @@ class LookupConv : public CustomStatefulOp {
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (plan().batched_few_outputs) {
       BatchedFewOutputs(t, threads);
+      return MX_SUCCESS;
+    }
+    if (plan().interleave > 1) {
+      for (int64_t b0 = 0; b0 < plan().batch; b0 += plan().interleave) InterleavedGroup(t, b0, threads);
       return MX_SUCCESS;
     }
     const int64_t group = plan().batched_product ? plan().product_images : plan().batch;
@@ -186,16 +199,17 @@ class LookupConv : public CustomStatefulOp {
     const Geometry& g = plan().geometry;
     const int64_t rows = plan().rows.size();
     prep_->ext_alloc = (g.ext + kTile - 1) / kTile * kTile;
+    const bool interleaved = plan().interleave > 1, deep = plan().batched_product || interleaved;
     prep_->spaces.assign(plan().images_in_parallel ? threads : 1, Workspace());
     for (Workspace& ws : prep_->spaces) {
       const bool split_input = plan().few_outputs || (!plan().product_then_split && !plan().product_into_s);
       ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
       ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
-      ws.s.assign(plan().batched_product ? 0 : plan().s_floats + 2 * kTile, 0.f);
+      ws.s.assign(deep ? 0 : plan().s_floats + 2 * kTile, 0.f);
       ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
       ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
-      ws.all_channels.assign(plan().tile_major ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
-      ws.packed.assign(threads * PackedFloats<I>(g.m, plan().batched_product), 0.f);  // for every thread
+      ws.all_channels.assign(plan().tile_major && !interleaved ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
+      ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
     }
     prep_->batch_input.clear(), prep_->batch_s.clear();
     if (plan().batched_few_outputs) {
@@ -205,6 +219,10 @@ class LookupConv : public CustomStatefulOp {
       prep_->batch_input.assign(g.m * g.h * g.w * plan().product_images, 0.f);
       prep_->batch_s.assign(plan().s_floats * plan().product_images + 2 * kTile, 0.f);
     }
+    const int64_t lanes = interleaved ? plan().interleave : 0;  // nothing when not interleaved
+    prep_->group_x = AlignedZeros(&prep_->group_buffers[0], g.m * g.h * g.w * lanes);
+    prep_->group_s = AlignedZeros(&prep_->group_buffers[1], plan().s_floats * lanes);
+    prep_->group_y = AlignedZeros(&prep_->group_buffers[2], params_.num_filter * g.yo * g.xo * lanes);
   }
 
   const Plan& plan() const { return prep_->plan; }
@@ -260,15 +278,7 @@ class LookupConv : public CustomStatefulOp {
           for (int blk = 0; blk < blocks; ++blk)
             for (int f = f0; f < f1; ++f) {
               const int* starts = plan().block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
-              if (blocks > 1 && f + kPrefetchChannels < f1) {
-                // each channel's run of a block lies elsewhere in the entry arrays: fetch ahead
-                const int ahead = starts[kPrefetchChannels * (blocks + 1) + blk];
-                const int last = std::max(ahead, starts[kPrefetchChannels * (blocks + 1) + blk + 1] - 1);
-                _mm_prefetch(reinterpret_cast<const char*>(t.coefs + ahead), _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char*>(plan().entry_offsets.data() + ahead), _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char*>(t.coefs + last), _MM_HINT_T0);
-                _mm_prefetch(reinterpret_cast<const char*>(plan().entry_offsets.data() + last), _MM_HINT_T0);
-              }
+              PrefetchAhead(plan(), t.coefs, f, f1, blk);
               if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
               // the first block with entries starts from the bias, the last one ends the tile
               FlatTile(s, ti, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
@@ -284,6 +294,25 @@ class LookupConv : public CustomStatefulOp {
       Channel(s, f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
               y + f * out_plane);
     }
+  }
+
+  // Images [b0, b0 + interleave) interleaved (plan.interleave, lookup_conv_interleaved.h): their
+  // x side by side in each pixel, one product into the interleaved S, the lookups over all the
+  // images at once, then each image's outputs with the shortcut and act. Images past the batch:
+  // zero inputs, unused lanes.
+  void InterleavedGroup(const Tensors& t, int64_t b0, int threads) {
+    const Geometry& g = plan().geometry;
+    const int64_t L = plan().interleave, n = std::min(L, plan().batch - b0), pixels = g.h * g.w;
+    InterleaveImages(t.x, g.m, pixels, b0, n, L, prep_->group_x, threads);
+    if (!plan().rows.empty()) {
+      Product product{t.dictionary, &plan().rows, g.m, prep_->group_x, pixels * L, pixels * L,
+                      prep_->group_s + (params_.ph * g.wq + params_.pw) * L, g.cols * L, g.w * L, g.wq * L};
+      product.deep = true;
+      DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
+    }
+    InterleavedLookups<I>(plan(), params_.num_filter, t.indptr, t.coefs, t.bias, prep_->group_s, prep_->group_y,
+                          threads);
+    DeinterleaveOutputs(params_, plan(), t.indptr, t.bias, prep_->group_y, t.residual, b0, n, t.y, threads);
   }
 
   // S of images [b0, b1) in one product (plan.batched_product): x of the images side by side
@@ -413,7 +442,7 @@ class LookupConv : public CustomStatefulOp {
     const int start = t.indptr[f];
     AccumulateRowTile<I>(rt.rows, (rt.width + I::kLanes - 1) / I::kLanes, s_all + rt.oy * g.wq + rt.ox, g.wq,
                          plan().entry_offsets.data() + start, t.coefs + start, t.indptr[f + 1] - start, t.bias[f],
-                         residual ? residual + rt.oy * g.wo + rt.ox : nullptr, g.wo, params_.relu, rt.width,
+                         false, residual ? residual + rt.oy * g.wo + rt.ox : nullptr, g.wo, params_.relu, rt.width,
                          out + rt.oy * g.wo + rt.ox, g.wo);
   }
 

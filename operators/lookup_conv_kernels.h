@@ -55,12 +55,13 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
 
 // Row tiles: R output rows of V registers each (rows ldo apart in out, lds apart in s), over
 // `width` floats per row (the last register's lanes past it neither read from out or residual
-// nor written). out = act(bias + sum over entries of coef * s[off + ...] [+ residual]): the
+// nor written). out = act(start + sum over entries of coef * s[off + ...] [+ residual]), where
+// start is bias, or out's own values when `partial` (a tile accumulated in several calls): the
 // shortcut (rows ldr apart) is added before act. The R x V accumulators stay in registers; S
 // is read past `width` (junk lanes).
 template <class I, int R, int V>
 __attribute__((noinline)) static void AccumulateRows(const float* s, int64_t lds, const int* off, const float* coef,
-                                                     int nnz, float bias, const float* residual,
+                                                     int nnz, float bias, bool partial, const float* residual,
                                                      int64_t ldr, bool relu, int width, float* out, int64_t ldo) {
   using Vec = typename I::Vec;
   const int L = I::kLanes;
@@ -70,7 +71,10 @@ __attribute__((noinline)) static void AccumulateRows(const float* s, int64_t lds
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 16
-    for (int v = 0; v < V; ++v) acc[r][v] = I::Set(bias);
+    for (int v = 0; v < V; ++v) {
+      const float* o = out + r * ldo + v * L;
+      acc[r][v] = !partial ? I::Set(bias) : v + 1 < V || whole ? I::Load(o) : I::LoadFirst(o, tail);
+    }
   }
   for (int j = 0; j < nnz; ++j) {
     const Vec c = I::Broadcast(coef + j);
@@ -100,25 +104,25 @@ __attribute__((noinline)) static void AccumulateRows(const float* s, int64_t lds
 // kRowTileVectors), both picked at compile time, from the largest down.
 template <class I, int V, int R = I::kRowTileVectors / V>
 static inline void AccumulateRowsOf(int rows, const float* s, int64_t lds, const int* off, const float* coef,
-                                    int nnz, float bias, const float* residual, int64_t ldr, bool relu,
-                                    int width, float* out, int64_t ldo) {
+                                    int nnz, float bias, bool partial, const float* residual, int64_t ldr,
+                                    bool relu, int width, float* out, int64_t ldo) {
   if constexpr (R > 1) {
     if (rows < R)
-      return AccumulateRowsOf<I, V, R - 1>(rows, s, lds, off, coef, nnz, bias, residual, ldr, relu, width,
-                                           out, ldo);
+      return AccumulateRowsOf<I, V, R - 1>(rows, s, lds, off, coef, nnz, bias, partial, residual, ldr, relu,
+                                           width, out, ldo);
   }
-  AccumulateRows<I, R, V>(s, lds, off, coef, nnz, bias, residual, ldr, relu, width, out, ldo);
+  AccumulateRows<I, R, V>(s, lds, off, coef, nnz, bias, partial, residual, ldr, relu, width, out, ldo);
 }
 template <class I, int V = I::kRowTileVectors>
 static inline void AccumulateRowTile(int rows, int vectors, const float* s, int64_t lds, const int* off,
-                                     const float* coef, int nnz, float bias, const float* residual,
+                                     const float* coef, int nnz, float bias, bool partial, const float* residual,
                                      int64_t ldr, bool relu, int width, float* out, int64_t ldo) {
   if constexpr (V > 1) {
     if (vectors < V)
-      return AccumulateRowTile<I, V - 1>(rows, vectors, s, lds, off, coef, nnz, bias, residual, ldr, relu,
-                                         width, out, ldo);
+      return AccumulateRowTile<I, V - 1>(rows, vectors, s, lds, off, coef, nnz, bias, partial, residual, ldr,
+                                         relu, width, out, ldo);
   }
-  AccumulateRowsOf<I, V>(rows, s, lds, off, coef, nnz, bias, residual, ldr, relu, width, out, ldo);
+  AccumulateRowsOf<I, V>(rows, s, lds, off, coef, nnz, bias, partial, residual, ldr, relu, width, out, ldo);
 }
 
 // Floats per strip of the dictionary product: two registers.

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -39,6 +40,16 @@ static const int64_t kBatchedProductMaxPixels = 64;
 // ... over groups of images whose S takes at most 16 MB (ResNet-18-accurate's 7x7 layers: 42
 // images of 384 KB), so that large batches do not multiply the buffer.
 static const int64_t kBatchedProductMaxBytes = 16 << 20;
+// Such a layer in a batch of at least one register's lanes of images, without pooling, whose S
+// for a register's images fits the same 16 MB: the images are interleaved instead. S holds, for
+// each row and padded pixel, the value of every image of a group side by side (one register),
+// and a row tile accumulates one register per output pixel: every S load is one aligned cache
+// line and every lane is an output (an image's 7x7 plane in flat tiles: 64 lanes for 49 outputs,
+// loads across lines). Groups of lanes images; a last group with fewer computes unused lanes.
+// ResNet-18's 7x7 lookup stage alone in C++ at batch 16 on Zen 5, tile-major in row blocks: k =
+// 1024, 460 entries a channel, 44 -> 93 useful GFLOP/s; k = 128, 58 entries, 53 -> 110.
+// Larger maps gained nothing (ResNet-18-accurate alone at batch 16, medians of 2-3 pairs: 14x14
+// 11.2-13.5 against 12.5-13.5 ms, 28x28 12.0-15.1 against 10.8-11.1 ms): the same small maps.
 // Accumulate output tiles position by position over all channels (each tile's S rows then
 // stay in L2) when S is larger than 64K floats (256 KB, half of one core's L2 on the machines
 // measured) and channels have 16+ entries on average (fewer: each channel reads little of S).
@@ -76,6 +87,10 @@ struct Plan {
   // product_images images in one product, into one buffer holding each image's S after the other.
   bool batched_product = false;
   int64_t product_images = 1;
+  // Images interleaved in S and in the tiles (lanes of them, the register's; 1: one image at a
+  // time). The lookup stage's offsets, tiles (in pixels, a register each) and row blocks are then
+  // those of the interleaved S.
+  int64_t interleave = 1;
   int64_t s_floats = 0;             // one image's S: rows x cols
   // Otherwise the product covers only the stride phases the kernel reaches (ReachedPhases), as
   // runs of consecutive phases: (first phase, phases).
@@ -124,10 +139,11 @@ struct RowTile {
 // Python, 0.279-0.290 -> 0.264-0.277 ms. Rows wider than regs.row registers are cut into equal
 // segments. Called once few_outputs and tile_major are known.
 static inline void PlanTiles(const Params& p, const Geometry& g, const TileRegisters& regs, Plan* plan) {
-  const int lanes = regs.lanes;
+  const int lanes = plan->interleave > 1 ? 1 : regs.lanes;  // interleaved: a register is a pixel
   const int64_t row_vectors = (g.wo + lanes - 1) / lanes;
   plan->lanes = lanes;
-  plan->row_tiles = !plan->few_outputs && !p.pool_kh && !plan->tile_major && row_vectors * lanes <= g.wq;
+  plan->row_tiles = plan->interleave > 1 ||
+                    (!plan->few_outputs && !p.pool_kh && !plan->tile_major && row_vectors * lanes <= g.wq);
   if (!plan->row_tiles) {
     plan->tile_rows = 1, plan->tile_vectors = regs.flat, plan->row_segments = 1;
     plan->tile_span = static_cast<int64_t>(regs.flat) * lanes;
@@ -162,7 +178,8 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
   if (!plan->tile_major) return;
   const int taps = p.kh * p.kw, filters = p.num_filter;
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
-  const int64_t row_bytes = static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * sizeof(float);
+  const int64_t row_bytes =
+      static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave * sizeof(float);
   const int64_t rows = plan->rows.size();
   const int64_t fitting = std::max<int64_t>(1, kTileFootprintBytes / row_bytes);  // rows whose segments fit
   const int64_t affordable = indptr[filters] / (static_cast<int64_t>(kMinBlockEntries) * filters);
@@ -223,9 +240,14 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->few_outputs = g.ext < kFewOutputs;
   const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
   plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
-  plan->batched_product = plan->product_into_s && batch > 1 && pixels <= kBatchedProductMaxPixels && rows > 0;
   plan->s_floats = rows * g.cols;
   const int64_t s_bytes = std::max<int64_t>(1, plan->s_floats * static_cast<int64_t>(sizeof(float)));
+  const bool interleaved = plan->product_into_s && !p.pool_kh && rows > 0 && batch >= regs.lanes &&
+                           pixels <= kBatchedProductMaxPixels && s_bytes * regs.lanes <= kBatchedProductMaxBytes &&
+                           plan->s_floats * regs.lanes <= std::numeric_limits<int>::max();
+  plan->interleave = interleaved ? regs.lanes : 1;
+  plan->batched_product = !interleaved && plan->product_into_s && batch > 1 && pixels <= kBatchedProductMaxPixels &&
+                          rows > 0;
   plan->product_images =
       plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / s_bytes, 1, batch) : 1;
   plan->entry_offsets.resize(nnz);
@@ -233,7 +255,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     int d, r, c;
     UnpackIndex(indices[j], p.kh, p.kw, &d, &r, &c);
     const int phase = (r % p.sh) * p.sw + c % p.sw;
-    plan->entry_offsets[j] = static_cast<int>(row_of[d] * g.cols + phase * g.plane + (r / p.sh) * g.wq + c / p.sw);
+    plan->entry_offsets[j] = static_cast<int>(
+        (row_of[d] * g.cols + phase * g.plane + (r / p.sh) * g.wq + c / p.sw) * plan->interleave);
   }
   const int reach_y = ReachedPhases(p.kh, p.sh), reach_x = ReachedPhases(p.kw, p.sw);
   const bool all_phases = reach_y == p.sh && reach_x == p.sw;
@@ -253,12 +276,12 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     std::sort(plan->needed.begin(), plan->needed.end());
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
-  plan->images_in_parallel = threads > 1 && batch >= threads;
+  plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
-  plan->tile_major = !plan->few_outputs && plan->s_floats > kTileMajorMinFloats &&
+  plan->tile_major = !plan->few_outputs && plan->s_floats * plan->interleave > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
   PlanTiles(p, g, regs, plan);
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);

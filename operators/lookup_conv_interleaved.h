@@ -1,0 +1,108 @@
+// The stages of lcnn_lookup_conv on a group of interleaved images (plan.interleave > 1; the
+// rule and its measurements are in lookup_conv_plan.h): the images' inputs side by side in
+// each pixel, the lookups over all of them at once, and each image's outputs taken back out.
+// lookup_conv.cc runs the product between the first two. In the interleaved layouts a pixel
+// (of x, S or the outputs) holds the value of every image of the group: `lanes` floats, one
+// register of the kernel set.
+#ifndef LCNN_LOOKUP_CONV_INTERLEAVED_H_
+#define LCNN_LOOKUP_CONV_INTERLEAVED_H_
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "lookup_conv_attrs.h"
+#include "lookup_conv_kernels.h"
+#include "lookup_conv_plan.h"
+
+// Channels ahead whose entries of the current row block are prefetched (tile-major, in blocks):
+// a run of about 16 entries per channel, in a different place of the entry arrays each, which
+// the hardware does not foresee (ResNet-18-accurate's stage 4: half the lookup time was waiting
+// for coefficients). Both ends of each run: 16 entries are 64 bytes, two lines unless aligned
+// (stage 4's 7x7 layer alone, medians: 1.99-2.62 -> 1.87-2.03 ms in four pairs).
+static const int kPrefetchChannels = 4;
+
+// Tile-major in row blocks: fetches the entries of block blk of the channel kPrefetchChannels
+// ahead of f, if it is below f1.
+static inline void PrefetchAhead(const Plan& plan, const float* coefs, int f, int f1, int blk) {
+  const int blocks = plan.row_blocks;
+  if (blocks == 1 || f + kPrefetchChannels >= f1) return;
+  const int* starts = plan.block_starts.data() + static_cast<size_t>(f + kPrefetchChannels) * (blocks + 1);
+  const int ahead = starts[blk], last = std::max(ahead, starts[blk + 1] - 1);
+  for (int j : {ahead, last}) {
+    _mm_prefetch(reinterpret_cast<const char*>(coefs + j), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(plan.entry_offsets.data() + j), _MM_HINT_T0);
+  }
+}
+
+// out (m x pixels x lanes) = images [b0, b0 + n) of x (batch x m x pixels), lane b holding image
+// b0 + b; lanes from n on are zero.
+static inline void InterleaveImages(const float* x, int64_t m, int64_t pixels, int64_t b0, int64_t n,
+                                    int64_t lanes, float* out, int threads) {
+#pragma omp parallel for num_threads(threads)
+  for (int64_t c = 0; c < m; ++c) {
+    for (int64_t b = 0; b < lanes; ++b) {
+      const float* src = b < n ? x + ((b0 + b) * m + c) * pixels : nullptr;
+      for (int64_t q = 0; q < pixels; ++q) out[(c * pixels + q) * lanes + b] = src ? src[q] : 0.f;
+    }
+  }
+}
+
+// y (filters x ho x wo x lanes) = bias + every channel's lookups in the interleaved S (rows x cols
+// x lanes), one register per output pixel: row tiles of the plan (in pixels) with the channels
+// in one group per thread, tile by tile over all channels in the plan's row blocks when
+// tile-major (partial sums kept in y between blocks). A channel without entries is not written.
+template <class I>
+static inline void InterleavedLookups(const Plan& plan, int filters, const int* indptr, const float* coefs,
+                                      const float* bias, const float* s, float* y, int threads) {
+  const Geometry& g = plan.geometry;
+  const int64_t L = plan.interleave, out_plane = g.ho * g.wo;
+  const int blocks = plan.tile_major ? plan.row_blocks : 1, groups = threads;
+#pragma omp parallel for collapse(2) schedule(static, 1) num_threads(threads)
+  for (int64_t ti = 0; ti < plan.tiles; ++ti) {
+    for (int grp = 0; grp < groups; ++grp) {
+      const RowTile rt = RowTileAt(plan, ti);
+      const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
+      for (int blk = 0; blk < blocks; ++blk) {
+        for (int f = f0; f < f1; ++f) {
+          const int* starts = plan.block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
+          const int begin = plan.tile_major ? starts[blk] : indptr[f];
+          const int end = plan.tile_major ? starts[blk + 1] : indptr[f + 1];
+          if (plan.tile_major) PrefetchAhead(plan, coefs, f, f1, blk);
+          if (begin == end) continue;
+          AccumulateRowTile<I>(rt.rows, rt.width, s + (rt.oy * g.wq + rt.ox) * L, g.wq * L,
+                               plan.entry_offsets.data() + begin, coefs + begin, end - begin, bias[f],
+                               begin > indptr[f], nullptr, 0, false, static_cast<int>(rt.width * L),
+                               y + (f * out_plane + rt.oy * g.wo + rt.ox) * L, g.wo * L);
+        }
+      }
+    }
+  }
+}
+
+// Images [b0, b0 + n) of out (batch x filters x ho x wo) = act(the interleaved y [+ residual]),
+// where a channel without entries is its bias.
+static inline void DeinterleaveOutputs(const Params& p, const Plan& plan, const int* indptr, const float* bias,
+                                       const float* y, const float* residual, int64_t b0, int64_t n, float* out,
+                                       int threads) {
+  const Geometry& g = plan.geometry;
+  const int64_t L = plan.interleave, out_plane = g.ho * g.wo;
+  const int filters = p.num_filter;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int f = 0; f < filters; ++f) {
+    const bool lookups = indptr[f + 1] > indptr[f];
+    const float* in = y + f * out_plane * L;
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t plane = ((b0 + b) * filters + f) * out_plane;
+      const float* res = residual ? residual + plane : nullptr;
+      for (int64_t q = 0; q < out_plane; ++q) {
+        const float v = (lookups ? in[q * L + b] : bias[f]) + (res ? res[q] : 0.f);
+        out[plane + q] = p.relu ? std::max(v, 0.f) : v;
+      }
+    }
+  }
+}
+
+#endif  // LCNN_LOOKUP_CONV_INTERLEAVED_H_
