@@ -47,7 +47,10 @@ static const int64_t kBatchedProductMaxBytes = 16 << 20;
 // line and every lane is an output (an image's 7x7 plane in flat tiles: 64 lanes for 49 outputs,
 // loads across lines). Groups of lanes images; a last group with fewer computes unused lanes.
 // ResNet-18's 7x7 lookup stage alone in C++ at batch 16 on Zen 5, tile-major in row blocks: k =
-// 1024, 460 entries a channel, 44 -> 93 useful GFLOP/s; k = 128, 58 entries, 53 -> 110.
+// 1024, 460 entries a channel, 44 -> 93 useful GFLOP/s; k = 128, 58 entries, 53 -> 110. The
+// layers in the operator at batch 16, one thread, medians of 2-3 pairs of processes: accurate
+// (k = 1024) 13.6-15.6 -> 9.4-12.1 ms, fast (k = 128) 1.56-1.67 -> 1.32-1.35 ms; two threads,
+// accurate, 8.1-8.5 -> 5.6-6.3 ms; AVX2 kernels (8 images a group), 18.5-20.8 -> 17.3-18.0 ms.
 // Larger maps gained nothing (ResNet-18-accurate alone at batch 16, medians of 2-3 pairs: 14x14
 // 11.2-13.5 against 12.5-13.5 ms, 28x28 12.0-15.1 against 10.8-11.1 ms): the same small maps.
 // Accumulate output tiles position by position over all channels (each tile's S rows then
