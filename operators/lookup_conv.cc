@@ -3,7 +3,8 @@
 // lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h; every
 // decision for an input shape and packed content is in the Plan (lookup_conv_plan.h); the
 // stages and vector kernels are in lookup_conv_stages.h, lookup_conv_interleaved.h and
-// lookup_conv_kernels.h; the operator is registered in lookup_conv_register.cc. This file is the operator's state:
+// lookup_conv_kernels.h; the operator is registered in lookup_conv_register.cc. This file is
+// the operator's state:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -207,7 +208,7 @@ class LookupConv : public CustomStatefulOp {
       ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
       ws.s.assign(deep ? 0 : plan().s_floats + 2 * kTile, 0.f);
       ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
-      ws.channel.assign((plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
+      ws.channel.assign(interleaved ? 0 : (plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
       ws.all_channels.assign(plan().tile_major && !interleaved ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
       ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
     }
@@ -304,12 +305,10 @@ class LookupConv : public CustomStatefulOp {
     const Geometry& g = plan().geometry;
     const int64_t L = plan().interleave, n = std::min(L, plan().batch - b0), pixels = g.h * g.w;
     InterleaveImages(t.x, g.m, pixels, b0, n, L, prep_->group_x, threads);
-    if (!plan().rows.empty()) {
-      Product product{t.dictionary, &plan().rows, g.m, prep_->group_x, pixels * L, pixels * L,
-                      prep_->group_s + (params_.ph * g.wq + params_.pw) * L, g.cols * L, g.w * L, g.wq * L};
-      product.deep = true;
-      DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
-    }
+    Product product{t.dictionary, &plan().rows, g.m, prep_->group_x, pixels * L, pixels * L,
+                    prep_->group_s + (params_.ph * g.wq + params_.pw) * L, g.cols * L, g.w * L, g.wq * L};
+    product.deep = true;  // (the plan interleaves only layers with dictionary rows)
+    DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
     InterleavedLookups<I>(plan(), params_.num_filter, t.indptr, t.coefs, t.bias, prep_->group_s, prep_->group_y,
                           threads);
     DeinterleaveOutputs(params_, plan(), t.indptr, t.bias, prep_->group_y, t.residual, b0, n, t.y, threads);

@@ -7,7 +7,6 @@
 #ifndef LCNN_LOOKUP_CONV_INTERLEAVED_H_
 #define LCNN_LOOKUP_CONV_INTERLEAVED_H_
 
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -16,26 +15,7 @@
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
-
-// Channels ahead whose entries of the current row block are prefetched (tile-major, in blocks):
-// a run of about 16 entries per channel, in a different place of the entry arrays each, which
-// the hardware does not foresee (ResNet-18-accurate's stage 4: half the lookup time was waiting
-// for coefficients). Both ends of each run: 16 entries are 64 bytes, two lines unless aligned
-// (stage 4's 7x7 layer alone, medians: 1.99-2.62 -> 1.87-2.03 ms in four pairs).
-static const int kPrefetchChannels = 4;
-
-// Tile-major in row blocks: fetches the entries of block blk of the channel kPrefetchChannels
-// ahead of f, if it is below f1.
-static inline void PrefetchAhead(const Plan& plan, const float* coefs, int f, int f1, int blk) {
-  const int blocks = plan.row_blocks;
-  if (blocks == 1 || f + kPrefetchChannels >= f1) return;
-  const int* starts = plan.block_starts.data() + static_cast<size_t>(f + kPrefetchChannels) * (blocks + 1);
-  const int ahead = starts[blk], last = std::max(ahead, starts[blk + 1] - 1);
-  for (int j : {ahead, last}) {
-    _mm_prefetch(reinterpret_cast<const char*>(coefs + j), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(plan.entry_offsets.data() + j), _MM_HINT_T0);
-  }
-}
+#include "lookup_conv_stages.h"
 
 // out (m x pixels x lanes) = images [b0, b0 + n) of x (batch x m x pixels), lane b holding image
 // b0 + b; lanes from n on are zero.
