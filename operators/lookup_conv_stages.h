@@ -1,8 +1,8 @@
 // The stages of lcnn_lookup_conv on one image (lookup_conv.cc runs them as its plan says):
 // splitting into stride phases, the dictionary product, max-pooling and the shortcut, and the
-// prefetch of tile-major lookups' entries. Each
-// takes the number of threads it may use (1 when whole images run in parallel). The vector
-// stages take the instruction set I (lookup_conv_isa.h) they are compiled for.
+// prefetch of tile-major lookups' entries. Each takes the number of threads it may use (1 when
+// whole images run in parallel). The vector stages take the instruction set I
+// (lookup_conv_isa.h) they are compiled for.
 #ifndef LCNN_LOOKUP_CONV_STAGES_H_
 #define LCNN_LOOKUP_CONV_STAGES_H_
 
