@@ -245,12 +245,13 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
   plan->s_floats = rows * g.cols;
   const int64_t s_bytes = std::max<int64_t>(1, plan->s_floats * static_cast<int64_t>(sizeof(float)));
-  const bool interleaved = plan->product_into_s && !p.pool_kh && rows > 0 && batch >= regs.lanes &&
-                           pixels <= kBatchedProductMaxPixels && s_bytes * regs.lanes <= kBatchedProductMaxBytes &&
+  // a batch of small maps: one product over the batch, or images interleaved
+  const bool small_maps = plan->product_into_s && batch > 1 && rows > 0 && pixels <= kBatchedProductMaxPixels;
+  const bool interleaved = small_maps && !p.pool_kh && batch >= regs.lanes &&
+                           s_bytes * regs.lanes <= kBatchedProductMaxBytes &&
                            plan->s_floats * regs.lanes <= std::numeric_limits<int>::max();
   plan->interleave = interleaved ? regs.lanes : 1;
-  plan->batched_product = !interleaved && plan->product_into_s && batch > 1 && pixels <= kBatchedProductMaxPixels &&
-                          rows > 0;
+  plan->batched_product = small_maps && !interleaved;
   plan->product_images =
       plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / s_bytes, 1, batch) : 1;
   plan->entry_offsets.resize(nnz);
