@@ -1,10 +1,10 @@
 // lcnn_lookup_conv: the sparse lookup convolution of LCNN, for inference, as an MXNet 1.9
 // custom-operator library (lib_api). Its inputs, output and attributes are the contract of
 // lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h; every
-// decision for an input shape and packed content is in the Plan (lookup_conv_plan.h); the
-// stages and vector kernels are in lookup_conv_stages.h, lookup_conv_interleaved.h and
-// lookup_conv_kernels.h; the operator is registered in lookup_conv_register.cc. This file is
-// the operator's state:
+// decision for an input shape and packed content is in the Plan (lookup_conv_plan.h), kept
+// with the buffers it sizes (lookup_conv_prepared.h); the stages and vector kernels are in
+// lookup_conv_stages.h, lookup_conv_interleaved.h and lookup_conv_kernels.h; the operator is
+// registered in lookup_conv_register.cc. This file is the operator's state:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -36,6 +36,7 @@
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_pool.h"
+#include "lookup_conv_prepared.h"
 #include "lookup_conv_stages.h"
 
 #ifndef LCNN_KERNEL_ISA
@@ -47,12 +48,6 @@
 namespace LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA) {
 
 using I = LCNN_KERNEL_ISA;
-static const int kTile = TileFloats<I>();  // floats per register tile
-// Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
-// by all threads: one thread compared ResNet-18-accurate's stage-4 indices (236K ints at
-// density 0.05) in 0.2-0.3 ms a call; two took its layer at batch 1 from 1.49-1.58 to
-// 1.37-1.45 ms.
-static const size_t kParallelCompareInts = 1 << 15;
 // Output channels per unit of the lookup stage's dynamic schedule: a few, so that channels of
 // unequal entry counts even out over the threads; many when a channel is a few gathered
 // outputs (fully connected layers: 4096 channels of about 20 entries each, where taking a unit
@@ -60,54 +55,8 @@ static const size_t kParallelCompareInts = 1 << 15;
 static const int kChannelChunk = 4;
 static const int kFewOutputsChunk = 64;
 
-// Whether the n ints at a and b are equal.
-static bool SameInts(const int* a, const int* b, size_t n, int threads) {
-  if (threads <= 1 || n < kParallelCompareInts) return !std::memcmp(a, b, n * sizeof(int));
-  bool same = true;
-#pragma omp parallel for reduction(&& : same) num_threads(threads)
-  for (int part = 0; part < threads; ++part) {
-    const size_t begin = n * part / threads, end = n * (part + 1) / threads;
-    same = same && !std::memcmp(a + begin, b + begin, (end - begin) * sizeof(int));
-  }
-  return same;
-}
-
-// Buffers of one thread working on one image.
-struct Workspace {
-  std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
-  std::vector<float> product;     // D x X on the unpadded input (rows x h*w), before the split
-  std::vector<float> s;           // S (rows x cols), with room for tiles reading past the end
-  std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
-  std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
-  std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
-  std::vector<float> packed;      // the dictionary product's packed strips of x
-};
-
-// What Prepare() builds for one input shape, thread count and packed content: the plan and
-// the buffers it sizes.
-struct Prepared {
-  Plan plan;
-  std::vector<int> indptr, indices;          // the packed content the plan was built for
-  int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
-  std::vector<Workspace> spaces;             // one per thread running whole images, else one
-  std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
-  // plan.interleave > 1: a group's interleaved x (m x pixels x images), S (rows x cols x images)
-  // and outputs (filters x ho x wo x images), from 64-byte boundaries in these buffers
-  std::vector<float> group_buffers[3];
-  float *group_x = nullptr, *group_s = nullptr, *group_y = nullptr;
-};
-
-// `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
-// aligned register at a time).
-static float* AlignedZeros(std::vector<float>* v, int64_t floats) {
-  const int64_t line = 64 / sizeof(float);
-  v->assign(floats + line, 0.f);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(v->data());
-  return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
-}
-
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
-using PreparedPool = StatePool<Prepared>;
+using PreparedPool = StatePool<Prepared, I>;
 
 class LookupConv : public CustomStatefulOp {
  public:
@@ -165,12 +114,7 @@ class LookupConv : public CustomStatefulOp {
       prep_ = PreparedPool::Get().Take(key_);
       if (!prep_) prep_.reset(new Prepared());
     }
-    const Geometry& old = plan().geometry;
-    const bool same_shape = old.m == xs[1] && old.h == xs[2] && old.w == xs[3] && old.k == k &&
-                            plan().batch == batch && plan().threads == threads;
-    if (same_shape && prep_->indptr.size() == n1 && prep_->indices.size() == nnz &&
-        SameInts(prep_->indptr.data(), ptr, n1, threads) && SameInts(prep_->indices.data(), idx, nnz, threads))
-      return MX_SUCCESS;
+    if (prep_->Fits(xs, k, threads, ptr, n1, idx, nnz)) return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
@@ -178,7 +122,7 @@ class LookupConv : public CustomStatefulOp {
                   &prep_->plan) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
-    Allocate(threads);
+    AllocateBuffers<I>(params_, threads, prep_.get());
     NotePlanBuilt();
     return MX_SUCCESS;
   }
@@ -196,42 +140,8 @@ class LookupConv : public CustomStatefulOp {
     return key.str();
   }
 
-  void Allocate(int threads) {
-    const Geometry& g = plan().geometry;
-    const int64_t rows = plan().rows.size();
-    prep_->ext_alloc = (g.ext + kTile - 1) / kTile * kTile;
-    const bool interleaved = plan().interleave > 1, deep = plan().batched_product || interleaved;
-    prep_->spaces.assign(plan().images_in_parallel ? threads : 1, Workspace());
-    for (Workspace& ws : prep_->spaces) {
-      const bool split_input = plan().few_outputs || (!plan().product_then_split && !plan().product_into_s);
-      ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
-      ws.product.assign(plan().product_then_split && !plan().few_outputs ? rows * g.h * g.w : 0, 0.f);
-      ws.s.assign(deep ? 0 : plan().s_floats + 2 * kTile, 0.f);
-      ws.transposed.assign(plan().only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
-      ws.channel.assign(interleaved ? 0 : (plan().images_in_parallel ? 1 : threads) * ChannelScratch(), 0.f);
-      ws.all_channels.assign(plan().tile_major && !interleaved ? params_.num_filter * prep_->ext_alloc : 0, 0.f);
-      ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
-    }
-    prep_->batch_input.clear(), prep_->batch_s.clear();
-    if (plan().batched_few_outputs) {
-      prep_->batch_input.assign(g.m * g.cols * plan().batch, 0.f);
-      prep_->batch_s.assign(plan().s_floats * plan().batch, 0.f);
-    } else if (plan().batched_product) {  // S's padding stays zero: the product writes inside it
-      prep_->batch_input.assign(g.m * g.h * g.w * plan().product_images, 0.f);
-      prep_->batch_s.assign(plan().s_floats * plan().product_images + 2 * kTile, 0.f);
-    }
-    const int64_t lanes = interleaved ? plan().interleave : 0;  // nothing when not interleaved
-    prep_->group_x = AlignedZeros(&prep_->group_buffers[0], g.m * g.h * g.w * lanes);
-    prep_->group_s = AlignedZeros(&prep_->group_buffers[1], plan().s_floats * lanes);
-    prep_->group_y = AlignedZeros(&prep_->group_buffers[2], params_.num_filter * g.yo * g.xo * lanes);
-  }
-
   const Plan& plan() const { return prep_->plan; }
   float* ChannelExt(Workspace* ws, int f) const { return ws->all_channels.data() + f * prep_->ext_alloc; }
-
-  int64_t ChannelScratch() const {
-    return prep_->ext_alloc + (params_.pool_kh ? PoolScratchFloats(params_, plan().geometry) : 0);
-  }
 
   // One image b: the dictionary product (unless BatchedProduct made it), then every channel's
   // lookups (`threads` share them).
@@ -290,7 +200,7 @@ class LookupConv : public CustomStatefulOp {
     const int chunk = plan().few_outputs ? kFewOutputsChunk : kChannelChunk;
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {
-      float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * ChannelScratch();
+      float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * prep_->channel_scratch;
       float* ext = plan().tile_major ? ChannelExt(ws, f) : own;
       Channel(s, f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
               y + f * out_plane);

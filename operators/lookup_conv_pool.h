@@ -21,8 +21,8 @@
 // Prepared states kept: the lookup layers of about three ResNet-18s; beyond, the oldest goes.
 static const size_t kPooledStates = 64;
 
-// One pool per type T (per kernel set: each set's Prepared is its own type).
-template <class T>
+// One pool per type T and kernel set Set (each set's plans are its own: tiles of its registers).
+template <class T, class Set>
 class StatePool {
  public:
   static StatePool& Get() {

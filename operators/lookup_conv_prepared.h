@@ -1,0 +1,113 @@
+// What lcnn_lookup_conv keeps for one input shape, thread count and packed content: the plan
+// (lookup_conv_plan.h), the content it was built for, and the buffers the plan sizes.
+// lookup_conv.cc's Prepare() builds it when any of these changes; the operator's states hand
+// it on to the next state of the same key (lookup_conv_pool.h).
+#ifndef LCNN_LOOKUP_CONV_PREPARED_H_
+#define LCNN_LOOKUP_CONV_PREPARED_H_
+
+#include <omp.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "lookup_conv_attrs.h"
+#include "lookup_conv_kernels.h"
+#include "lookup_conv_plan.h"
+#include "lookup_conv_stages.h"
+
+// Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
+// by all threads: one thread compared ResNet-18-accurate's stage-4 indices (236K ints at
+// density 0.05) in 0.2-0.3 ms a call; two took its layer at batch 1 from 1.49-1.58 to
+// 1.37-1.45 ms.
+static const size_t kParallelCompareInts = 1 << 15;
+
+// Whether the n ints at a and b are equal.
+static inline bool SameInts(const int* a, const int* b, size_t n, int threads) {
+  if (threads <= 1 || n < kParallelCompareInts) return !std::memcmp(a, b, n * sizeof(int));
+  bool same = true;
+#pragma omp parallel for reduction(&& : same) num_threads(threads)
+  for (int part = 0; part < threads; ++part) {
+    const size_t begin = n * part / threads, end = n * (part + 1) / threads;
+    same = same && !std::memcmp(a + begin, b + begin, (end - begin) * sizeof(int));
+  }
+  return same;
+}
+
+// Buffers of one thread working on one image.
+struct Workspace {
+  std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
+  std::vector<float> product;     // D x X on the unpadded input (rows x h*w), before the split
+  std::vector<float> s;           // S (rows x cols), with room for tiles reading past the end
+  std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
+  std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
+  std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
+  std::vector<float> packed;      // the dictionary product's packed strips of x
+};
+
+struct Prepared {
+  Plan plan;
+  std::vector<int> indptr, indices;          // the packed content the plan was built for
+  int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
+  int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
+  std::vector<Workspace> spaces;             // one per thread running whole images, else one
+  std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
+  // plan.interleave > 1: a group's interleaved x (m x pixels x images), S (rows x cols x images)
+  // and outputs (filters x ho x wo x images), from 64-byte boundaries in these buffers
+  std::vector<float> group_buffers[3];
+  float *group_x = nullptr, *group_s = nullptr, *group_y = nullptr;
+
+  // Whether the plan was built for this input shape, thread count and packed content.
+  bool Fits(const std::vector<int64_t>& xs, int64_t k, int threads, const int* ptr, size_t n1, const int* idx,
+            size_t nnz) const {
+    const Geometry& g = plan.geometry;
+    return g.m == xs[1] && g.h == xs[2] && g.w == xs[3] && g.k == k && plan.batch == xs[0] &&
+           plan.threads == threads && indptr.size() == n1 && indices.size() == nnz &&
+           SameInts(indptr.data(), ptr, n1, threads) && SameInts(indices.data(), idx, nnz, threads);
+  }
+};
+
+// `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
+// aligned register at a time).
+static inline float* AlignedZeros(std::vector<float>* v, int64_t floats) {
+  const int64_t line = 64 / sizeof(float);
+  v->assign(floats + line, 0.f);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(v->data());
+  return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
+}
+
+// prep's buffers, zeroed, for its plan, layer p, `threads` threads and the kernel set I.
+template <class I>
+static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep) {
+  const Plan& plan = prep->plan;
+  const Geometry& g = plan.geometry;
+  const int64_t rows = plan.rows.size(), tile = TileFloats<I>();
+  prep->ext_alloc = (g.ext + tile - 1) / tile * tile;
+  prep->channel_scratch = prep->ext_alloc + (p.pool_kh ? PoolScratchFloats(p, g) : 0);
+  const bool interleaved = plan.interleave > 1, deep = plan.batched_product || interleaved;
+  prep->spaces.assign(plan.images_in_parallel ? threads : 1, Workspace());
+  for (Workspace& ws : prep->spaces) {
+    const bool split_input = plan.few_outputs || (!plan.product_then_split && !plan.product_into_s);
+    ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
+    ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
+    ws.s.assign(deep ? 0 : plan.s_floats + 2 * tile, 0.f);
+    ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
+    ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
+    ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
+    ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
+  }
+  prep->batch_input.clear(), prep->batch_s.clear();
+  if (plan.batched_few_outputs) {
+    prep->batch_input.assign(g.m * g.cols * plan.batch, 0.f);
+    prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
+  } else if (plan.batched_product) {  // S's padding stays zero: the product writes inside it
+    prep->batch_input.assign(g.m * g.h * g.w * plan.product_images, 0.f);
+    prep->batch_s.assign(plan.s_floats * plan.product_images + 2 * tile, 0.f);
+  }
+  const int64_t lanes = interleaved ? plan.interleave : 0;  // nothing when not interleaved
+  prep->group_x = AlignedZeros(&prep->group_buffers[0], g.m * g.h * g.w * lanes);
+  prep->group_s = AlignedZeros(&prep->group_buffers[1], plan.s_floats * lanes);
+  prep->group_y = AlignedZeros(&prep->group_buffers[2], p.num_filter * g.yo * g.xo * lanes);
+}
+
+#endif  // LCNN_LOOKUP_CONV_PREPARED_H_
