@@ -54,13 +54,13 @@ static const int64_t kBatchedProductMaxBytes = 16 << 20;
 // Larger maps gained nothing (ResNet-18-accurate alone at batch 16, medians of 2-3 pairs: 14x14
 // 11.2-13.5 against 12.5-13.5 ms, 28x28 12.0-15.1 against 10.8-11.1 ms): the same small maps.
 // Accumulate output tiles position by position over all channels (each tile's S rows then
-// stay in L2) when S is larger than 64K floats (256 KB, half of one core's L2 on the machines
-// measured) and channels have 16+ entries on average (fewer: each channel reads little of S).
+// stay in L2) when S is larger than 64K floats (256 KB: half of a Zen 3 core's L2, a quarter
+// of a Zen 5 core's) and channels have 16+ entries on average (fewer: each channel reads little of S).
 static const int64_t kTileMajorMinFloats = 64 << 10;
 static const int kTileMajorMinEntries = 16;
 // Tile by tile, the S values one output tile reads span, per S row, its stride phases' segments
 // of (tile + largest tap shift) floats. When all rows' segments exceed 16 KB (half of the 32 KB
-// L1 data cache of the CPUs measured), the rows are taken in blocks whose segments fit, and each
+// L1 data cache of Zen 3; Zen 5 has 48 KB and measured no gain from 24 KB), the rows are taken in blocks whose segments fit, and each
 // channel's tile is accumulated block by block (partial sums stored in between): every entry then
 // reads S from L1 instead of L2. A channel's entries are split into consecutive runs, one per
 // block: in row order (the packer's) each run reads its block's rows only; in any other order the

@@ -28,8 +28,8 @@ static const int kRowMajor = 101, kNoTrans = 111;
 // Rows of x per pass (the product is summed over passes): as many as make a packed strip of
 // 16 KB (256 rows on AVX2, 128 on AVX-512), which stays in L1 while the panels of D pass over it.
 static const int64_t kGemmStripBytes = 16 << 10;
-// Strips per chunk: at most 128 KB of packed x, which stays in L2 (512 KB on the CPUs
-// measured) while every panel of D passes over the chunk.
+// Strips per chunk: at most 128 KB of packed x, which stays in L2 (512 KB on Zen 3,
+// 1 MB on Zen 5) while every panel of D passes over the chunk.
 static const int64_t kGemmChunkBytes = 128 << 10;
 // A product over a whole batch ("deep", plan.batched_product) writes an S far larger than L2,
 // and every pass over x's rows reads and writes all of it again: its strips hold 64 KB of x
@@ -37,7 +37,7 @@ static const int64_t kGemmChunkBytes = 128 << 10;
 // ResNet-18-accurate's 7x7 layer at batch 16 (S of 6 MB) alone, medians of alternating runs:
 // one image a product 13.8-14.6 ms; over the batch in passes of 128 rows 14.4-17.7; in one pass
 // of 512 rows 12.5-16.6 (chunks of 512 KB; four of six runs 12.5-13.4). Chunks of 256 KB
-// measured the same as 512 KB (12.1-12.8 against 12.3-12.4 ms) and fit a 512 KB L2.
+// measured the same as 512 KB (12.1-12.8 against 12.3-12.4 ms) and fit Zen 3's 512 KB L2.
 static const int64_t kDeepStripBytes = 64 << 10, kDeepChunkBytes = 256 << 10;
 template <class I>
 constexpr int GemmDepth(bool deep) {
