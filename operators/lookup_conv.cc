@@ -114,7 +114,7 @@ class LookupConv : public CustomStatefulOp {
       prep_ = PreparedPool::Get().Take(key_);
       if (!prep_) prep_.reset(new Prepared());
     }
-    if (prep_->Fits(xs, k, threads, ptr, n1, idx, nnz)) return MX_SUCCESS;
+    if (Fits(*prep_, xs, k, threads, ptr, n1, idx, nnz)) return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches

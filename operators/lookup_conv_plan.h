@@ -55,16 +55,17 @@ static const int64_t kBatchedProductMaxBytes = 16 << 20;
 // 11.2-13.5 against 12.5-13.5 ms, 28x28 12.0-15.1 against 10.8-11.1 ms): the same small maps.
 // Accumulate output tiles position by position over all channels (each tile's S rows then
 // stay in L2) when S is larger than 64K floats (256 KB: half of a Zen 3 core's L2, a quarter
-// of a Zen 5 core's) and channels have 16+ entries on average (fewer: each channel reads little of S).
+// of a Zen 5 core's) and channels have 16+ entries on average (fewer: each channel reads
+// little of S).
 static const int64_t kTileMajorMinFloats = 64 << 10;
 static const int kTileMajorMinEntries = 16;
 // Tile by tile, the S values one output tile reads span, per S row, its stride phases' segments
 // of (tile + largest tap shift) floats. When all rows' segments exceed 16 KB (half of the 32 KB
-// L1 data cache of Zen 3; Zen 5 has 48 KB and measured no gain from 24 KB), the rows are taken in blocks whose segments fit, and each
-// channel's tile is accumulated block by block (partial sums stored in between): every entry then
-// reads S from L1 instead of L2. A channel's entries are split into consecutive runs, one per
-// block: in row order (the packer's) each run reads its block's rows only; in any other order the
-// result is the same and only the locality is lost.
+// L1 data cache of Zen 3; on Zen 5, with 48 KB, 24 KB measured the same), the rows are taken
+// in blocks whose segments fit, and each channel's tile is accumulated block by block (partial
+// sums stored in between): every entry then reads S from L1 instead of L2. A channel's entries
+// are split into consecutive runs, one per block: in row order (the packer's) each run reads its
+// block's rows only; in any other order the result is the same and only the locality is lost.
 static const int64_t kTileFootprintBytes = 16 << 10;
 // ... but no more blocks than leave a channel 16 entries in each on average: every block costs a
 // load and a store of the tile's partial sums (AlexNet's conv1, 30 entries a channel in 3 blocks,

@@ -56,16 +56,18 @@ struct Prepared {
   // and outputs (filters x ho x wo x images), from 64-byte boundaries in these buffers
   std::vector<float> group_buffers[3];
   float *group_x = nullptr, *group_s = nullptr, *group_y = nullptr;
-
-  // Whether the plan was built for this input shape, thread count and packed content.
-  bool Fits(const std::vector<int64_t>& xs, int64_t k, int threads, const int* ptr, size_t n1, const int* idx,
-            size_t nnz) const {
-    const Geometry& g = plan.geometry;
-    return g.m == xs[1] && g.h == xs[2] && g.w == xs[3] && g.k == k && plan.batch == xs[0] &&
-           plan.threads == threads && indptr.size() == n1 && indices.size() == nnz &&
-           SameInts(indptr.data(), ptr, n1, threads) && SameInts(indices.data(), idx, nnz, threads);
-  }
 };
+
+// Whether prep's plan was built for input shape xs (batch, m, h, w), k dictionary vectors,
+// `threads` threads and the packed content (ptr: n1 ints, idx: nnz ints), compared in full.
+static inline bool Fits(const Prepared& prep, const std::vector<int64_t>& xs, int64_t k, int threads,
+                        const int* ptr, size_t n1, const int* idx, size_t nnz) {
+  const Plan& plan = prep.plan;
+  const Geometry& g = plan.geometry;
+  return g.m == xs[1] && g.h == xs[2] && g.w == xs[3] && g.k == k && plan.batch == xs[0] &&
+         plan.threads == threads && prep.indptr.size() == n1 && prep.indices.size() == nnz &&
+         SameInts(prep.indptr.data(), ptr, n1, threads) && SameInts(prep.indices.data(), idx, nnz, threads);
+}
 
 // `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
 // aligned register at a time).
