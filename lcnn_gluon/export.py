@@ -8,7 +8,8 @@ become that dense layer, ``W = P x D``; a BatchNorm right after a lookup layer i
 coefficients and bias, and a ReLU and a max-pooling after that are fused into the
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
-also adds the shortcut and applies the block's ReLU. ``densify(net)``
+also adds the shortcut and applies the block's ReLU; a plain ``Dense`` layer (the
+classifier) runs on the operator as ``D = W``, ``P = I`` (``dense_on_operator``). ``densify(net)``
 gives the same function with plain ``Convolution``/``FullyConnected`` weights
 ``W = P x D`` instead, for runtimes without the library.
 
@@ -35,8 +36,8 @@ from mxnet.gluon import HybridBlock, nn
 from . import atomic, checkpoint, data, flops, ops, tree
 from .lookup.layers import _Lookup
 from .lookup.packed import PackedLookup
-from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, residual_parts,
-                            sparse_lookup_for)
+from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, dense_on_operator,
+                            residual_parts, sparse_lookup_for)
 
 __all__ = ["SparseLookup", "SparseResidualBlock", "dense_layer", "residual_parts", "sparsify",
            "densify", "export", "check", "load_exported", "ExportError"]
@@ -86,6 +87,7 @@ def _convert_children(block: HybridBlock, make) -> None:
 def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> HybridBlock:
     """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator.
 
+    Plain ``Dense`` layers run on the operator too (:func:`dense_on_operator`).
     With ``data_shape`` (C, H, W of one input), a lookup layer that counts more
     multiplications than a dense layer on its input (``lookup.cost.runs_dense``, as
     :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead; without it, every
@@ -101,8 +103,19 @@ def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> 
     def make(layer, following):
         return (dense_layer(layer), 0) if layer in as_dense else sparse_lookup_for(layer, following)
     _convert_children(net, make)
+    _plain_dense_children(net)
     _residual_blocks(net)
     return net
+
+
+def _plain_dense_children(block: HybridBlock) -> None:
+    """Replace each plain ``Dense`` layer below ``block`` by :func:`dense_on_operator`'s."""
+    for key, child in list(block._children.items()):
+        new = dense_on_operator(child)
+        if new is not None:
+            tree.replace_child(block, key, new)
+        else:
+            _plain_dense_children(child)
 
 
 def densify(net: HybridBlock) -> HybridBlock:

@@ -9,7 +9,7 @@ live P packed (:class:`lcnn_gluon.lookup.PackedLookup`), absorbing what follows 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import mxnet as mx
 import numpy as np
@@ -24,25 +24,33 @@ class SparseLookup(HybridBlock):
     """A lookup layer in inference form: the ``lcnn_lookup_conv`` operator on CSR lookups.
 
     Input and output as the lookup layer it replaces (a dense layer's input is
-    flattened and treated as a 1x1 map).
+    flattened and treated as a 1x1 map). ``layer`` may also be a plain ``nn.Dense``: it
+    runs as the lookup layer ``D = W``, ``P = I`` (one coefficient 1 per output; see
+    :func:`dense_on_operator`).
     """
 
-    def __init__(self, layer: _Lookup, scale: Optional[np.ndarray], shift: Optional[np.ndarray],
-                 relu: bool, pool: Optional[nn.MaxPool2D] = None, flatten: bool = False, **kwargs):
+    def __init__(self, layer: Union[_Lookup, nn.Dense], scale: Optional[np.ndarray],
+                 shift: Optional[np.ndarray], relu: bool, pool: Optional[nn.MaxPool2D] = None,
+                 flatten: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.residual = False  # see add_residual
-        self.dense = isinstance(layer, LookupDense)
+        plain = isinstance(layer, nn.Dense)
+        self.dense = plain or isinstance(layer, LookupDense)
         self.flatten = self.dense or flatten  # the output as (N, features)
         conv = not self.dense
-        self.attrs = dict(kernel=layer.kernel, stride=layer.strides if conv else (1, 1),
-                          pad=layer.padding if conv else (0, 0), num_filter=layer.channels,
-                          act="relu" if relu else "none")
+        self.attrs = dict(kernel=(1, 1) if plain else layer.kernel, stride=layer.strides if conv else (1, 1),
+                          pad=layer.padding if conv else (0, 0),
+                          num_filter=layer._units if plain else layer.channels, act="relu" if relu else "none")
         if pool is not None:
             self.attrs.update(pool_kernel=pool._kwargs["kernel"], pool_stride=pool._kwargs["stride"],
                               pool_pad=pool._kwargs["pad"])
-        packed = PackedLookup.pack(layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy(),
-                                   layer.bias.data().asnumpy() if layer.bias is not None else None,
-                                   scale, shift)
+        if plain:
+            dictionary = layer.weight.data().asnumpy()
+            lookup = np.eye(dictionary.shape[0], dtype=np.float32)
+        else:
+            lookup, dictionary = layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy()
+        packed = PackedLookup.pack(lookup, dictionary, layer.bias.data().asnumpy() if layer.bias is not None
+                                   else None, scale, shift)
         with self.name_scope():
             for name, value in packed.arrays().items():
                 param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
@@ -174,6 +182,25 @@ def dense_layer(layer: _Lookup) -> HybridBlock:
     if layer.bias is not None:
         dense.bias.set_data(layer.bias.data())
     return dense
+
+
+def dense_on_operator(layer: HybridBlock) -> Optional[SparseLookup]:
+    """A plain ``nn.Dense`` layer (flattening, with no activation or ReLU) on the operator as
+    ``D = W``, ``P = I``; None for any other block.
+
+    Why: MXNet 1.9's ``FullyConnected`` runs oneDNN's gemm, which at AVX-512 on two threads
+    took 3.5-4.8 ms for AlexNet's 4096 -> 1000 classifier at batch 16, against 1.9-2.0 ms at
+    one thread (0.96-1.09 ms at two with oneDNN capped at AVX2); the operator's dictionary
+    product took 1.4-1.9 and 0.7-1.3 ms. At batch 1 both stream the weights once (0.29 and
+    0.31 ms). ResNet-18's 512 -> 1000 classifier: 0.18 / 0.21 ms at one thread, batch 16;
+    0.53 / 0.29 ms at two (benchmarks/RESULTS.md, run 27).
+    """
+    if not (isinstance(layer, nn.Dense) and layer._flatten and layer.weight._data is not None):
+        return None
+    act = layer.act._act_type if layer.act is not None else None
+    if act not in (None, "relu"):
+        return None
+    return SparseLookup(layer, None, None, act == "relu", prefix=layer.prefix)
 
 
 def sparse_lookup_for(layer: _Lookup, following: list) -> Tuple[HybridBlock, int]:

@@ -72,6 +72,23 @@ def test_sparsify_at_an_input_shape_runs_dense_the_layers_that_count_more_as_loo
     assert meta["check"] <= 1e-4
 
 
+def test_sparsify_runs_plain_dense_layers_on_the_operator(lcnn_ops):
+    from mxnet.gluon import nn
+    net = nn.HybridSequential()
+    net.add(nn.Dense(12, activation="relu"), nn.Dense(9, activation="tanh"),
+            nn.Dense(7, flatten=False), nn.Dense(5))
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.random.normal(shape=(3, 4, 2, 2))
+    reference = net(x).asnumpy()
+    sparse = export.sparsify(net)
+    # a tanh and a non-flattening layer are not what the operator computes: they stay
+    assert [type(b).__name__ for b in sparse._children.values()] == ["SparseLookup", "Dense", "Dense",
+                                                                    "SparseLookup"]
+    assert sparse[0].attrs["act"] == "relu" and sparse[3].attrs["act"] == "none"
+    for batch in (1, 3):  # the operator's matrix-vector and batched paths
+        np.testing.assert_allclose(sparse(x[:batch]).asnumpy(), reference[:batch], rtol=1e-4, atol=1e-5)
+
+
 def test_sparsify_fuses_the_shortcut_of_gluon_resnet_blocks(lcnn_ops):
     from mxnet.gluon.model_zoo import vision
     mx.random.seed(2)

@@ -73,7 +73,9 @@ def test_sparsify_and_densify_of_a_trained_hybridized_net(net_and_input):
     assert relative_error(dense(x).asnumpy(), reference) <= 1e-4
     # what was fused and what was not
     kinds = [type(b).__name__ for b in tree.blocks(sparse)]
-    assert kinds.count("SparseLookup") == 10 and kinds.count("SparseResidualBlock") == 1
+    # the 10 lookup layers and the plain classifier (D = W, P = I)
+    assert kinds.count("SparseLookup") == 11 and kinds.count("SparseResidualBlock") == 1
+    assert isinstance(sparse[-1], export.SparseLookup) and sparse[-1].density == pytest.approx(1 / 10)
     assert kinds.count("BatchNorm") == 4  # after an activation or a pooling: kept, not folded
     assert sum(isinstance(b, nn.Activation) and b._act_type == "tanh" for b in tree.blocks(sparse)) == 1
     assert net(x).asnumpy() == pytest.approx(reference)  # the trained network is unchanged
