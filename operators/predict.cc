@@ -12,7 +12,8 @@
 // A .npy input (float32, C-order, (C,H,W) or (1,C,H,W)) is fed as it is. --batch N feeds N
 // copies of the input at once (scores printed for the first; latency per batch and per image);
 // --threads T runs MXNet and the operator with T OpenMP threads (the program restarts itself
-// with OMP_NUM_THREADS=T: OpenMP reads it when the libraries load).
+// with OMP_NUM_THREADS=T: OpenMP reads it when the libraries load), on MXNet's NaiveEngine
+// unless MXNET_ENGINE_TYPE is set.
 #include <dlfcn.h>
 #include <mxnet/c_api.h>
 #include <mxnet/c_predict_api.h>
@@ -166,14 +167,21 @@ static int Run(int argc, char** argv) {
     for (const char* need : {"--symbol", "--params", "--input"})
       if (opt[need].empty()) throw Error(std::string(need) + " is required (see --help)");
     const int batch = PositiveInt(opt["--batch"], "--batch");
+    // Restart once with the environment the libraries read when they load: the thread count,
+    // and MXNet's engine, NaiveEngine unless the user chose one (operators run in the calling
+    // thread, as in Python's latency benchmarks; with the default threaded engine AlexNet-LCNN-
+    // fast at batch 16 took 13.0-14.2 ms at two threads against 7.4-8.1, benchmarks/RESULTS.md
+    // run 27).
+    bool restart = false;
     if (!opt["--threads"].empty()) {
       const std::string threads = std::to_string(PositiveInt(opt["--threads"], "--threads"));
       const char* current = std::getenv("OMP_NUM_THREADS");
-      if (!current || threads != current) {  // restart with the thread count set before OpenMP loads
-        setenv("OMP_NUM_THREADS", threads.c_str(), 1);
-        execv("/proc/self/exe", argv);
-        throw Error("cannot restart with --threads " + threads);
-      }
+      if (!current || threads != current) setenv("OMP_NUM_THREADS", threads.c_str(), 1), restart = true;
+    }
+    if (!std::getenv("MXNET_ENGINE_TYPE")) setenv("MXNET_ENGINE_TYPE", "NaiveEngine", 1), restart = true;
+    if (restart) {
+      execv("/proc/self/exe", argv);
+      throw Error("cannot restart with the thread count and engine set");
     }
     if (!opt["--library"].empty()) {
       Check(MXLoadLib(opt["--library"].c_str(), 0), "loading " + opt["--library"]);

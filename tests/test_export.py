@@ -228,14 +228,20 @@ def test_export_errors_name_the_input(exported_lenet, tmp_path, change, message)
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
 
 
-def test_cpp_predictor_takes_a_batch_and_threads(exported_lenet):
+def test_cpp_predictor_takes_a_batch_and_threads(exported_lenet, monkeypatch):
     prefix, folder, pixels = exported_lenet
+    monkeypatch.delenv("MXNET_ENGINE_TYPE", raising=False)
     scores = mx.nd.softmax(export.load_exported(prefix)(mx.nd.array(pixels[None, None]))).asnumpy()[0]
     proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "16", "--threads", "2", "--repeat", "2")
     assert proc.returncode == 0, proc.stdout
     found = re.findall(r"\d+\. class (\d+) score ([\d.]+)", proc.stdout)
     np.testing.assert_allclose([float(s) for _, s in found], np.sort(scores)[::-1][:5], atol=1e-4)
     assert re.search(r"batch 16, 2 threads: [\d.]+ ms per batch, [\d.]+ ms per image", proc.stdout)
+    # NaiveEngine unless the user chose an engine (MXNet logs the one it starts)
+    assert "using engine: NaiveEngine" in proc.stdout
+    proc = predictor(prefix, "--input", folder / "digit.npy", "--threads", "2",
+                     env={"MXNET_ENGINE_TYPE": "ThreadedEnginePerDevice"})
+    assert proc.returncode == 0 and "using engine: ThreadedEnginePerDevice" in proc.stdout, proc.stdout
     proc = predictor(prefix, "--input", folder / "digit.npy", "--batch", "0")
     assert proc.returncode == 2 and "--batch 0: must be a positive integer" in proc.stdout
 
