@@ -188,12 +188,10 @@ def dense_on_operator(layer: HybridBlock) -> Optional[SparseLookup]:
     """A plain ``nn.Dense`` layer (flattening, with no activation or ReLU) on the operator as
     ``D = W``, ``P = I``; None for any other block.
 
-    Why: MXNet 1.9's ``FullyConnected`` runs oneDNN's gemm, which at AVX-512 on two threads
-    took 3.5-4.8 ms for AlexNet's 4096 -> 1000 classifier at batch 16, against 1.9-2.0 ms at
-    one thread (0.96-1.09 ms at two with oneDNN capped at AVX2); on the operator it took
-    1.35-1.37 ms at one thread and 0.69-0.78 at two. At batch 1 both stream the weights once
-    (0.29 and 0.31 ms). ResNet-18's 512 -> 1000 classifier: 0.18 / 0.21 ms at one thread,
-    batch 16; 0.53 / 0.29 ms at two (medians of 100 calls; benchmarks/RESULTS.md, run 27).
+    Why: MXNet 1.9's ``FullyConnected`` runs oneDNN's gemm, which at AVX-512 takes twice as
+    long at two threads as at one for AlexNet's 4096 -> 1000 classifier at batch 16, where the
+    operator takes half its one-thread time; at batch 1 both stream the weights once in about
+    the same time (benchmarks/RESULTS.md, run 27, has the figures).
     """
     if not (isinstance(layer, nn.Dense) and layer._flatten and layer.weight._data is not None):
         return None

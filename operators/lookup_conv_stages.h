@@ -44,13 +44,13 @@ constexpr int GemmDepth(bool deep) {
   return static_cast<int>((deep ? kDeepStripBytes : kGemmStripBytes) / (StripFloats<I>() * sizeof(float)));
 }
 // A product of one strip of columns (a fully connected layer over a batch of at most a strip's
-// images) takes all m rows of x in one pass, up to this many rows (1 MB of packed strip on
-// AVX-512, in L2): each panel then reads its rows of D once from start to end, where passes of
-// GemmDepth rows read every row of D in 512-byte pieces, and D, the large operand (AlexNet's
-// 4096 -> 1000 classifier: 16 MB), is not read again with the partial sums. That classifier at
-// batch 16 alone (medians of 100 calls, two rounds): one thread 1.61-1.89 -> 1.35-1.46 ms, two
-// 0.80-1.32 -> 0.74-1.05 ms.
-static const int64_t kOneStripMaxRows = 8192;
+// images) takes all m rows of x in one pass, up to this many rows (a packed strip of 512 KB on
+// AVX-512, half of a Zen 5 core's L2): each panel then reads its rows of D from start to end
+// once and stores its outputs once. In passes of GemmDepth rows it read each row of D in
+// 512-byte pieces and loaded and stored its outputs once a pass. AlexNet's 4096 -> 1000
+// classifier at batch 16 alone (D of 16 MB; medians of 100 calls, two rounds): one thread
+// 1.58-1.92 -> 1.35-1.37 ms, two threads 0.78-1.32 -> 0.69-0.78 ms.
+static const int64_t kOneStripMaxRows = 4096;
 template <class I>
 static inline int64_t ProductDepth(int64_t m, int64_t cols, bool deep) {
   return cols <= StripFloats<I>() && m <= kOneStripMaxRows ? m : std::min<int64_t>(m, GemmDepth<I>(deep));

@@ -170,7 +170,7 @@ static int Run(int argc, char** argv) {
     // Restart once with the environment the libraries read when they load: the thread count,
     // and MXNet's engine, NaiveEngine unless the user chose one (operators run in the calling
     // thread, as in Python's latency benchmarks; with the default threaded engine AlexNet-LCNN-
-    // fast at batch 16 took 13.0-14.2 ms at two threads against 7.4-8.1, benchmarks/RESULTS.md
+    // fast at batch 16 took 12.5-14.2 ms at two threads against 7.4-8.1, benchmarks/RESULTS.md
     // run 27).
     bool restart = false;
     if (!opt["--threads"].empty()) {
