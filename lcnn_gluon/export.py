@@ -69,19 +69,25 @@ def _residual_blocks(block: HybridBlock) -> None:
 
 
 def _convert_children(block: HybridBlock, make) -> None:
-    """Replace each lookup layer below ``block`` by ``make(layer, following siblings)``, which
-    returns the new block and how many of the following blocks it absorbed (sequential
-    containers only: elsewhere registration order need not be execution order)."""
+    """Replace each block below ``block`` that ``make(child, following siblings)`` converts:
+    it returns the new block and how many of the following blocks it absorbed (sequential
+    containers only: elsewhere registration order need not be execution order), or None to
+    look inside ``child`` instead."""
     items = list(block._children.items())
     sequential = isinstance(block, (nn.HybridSequential, nn.Sequential))
-    for i, (key, child) in enumerate(items):
-        if not isinstance(child, _Lookup):
+    i = 0
+    while i < len(items):
+        key, child = items[i]
+        made = make(child, [c for _, c in items[i + 1:i + 4]] if sequential else [])
+        if made is None:
             _convert_children(child, make)
+            i += 1
             continue
-        new, absorbed = make(child, [c for _, c in items[i + 1:i + 4]] if sequential else [])
+        new, absorbed = made
         tree.replace_child(block, key, new)
         for j in range(absorbed):  # a sequential container just runs its remaining children
             del block._children[items[i + 1 + j][0]]
+        i += 1 + absorbed
 
 
 def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> HybridBlock:
@@ -100,22 +106,14 @@ def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> 
         layers = flops.trace(net, data_shape)
         as_dense = {lay.block for lay, row in zip(layers, flops.count(layers)) if row.as_dense}
 
-    def make(layer, following):
-        return (dense_layer(layer), 0) if layer in as_dense else sparse_lookup_for(layer, following)
+    def make(block, following):
+        if not isinstance(block, _Lookup):
+            plain = dense_on_operator(block)
+            return None if plain is None else (plain, 0)
+        return (dense_layer(block), 0) if block in as_dense else sparse_lookup_for(block, following)
     _convert_children(net, make)
-    _plain_dense_children(net)
     _residual_blocks(net)
     return net
-
-
-def _plain_dense_children(block: HybridBlock) -> None:
-    """Replace each plain ``Dense`` layer below ``block`` by :func:`dense_on_operator`'s."""
-    for key, child in list(block._children.items()):
-        new = dense_on_operator(child)
-        if new is not None:
-            tree.replace_child(block, key, new)
-        else:
-            _plain_dense_children(child)
 
 
 def densify(net: HybridBlock) -> HybridBlock:
@@ -124,7 +122,7 @@ def densify(net: HybridBlock) -> HybridBlock:
     ``net`` may be trained and hybridized; it is not changed.
     """
     net = tree.copy_structure(net, shared=(_Lookup,))
-    _convert_children(net, lambda layer, following: (dense_layer(layer), 0))
+    _convert_children(net, lambda block, following: (dense_layer(block), 0) if isinstance(block, _Lookup) else None)
     return net
 
 
