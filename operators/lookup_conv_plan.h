@@ -27,6 +27,12 @@ static const int kNeededDivisor = 4;
 // A float split costs about 16 multiply-adds of the product (measured alone on AVX2: 0.4-0.5
 // ns a float against 30-36 multiply-adds a ns).
 static const int64_t kSplitFloatMultiplyAdds = 16;
+// Strided layers on an input of at most 4 channels (an image's colours: a network's first layer):
+// S row by row, each input row's products split into their phases at once (ProductSplitRows).
+// With so few channels the product is a few multiply-adds a value and its time is the passes over
+// memory: AlexNet's conv1 at batch 16 (m = k = 3, stride 4) wrote an image's product (600 KB) and
+// read it back to split it, more than its 1 MB of L2 with S.
+static const int64_t kRowProductMaxChannels = 4;
 // Stride-1 layers in a batch whose images have at most this many pixels: one product over the
 // whole batch (every image's x side by side, every image's S in one buffer), so that D, read
 // once per pass over the columns, is read once a call instead of once an image, and a last
@@ -87,6 +93,7 @@ struct Plan {
   // Stride 1: S = D x X on the unpadded input, stored straight into S's padded rows (no split).
   bool product_into_s = false;
   bool product_then_split = false;  // S = D x X on the unpadded input, then split (kSplitFloatMultiplyAdds)
+  bool row_product = false;         // S = D x X row by row, split as it goes (kRowProductMaxChannels)
   // Stride 1, in a batch of small images (kBatchedProductMaxPixels): S = D x X for groups of
   // product_images images in one product, into one buffer holding each image's S after the other.
   bool batched_product = false;
@@ -266,7 +273,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   const int reach_y = ReachedPhases(p.kh, p.sh), reach_x = ReachedPhases(p.kw, p.sw);
   const bool all_phases = reach_y == p.sh && reach_x == p.sw;
   // (with phases unreached, splitting first is cheaper: its product skips them)
-  plan->product_then_split = !plan->product_into_s && all_phases &&
+  plan->row_product = !plan->product_into_s && !plan->few_outputs && g.m <= kRowProductMaxChannels && rows > 0;
+  plan->product_then_split = !plan->product_into_s && !plan->row_product && all_phases &&
                              rows * g.m * (g.cols - pixels) > kSplitFloatMultiplyAdds * (rows - g.m) * pixels;
   plan->phase_runs.clear();
   if (reach_x == p.sw) {

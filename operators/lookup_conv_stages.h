@@ -61,33 +61,91 @@ static inline int64_t ProductDepth(int64_t m, int64_t cols, bool deep) {
 // about 20 panels on, nothing at 11, and lost 10-30% at 3-6.
 static const int kPackMinPanels = 10;
 
+// Floats of the scratch row SplitInputRow needs (stride 4: the padded row, for a vector
+// deinterleave).
+static inline int64_t SplitRowFloats(const Params& p, const Geometry& g) { return g.wq * p.sw + 32; }
+
+// Input row yi of one plane (src: w floats) into that plane's stride phases at `plane_phases`
+// (its first phase's first row). Only the input's own positions are written: the padding stays
+// zero from the buffer's allocation. `padded`: SplitRowFloats of scratch, zero outside
+// [pw, pw + w); src may already be padded + pw (then it is not copied).
+static inline void SplitInputRow(const Params& p, const Geometry& g, const float* src, int64_t yi,
+                                 float* plane_phases, float* padded) {
+  const int64_t py = (yi + p.ph) % p.sh, yq = (yi + p.ph) / p.sh;
+  float* dst = plane_phases + py * p.sw * g.plane + yq * g.wq;
+  if (p.sw == 1) {
+    std::memcpy(dst + p.pw, src, g.w * sizeof(float));
+  } else if (p.sw == 2) {
+    SplitRowPadded2(src, g.w, p.pw, dst, g.plane);
+  } else if (p.sw == 4) {  // an AVX2 deinterleave of the padded row
+    if (src != padded + p.pw) std::memcpy(padded + p.pw, src, g.w * sizeof(float));
+    SplitRow(padded, p.sw, g.wq, dst, g.plane);
+  } else {
+    for (int px = 0; px < p.sw; ++px) {  // columns xi = xq * sw + px - pw
+      float* row = dst + px * g.plane;
+      const int64_t xi0 = ((px - p.pw) % p.sw + p.sw) % p.sw;
+      for (int64_t xi = xi0, xq = (xi0 + p.pw) / p.sw; xi < g.w; xi += p.sw, ++xq) row[xq] = src[xi];
+    }
+  }
+}
+
+// Whether input row yi lands in a row of stride phases the kernel reaches.
+static inline bool RowReached(const Params& p, int64_t yi) { return (yi + p.ph) % p.sh < ReachedPhases(p.kh, p.sh); }
+
 // pad(X) split into stride phases: out[c][py][px][y][x] = X[c][y*sh + py - ph][x*sw + px - pw],
-// for `channels` planes of h x w. Only the input's own positions are written: the padding
-// stays zero from the buffer's allocation. Rows of phases the kernel does not reach are skipped.
+// for `channels` planes of h x w. Rows of phases the kernel does not reach are skipped.
 static inline void SplitPhases(const Params& p, const Geometry& g, const float* x, int64_t channels, float* out,
                                int threads) {
-#pragma omp parallel for num_threads(threads)
-  for (int64_t c = 0; c < channels; ++c) {
-    const bool simd = p.sw == 4;  // stride 4: an AVX2 deinterleave of the padded row
-    std::vector<float> padded(simd ? g.wq * p.sw + 32 : 0, 0.f);
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> padded(p.sw == 4 ? SplitRowFloats(p, g) : 0, 0.f);  // (a fully connected layer: 4096 planes)
+#pragma omp for
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t yi = 0; yi < g.h; ++yi)
+        if (RowReached(p, yi)) SplitInputRow(p, g, x + (c * g.h + yi) * g.w, yi, out + c * g.cols, padded.data());
+  }
+}
+
+// S = D x pad(X) split into stride phases one input row at a time (plan.row_product, inputs of
+// a few channels): each row's products over the listed dictionary rows, m multiply-adds a value
+// from the input's m rows in L1, go straight into S's phases. X is read once and S written once,
+// where a product before or after the split wrote and read an image-sized buffer in between.
+// Input rows ahead that ProductSplitRows fetches: the input comes from memory (a network's
+// input), and its rows, a few streams of a few hundred bytes each, were read at about 6 GB/s.
+static const int64_t kRowProductPrefetchRows = 4;
+template <class I>
+static inline void ProductSplitRows(const Params& p, const Geometry& g, const float* d, const std::vector<int>& rows,
+                                    const float* x, float* s, int threads) {
+  const int64_t k = rows.size(), L = I::kLanes;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> padded(SplitRowFloats(p, g), 0.f);
+    float* product = padded.data() + p.pw;  // the row's products, where SplitInputRow reads them
+#pragma omp for schedule(static)
     for (int64_t yi = 0; yi < g.h; ++yi) {
-      const int64_t py = (yi + p.ph) % p.sh, yq = (yi + p.ph) / p.sh;
-      if (py >= ReachedPhases(p.kh, p.sh)) continue;
-      const float* src = x + (c * g.h + yi) * g.w;
-      float* dst = out + c * g.cols + py * p.sw * g.plane + yq * g.wq;
-      if (p.sw == 1) {
-        std::memcpy(dst + p.pw, src, g.w * sizeof(float));
-      } else if (p.sw == 2) {
-        SplitRowPadded2(src, g.w, p.pw, dst, g.plane);
-      } else if (simd) {
-        std::memcpy(padded.data() + p.pw, src, g.w * sizeof(float));
-        SplitRow(padded.data(), p.sw, g.wq, dst, g.plane);
-      } else {
-        for (int px = 0; px < p.sw; ++px) {  // columns xi = xq * sw + px - pw
-          float* row = dst + px * g.plane;
-          const int64_t xi0 = ((px - p.pw) % p.sw + p.sw) % p.sw;
-          for (int64_t xi = xi0, xq = (xi0 + p.pw) / p.sw; xi < g.w; xi += p.sw, ++xq) row[xq] = src[xi];
+      if (!RowReached(p, yi)) continue;
+      if (yi + kRowProductPrefetchRows < g.h) {
+        for (int64_t c = 0; c < g.m; ++c) {
+          const char* ahead = reinterpret_cast<const char*>(x + (c * g.h + yi + kRowProductPrefetchRows) * g.w);
+          for (int64_t b = 0; b < g.w * static_cast<int64_t>(sizeof(float)); b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
         }
+      }
+      for (int64_t i = 0; i < k; ++i) {
+        const float* di = d + static_cast<int64_t>(rows[i]) * g.m;
+        int64_t j = 0;
+        for (; j + L <= g.w; j += L) {  // whole registers (masked stores are microcoded on AMD's AVX2)
+          typename I::Vec acc = I::Zero();
+          for (int64_t c = 0; c < g.m; ++c) acc = I::Fma(I::Broadcast(di + c), I::Load(x + (c * g.h + yi) * g.w + j), acc);
+          I::Store(product + j, acc);
+        }
+        if (j < g.w) {  // the last columns
+          const typename I::Mask lanes = I::FirstLanes(static_cast<int>(g.w - j));
+          typename I::Vec acc = I::Zero();
+          for (int64_t c = 0; c < g.m; ++c)
+            acc = I::Fma(I::Broadcast(di + c), I::LoadFirst(x + (c * g.h + yi) * g.w + j, lanes), acc);
+          I::StoreFirst(product + j, lanes, acc);
+        }
+        SplitInputRow(p, g, product, yi, s + i * g.cols, padded.data());
       }
     }
   }

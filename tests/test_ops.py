@@ -15,12 +15,16 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (3, 16, 3, 11, 4, 2, 35), (6, 5, 4, 3, 4, 0, 17), (8, 16, 6, 3, 4, 1, 19), (7, 9, 5, 5, 1, 0, 9),
     (8, 16, 6, 6, 1, 0, 6),  # fc6-style: a 6x6 kernel on the 6x6 map
     (6, 8, 5, 3, 1, 0, 4),  # few outputs in two extended rows, each with columns past wo skipped
+    (6, 8, 5, 3, 1, 1, 3),  # few outputs of a padded input (its values moved to their padded positions)
     # wide stride-4 and stride-2 rows (the vectorised deinterleaves and their tails), splitting X (k > m) or S (k < m)
     # first; on a 7x7 map with k > m the product comes first all the same (its padding costs more)
     (16, 6, 64, 3, 1, 1, 7),
     # (stride 2: pads 0 to 3, blocks of 16 columns, a half block of 8 and odd tails)
     (3, 8, 4, 11, 4, 2, 99), (8, 8, 3, 5, 4, 1, 70), (3, 8, 4, 7, 2, 3, 61), (9, 8, 4, 3, 2, 1, 40),
     (5, 6, 3, 3, 2, 0, 23),
+    # inputs of a few channels at strides 3 and 4 (the product row by row, split as it goes), one
+    # with a kernel narrower than its stride (rows of unreached phases skipped)
+    (2, 6, 5, 3, 3, 1, 14), (4, 5, 3, 2, 3, 0, 17), (1, 4, 2, 5, 4, 1, 30),
     (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB, 16+ entries a channel: tile position by position
 ]
 
