@@ -9,7 +9,9 @@ coefficients and bias, and a ReLU and a max-pooling after that are fused into th
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
 also adds the shortcut and applies the block's ReLU; a plain ``Dense`` layer (the
-classifier) runs on the operator as ``D = W``, ``P = I`` (``dense_on_operator``). ``densify(net)``
+classifier), and a 1x1 convolution with an output map of at least ``OPERATOR_MIN_PIXELS``
+positions (ResNet's first two shortcuts), run on the operator as ``D = W``, ``P = I``
+(``plain_on_operator``). ``densify(net)``
 gives the same function with plain ``Convolution``/``FullyConnected`` weights
 ``W = P x D`` instead, for runtimes without the library.
 
@@ -36,7 +38,7 @@ from mxnet.gluon import HybridBlock, nn
 from . import atomic, checkpoint, data, flops, ops, tree
 from .lookup.layers import _Lookup
 from .lookup.packed import PackedLookup
-from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, dense_on_operator,
+from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, plain_on_operator,
                             residual_parts, sparse_lookup_for)
 
 __all__ = ["SparseLookup", "SparseResidualBlock", "dense_layer", "residual_parts", "sparsify",
@@ -90,27 +92,39 @@ def _convert_children(block: HybridBlock, make) -> None:
         i += 1 + absorbed
 
 
+# A plain 1x1 convolution runs on the operator when its output map has at least this many
+# positions. ResNet-18's shortcuts with their BatchNorm at batch 16, one thread (run 27): 56x56
+# -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on the operator; 28x28 ->
+# 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all within 0.03 ms).
+OPERATOR_MIN_PIXELS = 14 * 14
+
+
 def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> HybridBlock:
     """A copy of ``net`` (initialised, not hybridized) running the C++ sparse operator.
 
-    Plain ``Dense`` layers run on the operator too (:func:`dense_on_operator`).
+    Plain ``Dense`` layers run on the operator too (:func:`plain_on_operator`).
     With ``data_shape`` (C, H, W of one input), a lookup layer that counts more
     multiplications than a dense layer on its input (``lookup.cost.runs_dense``, as
-    :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead; without it, every
-    lookup layer runs on the operator. ``net`` may be trained and hybridized; it is not changed.
+    :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead, and plain 1x1
+    convolutions with output maps of at least ``OPERATOR_MIN_PIXELS`` positions run on the
+    operator; without it, every lookup layer runs on the operator and every convolution in
+    MXNet. ``net`` may be trained and hybridized; it is not changed.
     """
     ops.load()
     net = tree.copy_structure(net, shared=(_Lookup,))
-    as_dense = set()
+    as_dense, large_maps = set(), set()
     if data_shape is not None:
         layers = flops.trace(net, data_shape)
         as_dense = {lay.block for lay, row in zip(layers, flops.count(layers)) if row.as_dense}
+        large_maps = {lay.block for lay in layers if isinstance(lay.block, nn.Conv2D)
+                      and int(np.prod(lay.out_shape[1:])) >= OPERATOR_MIN_PIXELS}
 
     def make(block, following):
-        if not isinstance(block, _Lookup):
-            plain = dense_on_operator(block)
-            return None if plain is None else (plain, 0)
-        return (dense_layer(block), 0) if block in as_dense else sparse_lookup_for(block, following)
+        if isinstance(block, _Lookup):
+            return (dense_layer(block), 0) if block in as_dense else sparse_lookup_for(block, following)
+        if isinstance(block, nn.Dense) or block in large_maps:
+            return plain_on_operator(block, following)
+        return None
     _convert_children(net, make)
     _residual_blocks(net)
     return net

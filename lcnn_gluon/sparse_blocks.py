@@ -24,28 +24,33 @@ class SparseLookup(HybridBlock):
     """A lookup layer in inference form: the ``lcnn_lookup_conv`` operator on CSR lookups.
 
     Input and output as the lookup layer it replaces (a dense layer's input is
-    flattened and treated as a 1x1 map). ``layer`` may also be a plain ``nn.Dense``: it
-    runs as the lookup layer ``D = W``, ``P = I`` (one coefficient 1 per output; see
-    :func:`dense_on_operator`).
+    flattened and treated as a 1x1 map). ``layer`` may also be a plain ``nn.Dense`` or
+    1x1 ``nn.Conv2D``: it runs as the lookup layer ``D = W``, ``P = I`` (one coefficient 1
+    per output; see :func:`plain_on_operator`).
     """
 
-    def __init__(self, layer: Union[_Lookup, nn.Dense], scale: Optional[np.ndarray],
+    def __init__(self, layer: Union[_Lookup, nn.Dense, nn.Conv2D], scale: Optional[np.ndarray],
                  shift: Optional[np.ndarray], relu: bool, pool: Optional[nn.MaxPool2D] = None,
                  flatten: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.residual = False  # see add_residual
-        plain = isinstance(layer, nn.Dense)
-        self.dense = plain or isinstance(layer, LookupDense)
+        plain = isinstance(layer, (nn.Dense, nn.Conv2D))
+        self.dense = isinstance(layer, (nn.Dense, LookupDense))
         self.flatten = self.dense or flatten  # the output as (N, features)
-        conv = not self.dense
-        self.attrs = dict(kernel=(1, 1) if plain else layer.kernel, stride=layer.strides if conv else (1, 1),
-                          pad=layer.padding if conv else (0, 0),
-                          num_filter=layer._units if plain else layer.channels, act="relu" if relu else "none")
+        if self.dense:
+            kernel, stride, pad = (1, 1), (1, 1), (0, 0)
+        elif plain:
+            kernel, stride, pad = layer._kwargs["kernel"], layer._kwargs["stride"], layer._kwargs["pad"]
+        else:
+            kernel, stride, pad = layer.kernel, layer.strides, layer.padding
+        self.attrs = dict(kernel=kernel, stride=stride, pad=pad, num_filter=_channels(layer),
+                          act="relu" if relu else "none")
         if pool is not None:
             self.attrs.update(pool_kernel=pool._kwargs["kernel"], pool_stride=pool._kwargs["stride"],
                               pool_pad=pool._kwargs["pad"])
         if plain:
-            dictionary = layer.weight.data().asnumpy()
+            weight = layer.weight.data().asnumpy()
+            dictionary = weight.reshape(weight.shape[0], -1)
             lookup = np.eye(dictionary.shape[0], dtype=np.float32)
         else:
             lookup, dictionary = layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy()
@@ -138,13 +143,27 @@ def _is_relu(block: HybridBlock) -> bool:
     return isinstance(block, nn.Activation) and block._act_type == "relu"
 
 
-def _is_fusable_pool(block: HybridBlock, layer: _Lookup) -> bool:
+def _activation(layer: HybridBlock) -> Optional[str]:
+    """The activation a lookup layer or a plain ``Dense``/``Conv2D`` applies itself."""
+    if isinstance(layer, _Lookup):
+        return layer.activation
+    return layer.act._act_type if layer.act is not None else None
+
+
+def _channels(layer: HybridBlock) -> int:
+    """Output channels (features) of a lookup layer or a plain ``Dense``/``Conv2D``."""
+    if isinstance(layer, _Lookup):
+        return layer.channels
+    return layer._units if isinstance(layer, nn.Dense) else layer._channels
+
+
+def _is_fusable_pool(block: HybridBlock, layer: HybridBlock) -> bool:
     kw = block._kwargs if isinstance(block, nn.MaxPool2D) else {}
     return (bool(kw) and kw.get("pooling_convention") == "valid" and not kw.get("global_pool")
-            and kw.get("layout", "NCHW") in (None, "NCHW") and not isinstance(layer, LookupDense))
+            and kw.get("layout", "NCHW") in (None, "NCHW") and not isinstance(layer, (LookupDense, nn.Dense)))
 
 
-def fusion(layer: _Lookup, following: list) -> Fusion:
+def fusion(layer: HybridBlock, following: list) -> Fusion:
     """What of ``following`` (the blocks after ``layer`` in a sequential container) the
     operator computes exactly: y = pool(relu(bn(layer(x)))) with each part optional.
 
@@ -154,10 +173,11 @@ def fusion(layer: _Lookup, following: list) -> Fusion:
     operator as its own block). Max-pooling commutes with nothing here: it is fused only
     where it comes last.
     """
-    if layer.activation not in (None, "relu"):
+    activation = _activation(layer)
+    if activation not in (None, "relu"):
         return Fusion()
-    rest, found = list(following), Fusion(relu=layer.activation == "relu")
-    if not found.relu and rest and _is_channel_batchnorm(rest[0], layer.channels):
+    rest, found = list(following), Fusion(relu=activation == "relu")
+    if not found.relu and rest and _is_channel_batchnorm(rest[0], _channels(layer)):
         found.bn = rest.pop(0)
         found.relu = bool(getattr(found.bn, "fuse_relu", False))
     if not found.relu and rest and _is_relu(rest[0]):
@@ -184,21 +204,35 @@ def dense_layer(layer: _Lookup) -> HybridBlock:
     return dense
 
 
-def dense_on_operator(layer: HybridBlock) -> Optional[SparseLookup]:
-    """A plain ``nn.Dense`` layer (flattening, with no activation or ReLU) on the operator as
-    ``D = W``, ``P = I``; None for any other block.
+def plain_on_operator(layer: HybridBlock, following: list) -> Optional[Tuple[SparseLookup, int]]:
+    """``(block, absorbed)``: a plain layer on the operator as ``D = W``, ``P = I``, taking
+    what it can of ``following`` as a lookup layer does (:func:`fusion`); None for a layer
+    it does not take.
 
-    Why: MXNet 1.9's ``FullyConnected`` runs oneDNN's gemm, which at AVX-512 takes twice as
-    long at two threads as at one for AlexNet's 4096 -> 1000 classifier at batch 16, where the
-    operator takes half its one-thread time; at batch 1 both stream the weights once in about
-    the same time (benchmarks/RESULTS.md, run 27, has the figures).
+    It takes a flattening ``nn.Dense`` (the classifier) and a 1x1 ``nn.Conv2D`` of any
+    stride without padding, groups or dilation (a ResNet shortcut), with no activation or a
+    ReLU. Why: MXNet 1.9's ``FullyConnected`` runs oneDNN's gemm, which at AVX-512 takes
+    twice as long at two threads as at one for AlexNet's 4096 -> 1000 classifier at batch
+    16, where the operator takes half its one-thread time; oneDNN's 1x1 convolution with
+    its BatchNorm on the plain layout the operator's outputs have is slower than the operator
+    on large maps (:func:`lcnn_gluon.export.sparsify` picks which; figures in
+    benchmarks/RESULTS.md, runs 27 and 28).
     """
-    if not (isinstance(layer, nn.Dense) and layer._flatten and layer.weight._data is not None):
+    if isinstance(layer, nn.Dense):
+        if not layer._flatten:
+            return None
+    elif isinstance(layer, nn.Conv2D):
+        kw = layer._kwargs
+        if (kw["kernel"] != (1, 1) or kw["pad"] != (0, 0) or kw["dilate"] != (1, 1) or kw["num_group"] != 1
+                or kw.get("layout", "NCHW") != "NCHW"):
+            return None
+    else:
         return None
-    act = layer.act._act_type if layer.act is not None else None
-    if act not in (None, "relu"):
+    if layer.weight._data is None or _activation(layer) not in (None, "relu"):
         return None
-    return SparseLookup(layer, None, None, act == "relu", prefix=layer.prefix)
+    found = fusion(layer, following)
+    scale, shift = fold_batchnorm(found.bn) if found.bn is not None else (None, None)
+    return SparseLookup(layer, scale, shift, found.relu, found.pool, prefix=layer.prefix), found.absorbed
 
 
 def sparse_lookup_for(layer: _Lookup, following: list) -> Tuple[HybridBlock, int]:

@@ -7,10 +7,11 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from mxnet.gluon import nn
 from conftest import KERNEL_SETS, PY, run
 
 import lcnn_gluon
-from lcnn_gluon import checkpoint, export, ops
+from lcnn_gluon import checkpoint, export, ops, tree
 from lcnn_gluon import nn as lnn
 
 
@@ -51,7 +52,6 @@ def test_exported_network_equals_training_form(lcnn_ops, tmp_path, name):
 
 
 def test_sparsify_at_an_input_shape_runs_dense_the_layers_that_count_more_as_lookups(lcnn_ops, tmp_path):
-    from mxnet.gluon import nn
     shape = (8, 16, 16)
     net = nn.HybridSequential()
     # the first counts more as lookups than dense (stride 2, k = 4m; test_flops), the second less
@@ -73,7 +73,6 @@ def test_sparsify_at_an_input_shape_runs_dense_the_layers_that_count_more_as_loo
 
 
 def test_sparsify_runs_plain_dense_layers_on_the_operator(lcnn_ops):
-    from mxnet.gluon import nn
     net = nn.HybridSequential()
     net.add(nn.Dense(12, activation="relu"), nn.Dense(9, activation="tanh"),
             nn.Dense(7, flatten=False), nn.Dense(5))
@@ -105,6 +104,24 @@ def test_sparsify_fuses_the_shortcut_of_gluon_resnet_blocks(lcnn_ops):
     reference = net(x).asnumpy()
     err = np.abs(sparse(x).asnumpy() - reference).max() / np.abs(reference).max()
     assert err <= 1e-4
+
+
+def test_sparsify_runs_1x1_shortcuts_of_large_maps_on_the_operator(lcnn_ops):
+    net, _ = random_lcnn("resnet18_lcnn_fast", density=0.05)
+    x = mx.nd.random.normal(shape=(2, 3, 112, 112))
+    reference = net(x).asnumpy()
+    # at 112x112 the shortcuts' maps are 14x14 (OPERATOR_MIN_PIXELS), 7x7 and 4x4: the first runs
+    # on the operator with its BatchNorm folded, the others stay in MXNet; without the input
+    # shape all stay
+    for data_shape, kinds in (((3, 112, 112), [["SparseLookup"], ["Conv2D", "BatchNorm"], ["Conv2D", "BatchNorm"]]),
+                              (None, [["Conv2D", "BatchNorm"]] * 3)):
+        sparse = export.sparsify(net, data_shape)
+        shortcuts = [list(b.downsample._children.values()) for b in tree.blocks(sparse)
+                     if isinstance(b, export.SparseResidualBlock) and b.downsample is not None]
+        assert [[type(c).__name__ for c in s] for s in shortcuts] == kinds
+        assert data_shape is None or shortcuts[0][0].attrs["stride"] == (2, 2)
+        err = np.abs(sparse(x).asnumpy() - reference).max() / np.abs(reference).max()
+        assert err <= 1e-4
 
 
 @pytest.fixture(scope="module")
