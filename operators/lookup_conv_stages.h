@@ -98,7 +98,7 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
                                int threads) {
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> padded(p.sw == 4 ? SplitRowFloats(p, g) : 0, 0.f);  // (a fully connected layer: 4096 planes)
+    std::vector<float> padded(p.sw == 4 ? SplitRowFloats(p, g) : 0, 0.f);  // one per thread, read at stride 4 only
 #pragma omp for
     for (int64_t c = 0; c < channels; ++c)
       for (int64_t yi = 0; yi < g.h; ++yi)
@@ -106,13 +106,13 @@ static inline void SplitPhases(const Params& p, const Geometry& g, const float* 
   }
 }
 
+// Input rows ahead that ProductSplitRows fetches: the input comes from memory (a network's
+// input), and its rows, a few streams of a few hundred bytes each, were read at about 6 GB/s.
+static const int64_t kRowProductPrefetchRows = 4;
 // S = D x pad(X) split into stride phases one input row at a time (plan.row_product, inputs of
 // a few channels): each row's products over the listed dictionary rows, m multiply-adds a value
 // from the input's m rows in L1, go straight into S's phases. X is read once and S written once,
 // where a product before or after the split wrote and read an image-sized buffer in between.
-// Input rows ahead that ProductSplitRows fetches: the input comes from memory (a network's
-// input), and its rows, a few streams of a few hundred bytes each, were read at about 6 GB/s.
-static const int64_t kRowProductPrefetchRows = 4;
 template <class I>
 static inline void ProductSplitRows(const Params& p, const Geometry& g, const float* d, const std::vector<int>& rows,
                                     const float* x, float* s, int threads) {
