@@ -9,7 +9,7 @@ coefficients and bias, and a ReLU and a max-pooling after that are fused into th
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
 also adds the shortcut and applies the block's ReLU; a plain ``Dense`` layer (the
-classifier), and a 1x1 convolution with an output map of at least ``OPERATOR_MIN_PIXELS``
+classifier), and a strided 1x1 convolution with an output map of at least ``OPERATOR_MIN_PIXELS``
 positions (ResNet's first two shortcuts), run on the operator as ``D = W``, ``P = I``
 (``plain_on_operator``). ``densify(net)``
 gives the same function with plain ``Convolution``/``FullyConnected`` weights
@@ -92,11 +92,19 @@ def _convert_children(block: HybridBlock, make) -> None:
         i += 1 + absorbed
 
 
-# A plain 1x1 convolution runs on the operator when its output map has at least this many
-# positions. ResNet-18's shortcuts with their BatchNorm at batch 16, one thread (run 27): 56x56
-# -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on the operator; 28x28 ->
-# 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all within 0.03 ms).
+# A plain strided 1x1 convolution (a ResNet shortcut) runs on the operator when its output map
+# has at least this many positions. ResNet-18's shortcuts with their BatchNorm at batch 16, one
+# thread (run 27): 56x56 -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on the
+# operator; 28x28 -> 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all
+# within 0.03 ms). Stride-1 1x1 convolutions were not measured and stay in MXNet.
 OPERATOR_MIN_PIXELS = 14 * 14
+
+
+def _strided_convs_on_large_maps(layers: list) -> set:
+    """The plain strided convolutions among traced ``layers`` whose output maps have at least
+    ``OPERATOR_MIN_PIXELS`` positions (``plain_on_operator`` checks the rest of the shape)."""
+    return {lay.block for lay in layers if isinstance(lay.block, nn.Conv2D)
+            and lay.block._kwargs["stride"] != (1, 1) and int(np.prod(lay.out_shape[1:])) >= OPERATOR_MIN_PIXELS}
 
 
 def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> HybridBlock:
@@ -105,7 +113,7 @@ def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> 
     Plain ``Dense`` layers run on the operator too (:func:`plain_on_operator`).
     With ``data_shape`` (C, H, W of one input), a lookup layer that counts more
     multiplications than a dense layer on its input (``lookup.cost.runs_dense``, as
-    :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead, and plain 1x1
+    :mod:`lcnn_gluon.flops` counts it) runs as that dense layer instead, and plain strided 1x1
     convolutions with output maps of at least ``OPERATOR_MIN_PIXELS`` positions run on the
     operator; without it, every lookup layer runs on the operator and every convolution in
     MXNet. ``net`` may be trained and hybridized; it is not changed.
@@ -116,8 +124,7 @@ def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> 
     if data_shape is not None:
         layers = flops.trace(net, data_shape)
         as_dense = {lay.block for lay, row in zip(layers, flops.count(layers)) if row.as_dense}
-        large_maps = {lay.block for lay in layers if isinstance(lay.block, nn.Conv2D)
-                      and int(np.prod(lay.out_shape[1:])) >= OPERATOR_MIN_PIXELS}
+        large_maps = _strided_convs_on_large_maps(layers)
 
     def make(block, following):
         if isinstance(block, _Lookup):

@@ -312,11 +312,18 @@ def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOpti
                 else:
                     writer.write(index, record)
                 bar.update(1)
+            if pool is not None:
+                # every result is in: the workers exit on their own. terminate() here (SIGTERM to
+                # each worker, which may hold a queue's lock) once left a worker waiting forever
+                # on a lock of the pool's queues, and the join waiting for it
+                pool.close()
+                pool.join()
+                pool = None
             if not writer.count:  # leaves any earlier pair of these names as it was
                 raise PackError(f"{rec_path}: none of the {len(items)} images could be packed "
                                 "(each is named above); nothing written")
         finally:
-            if pool is not None:
+            if pool is not None:  # interrupted or failed: stop the workers now
                 pool.terminate()
                 pool.join()
             bar.close()

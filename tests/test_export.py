@@ -124,6 +124,25 @@ def test_sparsify_runs_1x1_shortcuts_of_large_maps_on_the_operator(lcnn_ops):
         assert err <= 1e-4
 
 
+def test_only_strided_1x1_convolutions_of_large_maps_run_on_the_operator(lcnn_ops):
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 1, in_channels=4), nn.BatchNorm(), nn.Conv2D(8, 1, strides=2), nn.BatchNorm(),
+            nn.Activation("relu"), nn.Conv2D(8, 3, strides=2, padding=1))
+    net.initialize(mx.init.Xavier())
+    x = mx.nd.random.normal(shape=(2, 4, 32, 32))
+    net(x)
+    for bn in (net[1], net[3]):
+        bn.running_mean.set_data(mx.nd.random.normal(shape=(8,)))
+        bn.running_var.set_data(mx.nd.random.uniform(0.5, 2, shape=(8,)))
+    reference = net(x).asnumpy()
+    # stride 1 (not measured) and a 3x3 kernel stay; the strided 1x1 (16x16 output) takes its
+    # BatchNorm and ReLU
+    sparse = export.sparsify(net, data_shape=(4, 32, 32))
+    assert [type(b).__name__ for b in sparse._children.values()] == ["Conv2D", "BatchNorm", "SparseLookup", "Conv2D"]
+    assert sparse[2].attrs["act"] == "relu" and sparse[2].attrs["stride"] == (2, 2)
+    np.testing.assert_allclose(sparse(x).asnumpy(), reference, rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def exported_lenet(lcnn_ops, mnist_sample, tmp_path_factory):
     """A lenet_lcnn_fast checkpoint exported by the command line, and a test digit."""
