@@ -20,11 +20,13 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     # first; on a 7x7 map with k > m the product comes first all the same (its padding costs more)
     (16, 6, 64, 3, 1, 1, 7),
     # (stride 2: pads 0 to 3, blocks of 16 columns, a half block of 8 and odd tails)
-    (3, 8, 4, 11, 4, 2, 99), (8, 8, 3, 5, 4, 1, 70), (3, 8, 4, 7, 2, 3, 61), (9, 8, 4, 3, 2, 1, 40),
+    (5, 8, 8, 11, 4, 2, 99), (8, 8, 3, 5, 4, 1, 70), (5, 8, 8, 7, 2, 3, 61), (9, 8, 4, 3, 2, 1, 40),
     (5, 6, 3, 3, 2, 0, 23),
-    # inputs of a few channels at strides 3 and 4 (the product row by row, split as it goes), one
-    # with a kernel narrower than its stride (rows of unreached phases skipped)
-    (2, 6, 5, 3, 3, 1, 14), (4, 5, 3, 2, 3, 0, 17), (1, 4, 2, 5, 4, 1, 30),
+    # inputs of at most 4 channels at a stride (the product row by row, split as it goes): wide rows
+    # at strides 4 and 2, strides 3 and 4, and a kernel narrower than its stride (rows of unreached
+    # phases skipped)
+    (3, 8, 4, 11, 4, 2, 99), (3, 8, 4, 7, 2, 3, 61), (2, 6, 5, 3, 3, 1, 14), (4, 5, 3, 2, 3, 0, 17),
+    (1, 4, 2, 5, 4, 1, 30),
     (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB, 16+ entries a channel: tile position by position
 ]
 
