@@ -131,12 +131,20 @@ def kernel_isa() -> str:
     return library.lcnn_kernel_isa().decode()
 
 
-def plans_built() -> int:
+PLAN_KINDS = ("any", "aligned rows", "class tiles")
+
+
+def plans_built(kind: str = "any") -> int:
     """How many execution plans the operator has built in this process: one per layer, input
-    shape and packed content, however often MXNet re-creates the operator's state."""
+    shape and packed content, however often MXNet re-creates the operator's state. ``kind``
+    counts only those whose S rows are aligned to registers, or only those with class tiles
+    (docs/design.md)."""
+    if kind not in PLAN_KINDS:
+        raise ValueError(f"plans_built: kind must be one of {PLAN_KINDS}, got {kind!r}")
     library = _loaded_library()
     library.lcnn_plans_built.restype = ctypes.c_int64
-    return int(library.lcnn_plans_built())
+    library.lcnn_plans_built.argtypes = [ctypes.c_int]
+    return int(library.lcnn_plans_built(PLAN_KINDS.index(kind)))
 
 
 def available() -> bool:

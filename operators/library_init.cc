@@ -75,12 +75,17 @@ CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p)
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
-static std::atomic<int64_t> plans_built{0};
-void NotePlanBuilt() { ++plans_built; }
+static std::atomic<int64_t> plans_built[3] = {0, 0, 0};  // any, on aligned rows, with class tiles
+void NotePlanBuilt(bool aligned_rows, bool class_tiles) {
+  ++plans_built[0];
+  if (aligned_rows) ++plans_built[1];
+  if (class_tiles) ++plans_built[2];
+}
 
-// How many times an operator state built a plan in this process (tests check that states
-// reuse them: lookup_conv.cc's PreparedPool).
-extern "C" int64_t lcnn_plans_built() { return plans_built; }
+// How many times an operator state built a plan in this process (kind 0; tests check that
+// states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
+// registers (kind 1) and with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor).
+extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < 3 ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {
   const char* forced = std::getenv(kIsaEnv);

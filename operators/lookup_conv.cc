@@ -75,6 +75,7 @@ class LookupConv : public CustomStatefulOp {
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(),
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
+    if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads);
     if (plan().batched_few_outputs) {
       BatchedFewOutputs(t, threads);
       return MX_SUCCESS;
@@ -121,12 +122,19 @@ class LookupConv : public CustomStatefulOp {
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
-    if (BuildPlan(params_, g, batch, threads, {I::kLanes, I::kTileVectors, I::kRowTileVectors}, ptr, n1, idx, nnz,
-                  &prep_->plan) != MX_SUCCESS) return MX_FAIL;
+    const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTiles};
+    if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
+      return MX_FAIL;
+    const RowAlignment a = AlignmentFor(params_, g, regs, plan());
+    if (a.aligned) {  // again, on aligned rows
+      if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g, I::kLanes) != MX_SUCCESS ||
+          BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, a.classes, &prep_->plan) != MX_SUCCESS)
+        return MX_FAIL;
+    }
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
-    NotePlanBuilt();
+    NotePlanBuilt(a.aligned, plan().classes > 0);
     return MX_SUCCESS;
   }
 
@@ -153,7 +161,7 @@ class LookupConv : public CustomStatefulOp {
     const float* x = t.x + b * g.m * g.h * g.w;
     const int64_t rows = plan().rows.size();
     const float* s =
-        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s.data();
+        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s;
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
     } else if (plan().only_needed) {  // few outputs: only the S values read below
@@ -161,20 +169,20 @@ class LookupConv : public CustomStatefulOp {
       NeededValues(t.dictionary, ws, threads);
     } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
       const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
-                            ws->s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
+                            ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
       DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
     } else if (plan().row_product) {  // a few input channels: product and split row by row
-      ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s.data(), threads);
+      ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
                            plan().all_rows, threads, ws->packed.data());
-      SplitPhases(params_, g, ws->product.data(), rows, ws->s.data(), threads);
+      SplitPhases(params_, g, ws->product.data(), rows, ws->s, threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       for (const auto& [first, phases] : plan().phase_runs) {  // the phases the kernel reaches
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
         const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
-                              ws->s.data() + begin, g.cols};
+                              ws->s + begin, g.cols};
         DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
       }
     }
@@ -193,12 +201,10 @@ class LookupConv : public CustomStatefulOp {
           const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
           for (int blk = 0; blk < blocks; ++blk)
             for (int f = f0; f < f1; ++f) {
-              const int* starts = plan().block_starts.data() + static_cast<size_t>(f) * (blocks + 1);
+              const int* runs = RunStarts(plan(), f) + blk * BlockRuns(plan());
               PrefetchAhead(plan(), t.coefs, f, f1, blk);
-              if (starts[blk + 1] == starts[blk]) continue;  // none of f's entries in this block
-              // the first block with entries starts from the bias, the last one ends the tile
-              FlatTile(s, ti, f, starts[blk], starts[blk + 1], starts[blk] > t.indptr[f],
-                       starts[blk + 1] == t.indptr[f + 1], residual != nullptr, t, ChannelExt(ws, f));
+              if (runs[BlockRuns(plan())] == runs[0]) continue;  // none of f's entries in this block
+              FlatTile(s, ti, f, runs, residual != nullptr, t, ChannelExt(ws, f));
             }
         }
     }
@@ -341,8 +347,8 @@ class LookupConv : public CustomStatefulOp {
       for (int64_t ti = 0; ti < plan().tiles; ++ti) RowTileOf(s, ti, f, t, residual, out);
       return;
     } else if (!plan().tile_major) {  // bias and act applied as each tile is stored
-      for (int64_t ti = 0; ti < plan().tiles; ++ti)
-        FlatTile(s, ti, f, start, start + nnz, false, true, residual != nullptr, t, ext);
+      const int all[2] = {start, start + nnz};
+      for (int64_t ti = 0; ti < plan().tiles; ++ti) FlatTile(s, ti, f, all, residual != nullptr, t, ext);
     }
     if (residual) {
       AddResidual<I>(params_, g, ext, residual, out);
@@ -353,14 +359,32 @@ class LookupConv : public CustomStatefulOp {
     }
   }
 
-  // Flat tile ti of channel f over its entries [begin, end), into the extended plane `ext`;
-  // `partial`: added to what ext holds there instead of to the bias; `last`: no entries follow
-  // (act now, unless Channel adds a shortcut first).
-  void FlatTile(const float* s_all, int64_t ti, int f, int begin, int end, bool partial, bool last, bool shortcut,
-                const Tensors& t, float* ext) const {
+  // Flat tile ti of channel f over its entries [runs[0], runs[BlockRuns]) (one run a class with
+  // class tiles), into the extended plane `ext`. The first entries of the channel start from the
+  // bias, others add to what ext holds; after its last entries act is applied, unless Channel
+  // adds a shortcut first.
+  void FlatTile(const float* s_all, int64_t ti, int f, const int* runs, bool shortcut, const Tensors& t,
+                float* ext) const {
     const int64_t e = ti * plan().tile_span;
+    const int begin = runs[0], end = runs[BlockRuns(plan())];
+    const bool partial = begin > t.indptr[f], act = end == t.indptr[f + 1] && params_.relu && !shortcut;
+    if (plan().classes) {
+      AccumulateClassTileOf<I>(plan().classes, plan().tile_vectors, s_all + e, plan().entry_offsets.data(), t.coefs,
+                               runs, t.bias[f], partial, act, ext + e);
+      return;
+    }
     AccumulatePartialTile<I>(s_all + e, plan().entry_offsets.data() + begin, t.coefs + begin, end - begin, t.bias[f],
-                             partial, last && params_.relu && !shortcut, ext + e, plan().geometry.ext - e);
+                             partial, act, ext + e, plan().geometry.ext - e);
+  }
+
+  // The call's coefficients in the plan's entry order (class tiles), in prep's buffer.
+  const float* OrderedCoefs(const float* coefs, int threads) {
+    const int64_t n = plan().entry_order.size();
+    const int* order = plan().entry_order.data();
+    float* out = prep_->coefs.data();
+#pragma omp parallel for num_threads(threads) if (n >= static_cast<int64_t>(kParallelCompareInts))
+    for (int64_t i = 0; i < n; ++i) out[i] = coefs[order[i]];
+    return out;
   }
 
   // Row tile ti of channel f over all its entries, stored into its output plane `out` with the

@@ -175,8 +175,10 @@ static inline void ForEachOutput(const Geometry& g, const Visit& visit) {
     for (int64_t e = row; e < row + g.wo; ++e) visit(e);
 }
 
+// `row_align`: a phase row's floats (wq) rounded up to a multiple of it, so that every row of S
+// starts on a register boundary (class tiles, lookup_conv_plan.h); 1 for the narrowest rows.
 static inline MXReturnValue MakeGeometry(const Params& p, int64_t m, int64_t h, int64_t w, int64_t k,
-                                         Geometry* g) {
+                                         Geometry* g, int64_t row_align = 1) {
   if (m < 1 || h < 1 || w < 1 || k < 1 || m > kMaxElements || h > kMaxElements || w > kMaxElements ||
       k > kMaxElements) {
     MX_ERROR_MSG << "lcnn_lookup_conv: channels, height, width and dictionary size must be in [1, "
@@ -202,6 +204,7 @@ static inline MXReturnValue MakeGeometry(const Params& p, int64_t m, int64_t h, 
     g->xo = OutSize(g->wo, p.pool_kw, p.pool_sw, p.pool_pw);
   }
   g->hq = (g->hp + p.sh - 1) / p.sh, g->wq = (g->wp + p.sw - 1) / p.sw;
+  g->wq = (g->wq + row_align - 1) / row_align * row_align;
   g->ext = g->ho * g->wq;
   g->plane = (g->hq + (g->ext >= kFewOutputs ? 1 : 0)) * g->wq;
   g->cols = static_cast<int64_t>(p.sh) * p.sw * g->plane;
@@ -226,7 +229,8 @@ struct Avx2Pair;
 template <class I>
 CustomStatefulOp* MakeLookupConv(const Params& p);
 CustomStatefulOp* MakeChosenLookupConv(const Params& p);
-// Counts the plans built in this process (library_init.cc; lcnn_plans_built() reads it).
-void NotePlanBuilt();
+// Counts the plans built in this process, and those on aligned rows and with class tiles
+// (library_init.cc; lcnn_plans_built() reads them).
+void NotePlanBuilt(bool aligned_rows, bool class_tiles);
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

@@ -15,6 +15,8 @@
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
+//   ShiftIn<N>(lo, hi): lanes [N, N + kLanes) of lo followed by hi (0 <= N < kLanes),
+//   kClassTiles: whether the lookup stage may take class tiles (lookup_conv_plan.h),
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
 //   kRowTileVectors: at most as many per row tile (rows x registers per row),
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each).
@@ -36,6 +38,8 @@ struct Avx2 {
   static constexpr int kRowTileVectors = 14;
   // Rows of D per panel of the dictionary product: 12 accumulators + 2 loads of x + 1 broadcast.
   static constexpr int kPanelRows = 6;
+  // Class tiles need C x (V + 1) accumulators: with 16 registers, 3 classes leave tiles of 3.
+  static constexpr bool kClassTiles = false;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -59,6 +63,12 @@ struct Avx2 {
     const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
     return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
   }
+  template <int N>
+  static Vec ShiftIn(Vec lo, Vec hi) {  // (not used: no class tiles)
+    alignas(32) float lanes[2 * kLanes];
+    Store(lanes, lo), Store(lanes + kLanes, hi);
+    return Load(lanes + N);
+  }
 };
 
 #ifdef __AVX512F__
@@ -74,6 +84,7 @@ struct Avx512 {
   // 24 accumulators + 2 loads of x + 1 broadcast: on Zen 5, ResNet-18's products alone were
   // 5-25% faster than with 6 rows (fewer passes over each strip of x).
   static constexpr int kPanelRows = 12;
+  static constexpr bool kClassTiles = true;
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Set(float v) { return _mm512_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -93,6 +104,11 @@ struct Avx512 {
     return _mm512_i32gather_ps(i, base, 4);
   }
   static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
+  template <int N>
+  static Vec ShiftIn(Vec lo, Vec hi) {
+    const __m512i l = _mm512_castps_si512(lo), h = _mm512_castps_si512(hi);
+    return _mm512_castsi512_ps(_mm512_mask_alignr_epi32(l, 0xFFFF, h, l, N));  // (the unmasked form warns in GCC 12)
+  }
 };
 #endif
 
@@ -105,6 +121,7 @@ struct Avx2Pair {
   static constexpr int kRowTileVectors = 16;
   // Panels as Avx2's: their logic is the same for any number of rows, and 12 rows of pairs spill.
   static constexpr int kPanelRows = 6;
+  static constexpr bool kClassTiles = true;  // Avx512's logic, checked on AVX2 hosts
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
   static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }
@@ -123,6 +140,12 @@ struct Avx2Pair {
     return {Avx2::Gather(base, idx, shift), Avx2::Gather(base, idx + 8, shift)};
   }
   static float Sum(Vec v) { return Avx2::Sum(Avx2::Add(v.lo, v.hi)); }
+  template <int N>
+  static Vec ShiftIn(Vec lo, Vec hi) {
+    alignas(32) float lanes[2 * kLanes];
+    Store(lanes, lo), Store(lanes + kLanes, hi);
+    return Load(lanes + N);
+  }
 };
 
 #endif  // LCNN_LOOKUP_CONV_ISA_H_

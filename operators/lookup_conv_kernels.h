@@ -53,6 +53,43 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
   AccumulateTile<I, V>(s, off, coef, nnz, bias, partial, relu, out);
 }
 
+// Class tiles (plan.classes, lookup_conv_plan.h): S's rows start on register boundaries, so an
+// entry's only misalignment is its tap's column shift c in [0, C). Entries come grouped by c
+// (class c: entries [starts[c], starts[c + 1])), each class summed over V + 1 registers loaded at
+// s + off - c (one cache line each), and out[v] = start + sum over c of lanes [c, c + kLanes) of
+// class c's registers v and v + 1 (ShiftIn). start: bias, or out's own values when `partial`.
+// C = 1 needs no shift, hence no extra register.
+template <class I, int C, int V>
+static inline void AccumulateClassTile(const float* s, const int* off, const float* coef, const int* starts,
+                                       float bias, bool partial, bool relu, float* out) {
+  static_assert(C >= 1 && C <= 3, "one shift per class below");
+  using Vec = typename I::Vec;
+  constexpr int L = I::kLanes, W = C == 1 ? V : V + 1;
+  Vec z[C][W];  // every loop over c and v fully unrolled (see AccumulateTile)
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) {
+#pragma GCC unroll 16
+    for (int v = 0; v < W; ++v) z[c][v] = I::Zero();
+  }
+#pragma GCC unroll 8
+  for (int c = 0; c < C; ++c) {
+    for (int j = starts[c]; j < starts[c + 1]; ++j) {
+      const Vec k = I::Broadcast(coef + j);
+      const float* src = s + off[j] - c;
+#pragma GCC unroll 16
+      for (int v = 0; v < W; ++v) z[c][v] = I::Fma(k, I::Load(src + L * v), z[c][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int v = 0; v < V; ++v) {
+    Vec y = I::Add(partial ? I::Load(out + L * v) : I::Set(bias), z[0][v]);
+    if constexpr (C > 1) y = I::Add(y, I::template ShiftIn<1>(z[1][v], z[1][v + 1]));
+    if constexpr (C > 2) y = I::Add(y, I::template ShiftIn<2>(z[2][v], z[2][v + 1]));
+    if (relu) y = I::Max(y, I::Zero());
+    I::Store(out + L * v, y);
+  }
+}
+
 // Row tiles: R output rows of V registers each (rows ldo apart in out, lds apart in s), over
 // `width` floats per row (the last register's lanes past it neither read from out or residual
 // nor written). out = act(start + sum over entries of coef * s[off + ...] [+ residual]), where

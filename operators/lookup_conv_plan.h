@@ -78,6 +78,30 @@ static const int64_t kTileFootprintBytes = 16 << 10;
 // was 5-10% slower blocked).
 static const int kMinBlockEntries = 16;
 
+// Class tiles: on Zen 5 the lookup stage's loads of S are its limit, and a load at a position
+// that is not a multiple of 16 floats spans two cache lines. The tile kernel alone with S in L1
+// (16 registers, 64 entries): 98-104 useful GFLOP/s at arbitrary offsets, 163-172 at aligned
+// ones. So a tile-major layer's S rows may start on register boundaries (each phase row rounded
+// up to whole registers), its entries grouped by tap column shift ("class": the only
+// misalignment left), each class accumulated over one register more than the tile with aligned
+// loads, and the classes shifted into place once a tile (AccumulateClassTile). Alone in C++ with
+// S in L1, 3 classes in tiles of 9 registers against the unaligned 16: 58 -> 112 useful GFLOP/s
+// at 7 entries, 97 -> 149 at 16, 116 -> 152 at 32, 120 -> 156 at 64.
+// At most this many classes: with more, tiles are narrow (C x (V + 1) accumulators in 32
+// registers) and each class has few entries per row block: AlexNet-accurate's conv2 (5x5, 5
+// classes, tiles of 5 registers) at batch 16 took 59 ms against 38.
+static const int kMaxClasses = 3;
+// ... only when the rounded rows compute at most 1/8 more lanes (ResNet's 7x7 maps: 9 -> 16),
+static const int kClassRoundingNumerator = 9, kClassRoundingDenominator = 8;
+// ... and the extended plane spans at least this many class tiles: on small planes the extra
+// register and the shifts of each tile weigh more, and their unaligned tiles wasted no lanes
+// (13x13 and 14x14 maps, 13-14 registers: one tile, against two class tiles of 7, lost up to 10%).
+static const int kClassMinTiles = 4;
+
+// Registers per class tile of C classes: C x (V + 1) accumulators, a broadcast and a spare of the
+// 32 registers (C = 1: no shift, 16, a flat tile's).
+constexpr int ClassTileVectors(int classes) { return classes <= 1 ? 16 : 30 / classes - 1; }
+
 // ------------------------------------------------------------------ the plan
 struct Plan {
   Geometry geometry;
@@ -117,18 +141,29 @@ struct Plan {
   bool only_needed = false;         // compute only the S values P reads
   bool tile_major = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
-  std::vector<int> block_starts;    // tile_major: channel f's entries of block b start at
-                                    // block_starts[f * (row_blocks + 1) + b] (absolute entry index)
+  // tile_major: each block's entries in BlockRuns runs (one per class, or one); channel f's run r
+  // of block b starts at RunStarts(plan, f)[b * BlockRuns + r] (absolute entry index)
+  std::vector<int> block_starts;
+  int classes = 0;                  // class tiles of this many classes (0: none; kMaxClasses)
+  std::vector<int> entry_order;     // class tiles: the plan's entry i is the packed entry entry_order[i]
   std::vector<int> rows;            // S row i holds dictionary vector rows[i]
   bool all_rows = true;             // rows is 0..k-1 (D usable as it is)
   std::vector<int> entry_offsets;   // per CSR entry: where in S its tap's plane starts
   std::vector<int> needed;          // only_needed: the S values read, sorted
 };
 
-// The kernel set's registers: lanes per register, and accumulators per flat and per row tile.
+// The kernel set's registers: lanes per register, accumulators per flat and per row tile, and
+// whether it has class tiles.
 struct TileRegisters {
   int lanes, flat, row;
+  bool class_tiles;
 };
+
+// Runs per block of a tile-major plan, and channel f's run starts.
+static inline int BlockRuns(const Plan& plan) { return std::max(1, plan.classes); }
+static inline const int* RunStarts(const Plan& plan, int f) {
+  return plan.block_starts.data() + static_cast<size_t>(f) * (plan.row_blocks * BlockRuns(plan) + 1);
+}
 
 // One row tile: output rows [oy, oy + rows), columns [ox, ox + width).
 struct RowTile {
@@ -197,24 +232,83 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
   const int64_t blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
   const int64_t per_block = (rows + blocks - 1) / blocks;
   plan->row_blocks = static_cast<int>(blocks);
-  plan->block_starts.resize(static_cast<size_t>(filters) * (plan->row_blocks + 1));
-  for (int f = 0; f < filters; ++f) {
-    int* starts = plan->block_starts.data() + static_cast<size_t>(f) * (plan->row_blocks + 1);
-    int j = indptr[f];
-    for (int b = 0; b < plan->row_blocks; ++b) {
-      starts[b] = j;
-      while (j < indptr[f + 1] && row_of[indices[j] / taps] / per_block == b) ++j;
+  const int runs = BlockRuns(*plan) * plan->row_blocks;
+  plan->block_starts.resize(static_cast<size_t>(filters) * (runs + 1));
+  if (plan->classes == 0) {
+    for (int f = 0; f < filters; ++f) {
+      int* starts = plan->block_starts.data() + static_cast<size_t>(f) * (runs + 1);
+      int j = indptr[f];
+      for (int b = 0; b < plan->row_blocks; ++b) {
+        starts[b] = j;
+        while (j < indptr[f + 1] && row_of[indices[j] / taps] / per_block == b) ++j;
+      }
+      starts[runs] = indptr[f + 1];
     }
-    starts[plan->row_blocks] = indptr[f + 1];
+    return;
   }
+  // class tiles: each channel's entries sorted (stably) by run = block x classes + class
+  const auto run_of = [&](int j) {
+    int d, r, c;
+    UnpackIndex(indices[j], p.kh, p.kw, &d, &r, &c);
+    return row_of[d] / static_cast<int>(per_block) * plan->classes + c / p.sw;
+  };
+  plan->entry_order.resize(indptr[filters]);
+  std::vector<int> count(runs + 1);
+  for (int f = 0; f < filters; ++f) {
+    int* starts = plan->block_starts.data() + static_cast<size_t>(f) * (runs + 1);
+    std::fill(count.begin(), count.end(), 0);
+    for (int j = indptr[f]; j < indptr[f + 1]; ++j) ++count[run_of(j) + 1];
+    starts[0] = indptr[f];
+    for (int r = 0; r < runs; ++r) starts[r + 1] = starts[r] + count[r + 1];
+    std::copy(starts, starts + runs, count.begin());  // next free place of each run
+    for (int j = indptr[f]; j < indptr[f + 1]; ++j) plan->entry_order[count[run_of(j)]++] = j;
+  }
+  std::vector<int> offsets(plan->entry_offsets.size());
+  for (size_t i = 0; i < offsets.size(); ++i) offsets[i] = plan->entry_offsets[plan->entry_order[i]];
+  plan->entry_offsets.swap(offsets);
+}
+
+// Whether a plan built on unaligned rows is rebuilt on S rows aligned to registers, and with
+// class tiles of how many classes (0: none).
+struct RowAlignment {
+  bool aligned = false;
+  int classes = 0;
+};
+
+// Rows are aligned for a kernel set with class tiles, a layer not of few outputs nor interleaved,
+// when rounding costs at most kClassRoundingNumerator / kClassRoundingDenominator as many lanes,
+// and then
+//  - a tile-major layer of flat tiles takes class tiles, when it has at most kMaxClasses column
+//    shifts and an extended plane of at least kClassMinTiles class tiles;
+//  - a channel-major layer of flat tiles without pooling (a row wider than its unaligned
+//    extended row: ResNet-18's 56- and 28-wide maps) takes row tiles, whose loads of the tap
+//    column 0 are now aligned, and nothing is copied out of extended rows.
+// Each layer alone, fastest of 80-1500 calls alternating with the unaligned plan in one process
+// (Zen 5, one thread), batch 16 and 1: ResNet-18-fast 0.05's stage-1 layers (row tiles) 0.78-0.90
+// and 0.92-0.94 of the time, its stage-2 ones 0.89-1.00 and 0.98-1.01; ResNet-18-accurate's stage-1
+// and stage-2 layers (class tiles, 3 classes; 2 at stride 2) 0.89-0.96 and 0.92-1.01; AlexNet's
+// conv1 (3 classes at stride 4) 0.90-0.94 and 0.89-0.96.
+static inline RowAlignment AlignmentFor(const Params& p, const Geometry& g, const TileRegisters& regs,
+                                        const Plan& plan) {
+  const int64_t aligned = (g.wq + regs.lanes - 1) / regs.lanes * regs.lanes;
+  if (!regs.class_tiles || plan.few_outputs || plan.interleave > 1 || plan.row_tiles ||
+      aligned * kClassRoundingDenominator > g.wq * kClassRoundingNumerator)
+    return {};
+  if (!plan.tile_major)  // (unless the larger S would make it tile-major)
+    return {!p.pool_kh && plan.s_floats / g.wq * aligned <= kTileMajorMinFloats, 0};
+  const int classes = (p.kw - 1) / p.sw + 1;
+  const int64_t min_floats = static_cast<int64_t>(kClassMinTiles) * ClassTileVectors(classes) * regs.lanes;
+  if (classes > kMaxClasses || g.ho * aligned < min_floats) return {};
+  return {true, classes};
 }
 
 // The plan for input shape (batch, m, h, w) with k dictionary vectors, `threads` threads, the
 // kernel set's registers and the packed rows (indptr, indices); an MX_FAIL with a message for
 // malformed packing.
+// `classes`: class tiles of that many classes (AlignmentFor; g's rows then aligned), or 0.
 static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_t batch, int threads,
                                       const TileRegisters& regs, const int* indptr, size_t rows_plus_one,
-                                      const int* indices, size_t nnz, Plan* plan) {
+                                      const int* indices, size_t nnz, int classes, Plan* plan) {
   if (indptr[0] != 0 || indptr[rows_plus_one - 1] != static_cast<int64_t>(nnz)) {
     MX_ERROR_MSG << "lcnn_lookup_conv: indptr must start at 0 and end at len(indices) = " << nnz
                  << ", got " << indptr[0] << " .. " << indptr[rows_plus_one - 1];
@@ -297,6 +391,17 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->tile_major = !plan->few_outputs && plan->s_floats * plan->interleave > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
   PlanTiles(p, g, regs, plan);
+  plan->classes = plan->tile_major && !plan->row_tiles && plan->interleave == 1 ? classes : 0;
+  plan->entry_order.clear();
+  if (plan->classes) {
+    // as few tiles as the registers allow, of equal width (ResNet's 14x14 maps: 14 registers of
+    // extended plane in two tiles of 7, not 9 and 5)
+    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes;
+    plan->tiles = (vectors + ClassTileVectors(plan->classes) - 1) / ClassTileVectors(plan->classes);
+    plan->tile_vectors = static_cast<int>((vectors + plan->tiles - 1) / plan->tiles);
+    plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;
+    plan->tiles = (g.ext + plan->tile_span - 1) / plan->tile_span;
+  }
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
   return MX_SUCCESS;
 }

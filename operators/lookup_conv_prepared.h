@@ -38,7 +38,8 @@ static inline bool SameInts(const int* a, const int* b, size_t n, int threads) {
 struct Workspace {
   std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
   std::vector<float> product;     // D x X on the unpadded input (rows x h*w), before the split
-  std::vector<float> s;           // S (rows x cols), with room for tiles reading past the end
+  std::vector<float> s_buffer;    // S (rows x cols) from `s`, a 64-byte boundary in it, with
+  float* s = nullptr;             // room for tiles reading past the end
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
   std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
@@ -48,6 +49,7 @@ struct Workspace {
 struct Prepared {
   Plan plan;
   std::vector<int> indptr, indices;          // the packed content the plan was built for
+  std::vector<float> coefs;                  // class tiles: the call's coefficients in plan.entry_order
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
@@ -84,7 +86,8 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   const Plan& plan = prep->plan;
   const Geometry& g = plan.geometry;
   const int64_t rows = plan.rows.size(), tile = TileFloats<I>();
-  prep->ext_alloc = (g.ext + tile - 1) / tile * tile;
+  prep->ext_alloc = std::max((g.ext + tile - 1) / tile * tile,  // (class tiles: whole tiles of theirs)
+                             plan.classes ? (g.ext + plan.tile_span - 1) / plan.tile_span * plan.tile_span : 0);
   prep->channel_scratch = prep->ext_alloc + (p.pool_kh ? PoolScratchFloats(p, g) : 0);
   const bool interleaved = plan.interleave > 1, deep = plan.batched_product || interleaved;
   prep->spaces.assign(plan.images_in_parallel ? threads : 1, Workspace());
@@ -93,12 +96,13 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
         plan.few_outputs || (!plan.product_then_split && !plan.product_into_s && !plan.row_product);
     ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
     ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
-    ws.s.assign(deep ? 0 : plan.s_floats + 2 * tile, 0.f);
+    ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + 2 * tile);
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
     ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
     ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
   }
+  prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->batch_input.clear(), prep->batch_s.clear();
   if (plan.batched_few_outputs) {
     prep->batch_input.assign(g.m * g.cols * plan.batch, 0.f);

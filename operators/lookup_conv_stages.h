@@ -332,13 +332,33 @@ static const int kPrefetchChannels = 4;
 // Tile-major in row blocks: fetches the entries of block blk of the channel kPrefetchChannels
 // ahead of f, if it is below f1.
 static inline void PrefetchAhead(const Plan& plan, const float* coefs, int f, int f1, int blk) {
-  const int blocks = plan.row_blocks;
-  if (blocks == 1 || f + kPrefetchChannels >= f1) return;
-  const int* starts = plan.block_starts.data() + static_cast<size_t>(f + kPrefetchChannels) * (blocks + 1);
-  const int ahead = starts[blk], last = std::max(ahead, starts[blk + 1] - 1);
+  if (plan.row_blocks == 1 || f + kPrefetchChannels >= f1) return;
+  const int* runs = RunStarts(plan, f + kPrefetchChannels) + blk * BlockRuns(plan);
+  const int ahead = runs[0], last = std::max(ahead, runs[BlockRuns(plan)] - 1);
   for (int j : {ahead, last}) {
     _mm_prefetch(reinterpret_cast<const char*>(coefs + j), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(plan.entry_offsets.data() + j), _MM_HINT_T0);
+  }
+}
+
+// AccumulateClassTile for C classes and `vectors` (1 .. V) registers, picked at compile time.
+template <class I, int C, int V = ClassTileVectors(C)>
+static inline void ClassTileOfWidth(int vectors, const float* s, const int* off, const float* coef,
+                                    const int* starts, float bias, bool partial, bool relu, float* out) {
+  if constexpr (V > 1) {
+    if (vectors < V) return ClassTileOfWidth<I, C, V - 1>(vectors, s, off, coef, starts, bias, partial, relu, out);
+  }
+  AccumulateClassTile<I, C, V>(s, off, coef, starts, bias, partial, relu, out);
+}
+
+// ... for `classes` (1 .. kMaxClasses = 3), picked at run time.
+template <class I>
+static inline void AccumulateClassTileOf(int classes, int vectors, const float* s, const int* off, const float* coef,
+                                         const int* starts, float bias, bool partial, bool relu, float* out) {
+  switch (classes) {
+    case 1: return ClassTileOfWidth<I, 1>(vectors, s, off, coef, starts, bias, partial, relu, out);
+    case 2: return ClassTileOfWidth<I, 2>(vectors, s, off, coef, starts, bias, partial, relu, out);
+    default: return ClassTileOfWidth<I, kMaxClasses>(vectors, s, off, coef, starts, bias, partial, relu, out);
   }
 }
 

@@ -22,6 +22,9 @@ SHAPES = {
     "alexnet conv5 accurate": (256, 48, 500, 3, 1, 1, 13, "pool 0"), "alexnet fc6": (256, 48, 64, 6, 1, 0, 6, "relu"),
     "alexnet fc7": (1024, 48, 128, 1, 1, 0, 1, "relu"), "resnet conv1": (3, 48, 3, 7, 2, 3, 224, "pool 1"),
     "resnet stage1": (64, 48, 16, 3, 1, 1, 56, "shortcut"), "resnet stage2 stride": (64, 48, 32, 3, 2, 1, 56, "relu"),
+    # class tiles (AVX-512 and avx2pair): 3 classes in row blocks, and 2 at stride 2
+    "resnet stage1 accurate": (64, 48, 128, 3, 1, 1, 56, "shortcut"),
+    "resnet stage2 stride accurate": (64, 48, 128, 3, 2, 1, 56, "relu"),
     "resnet stage2": (128, 48, 32, 3, 1, 1, 28, "shortcut"),
     "resnet stage3 accurate": (256, 48, 512, 3, 1, 1, 14, "shortcut"),
     "resnet stage4": (512, 48, 128, 3, 1, 1, 7, "shortcut"),

@@ -29,6 +29,15 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (1, 4, 2, 5, 4, 1, 30),
     (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB, 16+ entries a channel: tile position by position
 ]
+# Shapes whose S rows the kernel sets with class tiles (avx512, avx2pair) align to registers, and
+# whether they then take class tiles (docs/design.md):
+ALIGNED_SHAPES = [
+    ((8, 12, 64, 3, 1, 1, 44), True),   # tile-major, 3 tap columns (classes), rows of 46 -> 48
+    ((8, 12, 64, 3, 2, 1, 60), True),   # stride 2: 2 classes, phase rows of 31 -> 32
+    ((8, 12, 512, 1, 1, 0, 60), True),  # 1x1: one class, nothing to shift; rows of 60 -> 64
+    ((8, 12, 4, 3, 1, 1, 56), False),   # few entries a channel: row tiles on rows of 58 -> 64
+]
+SHAPES += [shape for shape, _ in ALIGNED_SHAPES]
 
 
 def compare(layer, x, scale=None, shift=None, relu=False):
@@ -43,9 +52,8 @@ def compare(layer, x, scale=None, shift=None, relu=False):
     assert err <= 1e-4, err
 
 
-@pytest.mark.parametrize("batch", [1, 8])
-@pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SHAPES)
-def test_op_equals_training_form(lcnn_ops, m, n, k, kernel, stride, pad, size, batch):
+def random_layer(m, n, k, kernel, stride, pad, size):
+    """A lookup layer of density 0.3 with a random bias and output channel 1 without lookups."""
     mx.random.seed(size)
     layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
     layer.initialize()
@@ -55,7 +63,27 @@ def test_op_equals_training_form(lcnn_ops, m, n, k, kernel, stride, pad, size, b
     layer.alive.set_data(mx.nd.array(alive, dtype="uint8"))
     layer.lookup.set_data(layer.lookup.data() * layer.alive.data().astype("float32"))
     layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
+    return layer
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SHAPES)
+def test_op_equals_training_form(lcnn_ops, m, n, k, kernel, stride, pad, size, batch):
+    layer = random_layer(m, n, k, kernel, stride, pad, size)
     compare(layer, mx.nd.random.normal(shape=(batch, m, size, size)))
+
+
+@pytest.mark.parametrize("shape,class_tiles", ALIGNED_SHAPES)
+def test_aligned_rows_and_class_tiles_where_the_kernels_have_them(lcnn_ops, shape, class_tiles):
+    """The plan of each ALIGNED_SHAPES layer aligns S's rows (and takes class tiles) with the
+    kernel sets that have class tiles, and not with plain AVX2; its output is right either way."""
+    m, size = shape[0], shape[-1]
+    layer = random_layer(*shape)
+    before = {kind: ops.plans_built(kind) for kind in ops.PLAN_KINDS}
+    compare(layer, mx.nd.random.normal(shape=(2, m, size, size)))
+    built = {kind: ops.plans_built(kind) - before[kind] for kind in ops.PLAN_KINDS}
+    has = ops.kernel_isa() in ("avx512", "avx2pair")
+    assert built == {"any": 1, "aligned rows": int(has), "class tiles": int(has and class_tiles)}, ops.kernel_isa()
 
 
 @pytest.mark.parametrize("density", [0.0, 1.0], ids=["all-zero P", "dense P"])
