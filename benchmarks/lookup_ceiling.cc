@@ -3,9 +3,12 @@
 // kernel set LCNN_KERNEL_ISA, compiled with its -m flags)
 // over entries at random offsets of an S that fits L1, L2, or neither. Every multiply-add of a
 // lookup loads its S value (an unaligned register at the entry's offset), so the loads, not the
-// FMAs, set the pace. Prints useful GFLOP/s per size, L1 first.
+// FMAs, set the pace. Prints useful GFLOP/s per size, L1 first; then L1 again with every offset
+// a multiple of a register's lanes: a register load at any other position spans two cache lines
+// (whence the operator's aligned S rows and class tiles, operators/lookup_conv_plan.h).
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -19,19 +22,24 @@ static const int kEntriesPerCall = 16;  // as the tile-major lookups' row blocks
 static const int kPasses = 200;         // the best pass counts
 
 // Useful GFLOP/s of tiles of I::kTileVectors registers over kEntries entries into an S of
-// s_floats floats.
-static double Ceiling(int s_floats) {
+// s_floats floats, at offsets rounded down to whole registers if `aligned`.
+static double Ceiling(int s_floats, bool aligned) {
   const int V = I::kTileVectors, tile = TileFloats<I>();
   std::mt19937 rng(1);
-  std::vector<float> s(s_floats + tile), coef(kEntries), out(tile);
+  std::vector<float> s_buffer(s_floats + tile + I::kLanes), coef(kEntries), out(tile);
+  float* s = s_buffer.data();
+  while (reinterpret_cast<uintptr_t>(s) % (I::kLanes * sizeof(float))) ++s;
   std::vector<int> off(kEntries);
-  for (float& v : s) v = static_cast<float>(rng() % 1000) * 1e-3f;
-  for (int j = 0; j < kEntries; ++j) off[j] = static_cast<int>(rng() % s_floats), coef[j] = 1e-3f;
+  for (float& v : s_buffer) v = static_cast<float>(rng() % 1000) * 1e-3f;
+  for (int j = 0; j < kEntries; ++j) {
+    off[j] = static_cast<int>(rng() % s_floats), coef[j] = 1e-3f;
+    if (aligned) off[j] -= off[j] % I::kLanes;
+  }
   double best = 1e30;
   for (int pass = 0; pass < kPasses; ++pass) {
     const auto start = std::chrono::steady_clock::now();
     for (int j = 0; j < kEntries; j += kEntriesPerCall)
-      AccumulateTile<I, V>(s.data(), off.data() + j, coef.data() + j, kEntriesPerCall, 0.f, j > 0, false,
+      AccumulateTile<I, V>(s, off.data() + j, coef.data() + j, kEntriesPerCall, 0.f, j > 0, false,
                            out.data());
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
@@ -42,6 +50,7 @@ static double Ceiling(int s_floats) {
 int main() {
   const int sizes[] = {2 << 10, 64 << 10, 2 << 20};  // floats: 8 KB (L1), 256 KB (L2), 8 MB
   const char* names[] = {"L1 (8 KB)", "L2 (256 KB)", "L3 or memory (8 MB)"};
-  for (int i = 0; i < 3; ++i) std::printf("%.1f GFLOP/s with S in %s\n", Ceiling(sizes[i]), names[i]);
+  for (int i = 0; i < 3; ++i) std::printf("%.1f GFLOP/s with S in %s\n", Ceiling(sizes[i], false), names[i]);
+  std::printf("%.1f GFLOP/s with S in %s, offsets at whole registers\n", Ceiling(sizes[0], true), names[0]);
   return 0;
 }
