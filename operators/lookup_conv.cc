@@ -368,10 +368,10 @@ class LookupConv : public CustomStatefulOp {
     const int64_t e = ti * plan().tile_span;
     const int begin = runs[0], end = runs[BlockRuns(plan())];
     const bool partial = begin > t.indptr[f], act = end == t.indptr[f + 1] && params_.relu && !shortcut;
-    if (plan().classes) {
-      AccumulateClassTileOf<I>(plan().classes, plan().tile_vectors, s_all + e, plan().entry_offsets.data(), t.coefs,
-                               runs, t.bias[f], partial, act, ext + e);
-      return;
+    if constexpr (I::kClassTiles) {  // (the plan has no classes otherwise)
+      if (plan().classes)
+        return AccumulateClassTileOf<I>(plan().classes, plan().tile_vectors, s_all + e, plan().entry_offsets.data(),
+                                        t.coefs, runs, t.bias[f], partial, act, ext + e);
     }
     AccumulatePartialTile<I>(s_all + e, plan().entry_offsets.data() + begin, t.coefs + begin, end - begin, t.bias[f],
                              partial, act, ext + e, plan().geometry.ext - e);

@@ -15,8 +15,8 @@
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
+//   kClassTiles: whether the lookup stage may take class tiles (lookup_conv_plan.h), and if so
 //   ShiftIn<N>(lo, hi): lanes [N, N + kLanes) of lo followed by hi (0 <= N < kLanes),
-//   kClassTiles: whether the lookup stage may take class tiles (lookup_conv_plan.h),
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
 //   kRowTileVectors: at most as many per row tile (rows x registers per row),
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each).
@@ -62,12 +62,6 @@ struct Avx2 {
     const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
     return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
-  }
-  template <int N>
-  static Vec ShiftIn(Vec lo, Vec hi) {  // (not used: no class tiles)
-    alignas(32) float lanes[2 * kLanes];
-    Store(lanes, lo), Store(lanes + kLanes, hi);
-    return Load(lanes + N);
   }
 };
 

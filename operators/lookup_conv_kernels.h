@@ -58,9 +58,10 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
 // (class c: entries [starts[c], starts[c + 1])), each class summed over V + 1 registers loaded at
 // s + off - c (one cache line each), and out[v] = start + sum over c of lanes [c, c + kLanes) of
 // class c's registers v and v + 1 (ShiftIn). start: bias, or out's own values when `partial`.
-// C = 1 needs no shift, hence no extra register.
+// C = 1 needs no shift, hence no extra register. Not inlined: its registers are checked by
+// tests/test_kernel_sets.py (3 classes of 10 registers, a broadcast: 31 of the 32).
 template <class I, int C, int V>
-static inline void AccumulateClassTile(const float* s, const int* off, const float* coef, const int* starts,
+__attribute__((noinline)) static void AccumulateClassTile(const float* s, const int* off, const float* coef, const int* starts,
                                        float bias, bool partial, bool relu, float* out) {
   static_assert(C >= 1 && C <= 3, "one shift per class below");
   using Vec = typename I::Vec;
