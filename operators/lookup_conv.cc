@@ -377,7 +377,8 @@ class LookupConv : public CustomStatefulOp {
                              partial, act, ext + e, plan().geometry.ext - e);
   }
 
-  // The call's coefficients in the plan's entry order (class tiles), in prep's buffer.
+  // The call's coefficients in the plan's entry order (class tiles), in prep's buffer; shared by
+  // the threads from the size at which they share a compare of packed contents (as cheap a pass).
   const float* OrderedCoefs(const float* coefs, int threads) {
     const int64_t n = plan().entry_order.size();
     const int* order = plan().entry_order.data();

@@ -61,8 +61,9 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
 // C = 1 needs no shift, hence no extra register. Not inlined: its registers are checked by
 // tests/test_kernel_sets.py (3 classes of 10 registers, a broadcast: 31 of the 32).
 template <class I, int C, int V>
-__attribute__((noinline)) static void AccumulateClassTile(const float* s, const int* off, const float* coef, const int* starts,
-                                       float bias, bool partial, bool relu, float* out) {
+__attribute__((noinline)) static void AccumulateClassTile(const float* s, const int* off, const float* coef,
+                                                          const int* starts, float bias, bool partial, bool relu,
+                                                          float* out) {
   static_assert(C >= 1 && C <= 3, "one shift per class below");
   using Vec = typename I::Vec;
   constexpr int L = I::kLanes, W = C == 1 ? V : V + 1;

@@ -396,11 +396,10 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   if (plan->classes) {
     // as few tiles as the registers allow, of equal width (ResNet's 14x14 maps: 14 registers of
     // extended plane in two tiles of 7, not 9 and 5)
-    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes;
-    plan->tiles = (vectors + ClassTileVectors(plan->classes) - 1) / ClassTileVectors(plan->classes);
+    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes, widest = ClassTileVectors(plan->classes);
+    plan->tiles = (vectors + widest - 1) / widest;
     plan->tile_vectors = static_cast<int>((vectors + plan->tiles - 1) / plan->tiles);
     plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;
-    plan->tiles = (g.ext + plan->tile_span - 1) / plan->tile_span;
   }
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
   return MX_SUCCESS;
