@@ -122,7 +122,7 @@ class LookupConv : public CustomStatefulOp {
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
-    const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTiles};
+    const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTileVectors};
     if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
       return MX_FAIL;
     const RowAlignment a = AlignmentFor(params_, g, regs, plan());
@@ -368,7 +368,7 @@ class LookupConv : public CustomStatefulOp {
     const int64_t e = ti * plan().tile_span;
     const int begin = runs[0], end = runs[BlockRuns(plan())];
     const bool partial = begin > t.indptr[f], act = end == t.indptr[f + 1] && params_.relu && !shortcut;
-    if constexpr (I::kClassTiles) {  // (the plan has no classes otherwise)
+    if constexpr (I::kClassTileVectors > 0) {  // (the plan has no classes otherwise)
       if (plan().classes)
         return AccumulateClassTileOf<I>(plan().classes, plan().tile_vectors, s_all + e, plan().entry_offsets.data(),
                                         t.coefs, runs, t.bias[f], partial, act, ext + e);

@@ -15,7 +15,8 @@
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
-//   kClassTiles: whether the lookup stage may take class tiles (lookup_conv_plan.h), and if so
+//   kClassTileVectors: registers per class tile of the lookup stage (lookup_conv_plan.h; 0: the
+//   set takes none), and if it takes them,
 //   ShiftIn<N>(lo, hi): lanes [N, N + kLanes) of lo followed by hi (0 <= N < kLanes),
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
 //   kRowTileVectors: at most as many per row tile (rows x registers per row),
@@ -38,8 +39,9 @@ struct Avx2 {
   static constexpr int kRowTileVectors = 14;
   // Rows of D per panel of the dictionary product: 12 accumulators + 2 loads of x + 1 broadcast.
   static constexpr int kPanelRows = 6;
-  // Class tiles need C x (V + 1) accumulators: with 16 registers, 3 classes leave tiles of 3.
-  static constexpr bool kClassTiles = false;
+  // None: aligning S's rows gained 8% alone in C++ (benchmarks/lookup_ceiling.cc), less than the
+  // lanes a rounded row wastes.
+  static constexpr int kClassTileVectors = 0;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -78,7 +80,10 @@ struct Avx512 {
   // 24 accumulators + 2 loads of x + 1 broadcast: on Zen 5, ResNet-18's products alone were
   // 5-25% faster than with 6 rows (fewer passes over each strip of x).
   static constexpr int kPanelRows = 12;
-  static constexpr bool kClassTiles = true;
+  // V + 1 accumulators and a broadcast of the 32 registers, two spare: alone in C++ with S in L1,
+  // 5 classes, 16 entries a tile, tiles of 14, 22 and 28 registers did 133, 133 and 141 useful
+  // GFLOP/s (30: 137).
+  static constexpr int kClassTileVectors = 28;
   static Vec Zero() { return _mm512_setzero_ps(); }
   static Vec Set(float v) { return _mm512_set1_ps(v); }
   static Vec Broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -115,7 +120,7 @@ struct Avx2Pair {
   static constexpr int kRowTileVectors = 16;
   // Panels as Avx2's: their logic is the same for any number of rows, and 12 rows of pairs spill.
   static constexpr int kPanelRows = 6;
-  static constexpr bool kClassTiles = true;  // Avx512's logic, checked on AVX2 hosts
+  static constexpr int kClassTileVectors = 28;  // Avx512's logic, checked on AVX2 hosts
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }
   static Vec Broadcast(const float* p) { return {Avx2::Broadcast(p), Avx2::Broadcast(p)}; }

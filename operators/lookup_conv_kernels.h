@@ -54,39 +54,41 @@ static inline void AccumulatePartialTile(const float* s, const int* off, const f
 }
 
 // Class tiles (plan.classes, lookup_conv_plan.h): S's rows start on register boundaries, so an
-// entry's only misalignment is its tap's column shift c in [0, C). Entries come grouped by c
-// (class c: entries [starts[c], starts[c + 1])), each class summed over V + 1 registers loaded at
-// s + off - c (one cache line each), and out[v] = start + sum over c of lanes [c, c + kLanes) of
-// class c's registers v and v + 1 (ShiftIn). start: bias, or out's own values when `partial`.
-// C = 1 needs no shift, hence no extra register. Not inlined: its registers are checked by
-// tests/test_kernel_sets.py (3 classes of 10 registers, a broadcast: 31 of the 32).
-template <class I, int C, int V>
+// entry's only misalignment is its tap's column shift c in [0, classes). Entries come grouped by
+// c (class c: entries [starts[c], starts[c + 1])), and the classes are summed as a polynomial in
+// a one-lane shift (Horner's rule), from the last class down: z = shift(z) + sum of class c's
+// entries, each loaded at s + off - c (one cache line a register). Then out[v] = act(start + z[v]),
+// start being bias, or out's own values when `partial`. z spans one register more than the tile
+// (lanes shifted in from it), unless Shifted is false (one class: nothing to shift); a shift fills
+// the top lane of that register with junk, which after classes - 1 <= kLanes - 1 shifts has not
+// reached the tile's own registers. Not inlined: its registers are checked by
+// tests/test_kernel_sets.py.
+template <class I, int V, bool Shifted>
 __attribute__((noinline)) static void AccumulateClassTile(const float* s, const int* off, const float* coef,
-                                                          const int* starts, float bias, bool partial, bool relu,
-                                                          float* out) {
-  static_assert(C >= 1 && C <= 3, "one shift per class below");
+                                                          const int* starts, int classes, float bias, bool partial,
+                                                          bool relu, float* out) {
   using Vec = typename I::Vec;
-  constexpr int L = I::kLanes, W = C == 1 ? V : V + 1;
-  Vec z[C][W];  // every loop over c and v fully unrolled (see AccumulateTile)
-#pragma GCC unroll 8
-  for (int c = 0; c < C; ++c) {
-#pragma GCC unroll 16
-    for (int v = 0; v < W; ++v) z[c][v] = I::Zero();
-  }
-#pragma GCC unroll 8
-  for (int c = 0; c < C; ++c) {
+  constexpr int L = I::kLanes, W = Shifted ? V + 1 : V;
+  Vec z[W];  // every loop over v fully unrolled (see AccumulateTile)
+#pragma GCC unroll 32
+  for (int v = 0; v < W; ++v) z[v] = I::Zero();
+  for (int c = classes - 1; c >= 0; --c) {
+    if constexpr (Shifted) {
+      if (c < classes - 1) {
+#pragma GCC unroll 32
+        for (int v = 0; v < W; ++v) z[v] = I::template ShiftIn<1>(z[v], z[v + 1 < W ? v + 1 : v]);
+      }
+    }
     for (int j = starts[c]; j < starts[c + 1]; ++j) {
       const Vec k = I::Broadcast(coef + j);
       const float* src = s + off[j] - c;
-#pragma GCC unroll 16
-      for (int v = 0; v < W; ++v) z[c][v] = I::Fma(k, I::Load(src + L * v), z[c][v]);
+#pragma GCC unroll 32
+      for (int v = 0; v < W; ++v) z[v] = I::Fma(k, I::Load(src + L * v), z[v]);
     }
   }
-#pragma GCC unroll 16
+#pragma GCC unroll 32
   for (int v = 0; v < V; ++v) {
-    Vec y = I::Add(partial ? I::Load(out + L * v) : I::Set(bias), z[0][v]);
-    if constexpr (C > 1) y = I::Add(y, I::template ShiftIn<1>(z[1][v], z[1][v + 1]));
-    if constexpr (C > 2) y = I::Add(y, I::template ShiftIn<2>(z[2][v], z[2][v + 1]));
+    Vec y = I::Add(partial ? I::Load(out + L * v) : I::Set(bias), z[v]);
     if (relu) y = I::Max(y, I::Zero());
     I::Store(out + L * v, y);
   }

@@ -83,24 +83,19 @@ static const int kMinBlockEntries = 16;
 // (16 registers, 64 entries): 98-104 useful GFLOP/s at arbitrary offsets, 163-172 at aligned
 // ones. So a tile-major layer's S rows may start on register boundaries (each phase row rounded
 // up to whole registers), its entries grouped by tap column shift ("class": the only
-// misalignment left), each class accumulated over one register more than the tile with aligned
-// loads, and the classes shifted into place once a tile (AccumulateClassTile). Alone in C++ with
-// S in L1, 3 classes in tiles of 9 registers against the unaligned 16: 58 -> 112 useful GFLOP/s
-// at 7 entries, 97 -> 149 at 16, 116 -> 152 at 32, 120 -> 156 at 64.
-// At most this many classes: with more, tiles are narrow (C x (V + 1) accumulators in 32
-// registers) and each class has few entries per row block: AlexNet-accurate's conv2 (5x5, 5
-// classes, tiles of 5 registers) at batch 16 took 59 ms against 38.
-static const int kMaxClasses = 3;
-// ... only when the rounded rows compute at most 1/8 more lanes (ResNet's 7x7 maps: 9 -> 16),
+// misalignment left), and the classes summed with aligned loads, one shifted into the next
+// (AccumulateClassTile). Alone in C++ with S in L1, 16 entries a tile, tiles of 28 registers
+// against the unaligned 16: 3 classes 111 -> 146 useful GFLOP/s, 5 classes 99 -> 141; 64
+// entries, 119 -> 163 and 108 -> 164; 4 entries, about the same (78-83 against 76-107). Each
+// layer alone in the operator, fastest of 20-300 calls alternating with the unaligned plan in one
+// process (Zen 5, one thread), batch 16 and 1: AlexNet-accurate's conv2 (5x5, 5 classes) 0.90 and
+// 0.93 of the time; conv1 (3 classes at stride 4; both presets) 0.80-0.91 and 0.81-0.91; its 13x13 layers
+// (one tile) 0.95-0.99 and 0.97-1.04; ResNet-18-accurate 0.05's stride-1 layers on 56, 28 and 14
+// wide maps 0.89-0.92 and 0.89-0.99, its stride-2 ones 0.98 and 0.99-1.01. Tiles of 14 and 18
+// registers made conv2 1.16 and 1.05 times as slow as 28: each row block's partial sums are
+// loaded and stored once a tile.
+// Only when the rounded rows compute at most 1/8 more lanes (ResNet's 7x7 maps: 9 -> 16).
 static const int kClassRoundingNumerator = 9, kClassRoundingDenominator = 8;
-// ... and the extended plane spans at least this many class tiles: on small planes the extra
-// register and the shifts of each tile weigh more, and their unaligned tiles wasted no lanes
-// (13x13 and 14x14 maps, 13-14 registers: one tile, against two class tiles of 7, lost up to 10%).
-static const int kClassMinTiles = 4;
-
-// Registers per class tile of C classes: C x (V + 1) accumulators, a broadcast and a spare of the
-// 32 registers (C = 1: no shift, 16, a flat tile's).
-constexpr int ClassTileVectors(int classes) { return classes <= 1 ? 16 : 30 / classes - 1; }
 
 // ------------------------------------------------------------------ the plan
 struct Plan {
@@ -144,7 +139,7 @@ struct Plan {
   // tile_major: each block's entries in BlockRuns runs (one per class, or one); channel f's run r
   // of block b starts at RunStarts(plan, f)[b * BlockRuns + r] (absolute entry index)
   std::vector<int> block_starts;
-  int classes = 0;                  // class tiles of this many classes (0: none; kMaxClasses)
+  int classes = 0;                  // class tiles of this many classes (0: none)
   std::vector<int> entry_order;     // class tiles: the plan's entry i is the packed entry entry_order[i]
   std::vector<int> rows;            // S row i holds dictionary vector rows[i]
   bool all_rows = true;             // rows is 0..k-1 (D usable as it is)
@@ -152,11 +147,10 @@ struct Plan {
   std::vector<int> needed;          // only_needed: the S values read, sorted
 };
 
-// The kernel set's registers: lanes per register, accumulators per flat and per row tile, and
-// whether it has class tiles.
+// The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
+// no class tiles).
 struct TileRegisters {
-  int lanes, flat, row;
-  bool class_tiles;
+  int lanes, flat, row, class_tile;
 };
 
 // Runs per block of a tile-major plan, and channel f's run starts.
@@ -278,27 +272,24 @@ struct RowAlignment {
 // Rows are aligned for a kernel set with class tiles, a layer not of few outputs nor interleaved,
 // when rounding costs at most kClassRoundingNumerator / kClassRoundingDenominator as many lanes,
 // and then
-//  - a tile-major layer of flat tiles takes class tiles, when it has at most kMaxClasses column
-//    shifts and an extended plane of at least kClassMinTiles class tiles;
+//  - a tile-major layer of flat tiles takes class tiles, of as many classes as column shifts, if
+//    they are at most kLanes (a shift's junk lane must not reach the tile, AccumulateClassTile);
 //  - a channel-major layer of flat tiles without pooling (a row wider than its unaligned
 //    extended row: ResNet-18's 56- and 28-wide maps) takes row tiles, whose loads of the tap
 //    column 0 are now aligned, and nothing is copied out of extended rows.
-// Each layer alone, fastest of 80-1500 calls alternating with the unaligned plan in one process
-// (Zen 5, one thread), batch 16 and 1: ResNet-18-fast 0.05's stage-1 layers (row tiles) 0.78-0.90
-// and 0.92-0.94 of the time, its stage-2 ones 0.89-1.00 and 0.98-1.01; ResNet-18-accurate's stage-1
-// and stage-2 layers (class tiles, 3 classes; 2 at stride 2) 0.89-0.96 and 0.92-1.01; AlexNet's
-// conv1 (3 classes at stride 4) 0.90-0.94 and 0.89-0.96.
+// Row tiles, each layer alone, fastest of 80-1500 calls alternating with the unaligned plan in one
+// process (Zen 5, one thread), batch 16 and 1: ResNet-18-fast 0.05's stage-1 layers 0.78-0.90
+// and 0.92-0.94 of the time, its stage-2 ones 0.89-1.00 and 0.98-1.01.
 static inline RowAlignment AlignmentFor(const Params& p, const Geometry& g, const TileRegisters& regs,
                                         const Plan& plan) {
   const int64_t aligned = (g.wq + regs.lanes - 1) / regs.lanes * regs.lanes;
-  if (!regs.class_tiles || plan.few_outputs || plan.interleave > 1 || plan.row_tiles ||
+  if (!regs.class_tile || plan.few_outputs || plan.interleave > 1 || plan.row_tiles ||
       aligned * kClassRoundingDenominator > g.wq * kClassRoundingNumerator)
     return {};
   if (!plan.tile_major)  // (unless the larger S would make it tile-major)
     return {!p.pool_kh && plan.s_floats / g.wq * aligned <= kTileMajorMinFloats, 0};
   const int classes = (p.kw - 1) / p.sw + 1;
-  const int64_t min_floats = static_cast<int64_t>(kClassMinTiles) * ClassTileVectors(classes) * regs.lanes;
-  if (classes > kMaxClasses || g.ho * aligned < min_floats) return {};
+  if (classes > regs.lanes) return {};
   return {true, classes};
 }
 
@@ -394,9 +385,9 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->classes = plan->tile_major && !plan->row_tiles && plan->interleave == 1 ? classes : 0;
   plan->entry_order.clear();
   if (plan->classes) {
-    // as few tiles as the registers allow, of equal width (ResNet's 14x14 maps: 14 registers of
-    // extended plane in two tiles of 7, not 9 and 5)
-    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes, widest = ClassTileVectors(plan->classes);
+    // as few tiles as the registers allow, of equal width (a 27x27 map: 54 registers of extended
+    // plane in two tiles of 27, not 28 and 26)
+    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes, widest = regs.class_tile;
     plan->tiles = (vectors + widest - 1) / widest;
     plan->tile_vectors = static_cast<int>((vectors + plan->tiles - 1) / plan->tiles);
     plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;

@@ -86,6 +86,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   const Plan& plan = prep->plan;
   const Geometry& g = plan.geometry;
   const int64_t rows = plan.rows.size(), tile = TileFloats<I>();
+  const int64_t past_s = 2 * std::max(tile, plan.tile_span);  // room for a tile reading past S's end
   prep->ext_alloc = std::max((g.ext + tile - 1) / tile * tile,  // (class tiles: whole tiles of theirs)
                              plan.classes ? (g.ext + plan.tile_span - 1) / plan.tile_span * plan.tile_span : 0);
   prep->channel_scratch = prep->ext_alloc + (p.pool_kh ? PoolScratchFloats(p, g) : 0);
@@ -96,7 +97,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
         plan.few_outputs || (!plan.product_then_split && !plan.product_into_s && !plan.row_product);
     ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
     ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
-    ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + 2 * tile);
+    ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + past_s);
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
     ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
@@ -109,7 +110,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
   } else if (plan.batched_product) {  // S's padding stays zero: the product writes inside it
     prep->batch_input.assign(g.m * g.h * g.w * plan.product_images, 0.f);
-    prep->batch_s.assign(plan.s_floats * plan.product_images + 2 * tile, 0.f);
+    prep->batch_s.assign(plan.s_floats * plan.product_images + past_s, 0.f);
   }
   const int64_t lanes = interleaved ? plan.interleave : 0;  // nothing when not interleaved
   prep->group_x = AlignedZeros(&prep->group_buffers[0], g.m * g.h * g.w * lanes);

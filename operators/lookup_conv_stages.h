@@ -341,25 +341,17 @@ static inline void PrefetchAhead(const Plan& plan, const float* coefs, int f, in
   }
 }
 
-// AccumulateClassTile for C classes and `vectors` (1 .. V) registers, picked at compile time.
-template <class I, int C, int V = ClassTileVectors(C)>
-static inline void ClassTileOfWidth(int vectors, const float* s, const int* off, const float* coef,
-                                    const int* starts, float bias, bool partial, bool relu, float* out) {
-  if constexpr (V > 1) {
-    if (vectors < V) return ClassTileOfWidth<I, C, V - 1>(vectors, s, off, coef, starts, bias, partial, relu, out);
-  }
-  AccumulateClassTile<I, C, V>(s, off, coef, starts, bias, partial, relu, out);
-}
-
-// ... for `classes` (1 .. kMaxClasses = 3), picked at run time.
-template <class I>
+// AccumulateClassTile for `vectors` (1 .. V) registers, picked at compile time, and any number of
+// classes (one: no shifts).
+template <class I, int V = I::kClassTileVectors>
 static inline void AccumulateClassTileOf(int classes, int vectors, const float* s, const int* off, const float* coef,
                                          const int* starts, float bias, bool partial, bool relu, float* out) {
-  switch (classes) {
-    case 1: return ClassTileOfWidth<I, 1>(vectors, s, off, coef, starts, bias, partial, relu, out);
-    case 2: return ClassTileOfWidth<I, 2>(vectors, s, off, coef, starts, bias, partial, relu, out);
-    default: return ClassTileOfWidth<I, kMaxClasses>(vectors, s, off, coef, starts, bias, partial, relu, out);
+  if constexpr (V > 1) {
+    if (vectors < V)
+      return AccumulateClassTileOf<I, V - 1>(classes, vectors, s, off, coef, starts, bias, partial, relu, out);
   }
+  if (classes == 1) return AccumulateClassTile<I, V, false>(s, off, coef, starts, 1, bias, partial, relu, out);
+  AccumulateClassTile<I, V, true>(s, off, coef, starts, classes, bias, partial, relu, out);
 }
 
 // out = act(ext + residual) over the (ho x wo) outputs (ext's rows are wq apart).

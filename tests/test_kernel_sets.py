@@ -128,15 +128,17 @@ def test_the_vector_kernels_keep_their_accumulators_in_registers(lcnn_ops, isa, 
 
 
 def test_class_tiles_keep_their_accumulators_in_registers(lcnn_ops):
-    """AVX-512's class tiles (every classes x registers compiled; 3 classes of 9 + 1 registers and
-    a broadcast use 31 of the 32) keep their accumulators in registers; plain AVX2, whose 16
-    registers leave class tiles too narrow to pay, compiles none."""
+    """AVX-512's class tiles (every width compiled, with and without shifts; 28 + 1 registers and a
+    broadcast use 30 of the 32) keep their accumulators in registers; plain AVX2, whose 16 registers
+    leave class tiles too narrow to pay, compiles none."""
     code = {isa: subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn",
                                  f"{ROOT}/operators/build/lookup_conv_{isa}.o"],
                                 check=True, capture_output=True, text=True).stdout for isa in ("avx2", "avx512")}
-    bodies = dict(re.findall(r"^[0-9a-f]+ <void AccumulateClassTile<Avx512, ([\d, ]+)>\(.*?>:\n(.*?)\n\n",
+    bodies = dict(re.findall(r"^[0-9a-f]+ <void AccumulateClassTile<Avx512, (\d+, \w+)>\(.*?>:\n(.*?)\n\n",
                              code["avx512"], re.M | re.S))
-    assert "3, 9" in bodies and "2, 14" in bodies and "1, 16" in bodies, sorted(bodies)
+    isa_source = open(f"{ROOT}/operators/lookup_conv_isa.h").read().split("struct Avx512 {")[1]
+    widest = re.search(r"kClassTileVectors = (\d+)", isa_source).group(1)
+    assert {f"{widest}, true", f"{widest}, false", "1, true"} <= set(bodies), sorted(bodies)
     spills = {v: re.findall(r"vmov\w*\s+%zmm\d+,.*\(%rsp\)", body) for v, body in bodies.items()}
     assert not any(spills.values()), spills
     assert "AccumulateClassTile<Avx2," not in code["avx2"]

@@ -35,6 +35,10 @@ ALIGNED_SHAPES = [
     ((8, 12, 64, 3, 1, 1, 44), True),   # tile-major, 3 tap columns (classes), rows of 46 -> 48
     ((8, 12, 64, 3, 2, 1, 60), True),   # stride 2: 2 classes, phase rows of 31 -> 32
     ((8, 12, 512, 1, 1, 0, 60), True),  # 1x1: one class, nothing to shift; rows of 60 -> 64
+    # (tiles that end inside a row: a shift's junk lanes would not fall in its unkept columns)
+    ((8, 12, 64, 5, 1, 2, 41), True),   # 5x5: 5 classes, rows of 45 -> 48, five tiles of 25
+    ((4, 6, 80, 11, 1, 5, 21), True),   # 11 classes (10 shifts), rows of 31 -> 32, two tiles of 21
+    ((8, 12, 400, 3, 1, 1, 13), True),  # a 13x13 map: the plane in one tile, rows of 15 -> 16
     ((8, 12, 4, 3, 1, 1, 56), False),   # few entries a channel: row tiles on rows of 58 -> 64
 ]
 SHAPES += [shape for shape, _ in ALIGNED_SHAPES]
