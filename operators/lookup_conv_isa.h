@@ -39,8 +39,8 @@ struct Avx2 {
   static constexpr int kRowTileVectors = 14;
   // Rows of D per panel of the dictionary product: 12 accumulators + 2 loads of x + 1 broadcast.
   static constexpr int kPanelRows = 6;
-  // None: aligning S's rows gained 8% alone in C++ (benchmarks/lookup_ceiling.cc), less than the
-  // lanes a rounded row wastes.
+  // None: with S in L1, loads at whole registers were only 8% faster than at any offset on AVX2
+  // (benchmarks/lookup_ceiling.cc, Zen 5), against 1.7x on AVX-512; class tiles not tried.
   static constexpr int kClassTileVectors = 0;
   static Vec Zero() { return _mm256_setzero_ps(); }
   static Vec Set(float v) { return _mm256_set1_ps(v); }

@@ -86,14 +86,15 @@ static const int kMinBlockEntries = 16;
 // misalignment left), and the classes summed with aligned loads, one shifted into the next
 // (AccumulateClassTile). Alone in C++ with S in L1, 16 entries a tile, tiles of 28 registers
 // against the unaligned 16: 3 classes 111 -> 146 useful GFLOP/s, 5 classes 99 -> 141; 64
-// entries, 119 -> 163 and 108 -> 164; 4 entries, about the same (78-83 against 76-107). Each
-// layer alone in the operator, fastest of 20-300 calls alternating with the unaligned plan in one
-// process (Zen 5, one thread), batch 16 and 1: AlexNet-accurate's conv2 (5x5, 5 classes) 0.90 and
-// 0.93 of the time; conv1 (3 classes at stride 4; both presets) 0.80-0.91 and 0.81-0.91; its 13x13 layers
-// (one tile) 0.95-0.99 and 0.97-1.04; ResNet-18-accurate 0.05's stride-1 layers on 56, 28 and 14
-// wide maps 0.89-0.92 and 0.89-0.99, its stride-2 ones 0.98 and 0.99-1.01. Tiles of 14 and 18
-// registers made conv2 1.16 and 1.05 times as slow as 28: each row block's partial sums are
-// loaded and stored once a tile.
+// entries, 119 -> 163 and 108 -> 164; at 4 entries no steady difference (unaligned 78-83, class
+// tiles of 14-30 registers 70-107). Each layer alone in the operator, fastest of 20-300 calls
+// alternating with the unaligned plan in one process (Zen 5, one thread), batch 16 and 1:
+// AlexNet-accurate's conv2 (5x5, 5 classes) 0.90 and 0.93 of the time; AlexNet's conv1 (3
+// classes at stride 4) 0.80-0.91 and 0.81-0.91; AlexNet-accurate's 13x13 layers (one tile)
+// 0.95-0.99 and 0.97-1.04; ResNet-18-accurate 0.05's stride-1 layers on 56, 28 and 14 wide maps
+// 0.89-0.92 and 0.89-0.99, its stride-2 ones 0.98 and 0.99-1.01. Tiles of 14 and 18 registers
+// made conv2 1.16 and 1.05 times as slow as 28: each row block's partial sums are loaded and
+// stored once a tile.
 // Only when the rounded rows compute at most 1/8 more lanes (ResNet's 7x7 maps: 9 -> 16).
 static const int kClassRoundingNumerator = 9, kClassRoundingDenominator = 8;
 
