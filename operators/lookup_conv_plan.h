@@ -91,7 +91,7 @@ static const int kMinBlockEntries = 16;
 // alternating with the unaligned plan in one process (Zen 5, one thread), batch 16 and 1:
 // AlexNet-accurate's conv2 (5x5, 5 classes) 0.90 and 0.93 of the time; AlexNet's conv1 (3
 // classes at stride 4) 0.80-0.91 and 0.81-0.91; AlexNet-accurate's 13x13 layers (one tile)
-// 0.95-0.99 and 0.97-1.04; ResNet-18-accurate 0.05's stride-1 layers on 56, 28 and 14 wide maps
+// 0.93-0.99 and 0.95-1.04; ResNet-18-accurate 0.05's stride-1 layers on 56, 28 and 14 wide maps
 // 0.89-0.92 and 0.89-0.99, its stride-2 ones 0.98 and 0.99-1.01. Tiles of 14 and 18 registers
 // made conv2 1.16 and 1.05 times as slow as 28: each row block's partial sums are loaded and
 // stored once a tile.
