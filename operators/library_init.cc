@@ -75,7 +75,8 @@ CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p)
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
-static std::atomic<int64_t> plans_built[3] = {0, 0, 0};  // any, on aligned rows, with class tiles
+static const int kPlanKinds = 3;  // any, on aligned rows, with class tiles (lcnn_gluon.ops.PLAN_KINDS)
+static std::atomic<int64_t> plans_built[kPlanKinds] = {};
 void NotePlanBuilt(bool aligned_rows, bool class_tiles) {
   ++plans_built[0];
   if (aligned_rows) ++plans_built[1];
@@ -85,7 +86,7 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles) {
 // How many times an operator state built a plan in this process (kind 0; tests check that
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
 // registers (kind 1) and with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor).
-extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < 3 ? plans_built[kind].load() : -1; }
+extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {
   const char* forced = std::getenv(kIsaEnv);
