@@ -228,14 +228,15 @@ static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t
 }
 
 // GemmStrip for a panel of `count` rows (1 .. kPanelRows) over V registers of a strip: the
-// number of rows picked at compile time, from R = kPanelRows down.
+// number of rows picked at compile time, from R = kPanelRows down; strided when lda is set.
 template <class I, int V, int R = I::kPanelRows>
-static inline void StripOfPanel(int count, const float* const* a, int depth, const float* b, int64_t ldb,
-                                const float* next, bool acc, int64_t width, float* o, int64_t ldo) {
+static inline void StripOfPanel(int count, const float* const* a, int64_t lda, int depth, const float* b,
+                                int64_t ldb, const float* next, bool acc, int64_t width, float* o, int64_t ldo) {
   if constexpr (R > 1) {
-    if (count < R) return StripOfPanel<I, V, R - 1>(count, a, depth, b, ldb, next, acc, width, o, ldo);
+    if (count < R) return StripOfPanel<I, V, R - 1>(count, a, lda, depth, b, ldb, next, acc, width, o, ldo);
   }
-  GemmStrip<I, R, V>(a, depth, b, ldb, next, acc, width, o, ldo);
+  if (lda) return GemmStrip<I, R, V, true>(a, lda, depth, b, ldb, next, acc, width, o, ldo);
+  GemmStrip<I, R, V, false>(a, 0, depth, b, ldb, next, acc, width, o, ldo);
 }
 
 // One unit of work of DictionaryProduct: rows [c0, c0 + depth) of x, its strips [s0, s1) and
@@ -254,6 +255,8 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
     const int count = static_cast<int>(std::min<int64_t>(I::kPanelRows, k - r));
     const float* a[I::kPanelRows];
     for (int i = 0; i < count; ++i) a[i] = pr.d + (*pr.rows)[r + i] * pr.m + c0;
+    const bool consecutive = (*pr.rows)[r + count - 1] - (*pr.rows)[r] == count - 1;  // (rows ascend)
+    const int64_t lda = consecutive ? pr.m : 0;
     float* o = pr.out + r * pr.ldo;  // the panel's first row of out
     for (int64_t s = s0; s < s1; ++s) {
       const float* b = strip(s);
@@ -261,8 +264,8 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       const int64_t ldb = s < first_packed ? pr.ldx : W, j0 = s * W, width = std::min(W, pr.cols - j0);
       const bool acc = c0 > 0;  // later passes add to the earlier ones
       const auto run = [&](float* dst, int64_t ld) {
-        if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, depth, b, ldb, next, acc, width, dst, ld);
-        else StripOfPanel<I, 2>(count, a, depth, b, ldb, next, acc, width, dst, ld);
+        if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, lda, depth, b, ldb, next, acc, width, dst, ld);
+        else StripOfPanel<I, 2>(count, a, lda, depth, b, ldb, next, acc, width, dst, ld);
       };
       if (OneOutSegment(pr, j0, width)) {
         run(o + OutColumn(pr, j0), pr.ldo);

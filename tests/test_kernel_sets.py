@@ -108,18 +108,20 @@ def test_shared_code_in_the_library_is_the_narrowest_copy(lcnn_ops):
 
 
 @pytest.mark.parametrize("isa", ["Avx2", "Avx512"])
-@pytest.mark.parametrize("kernel, full_size", [("AccumulateTile", "kTileVectors"), ("GemmStrip", "kPanelRows, 2"),
+@pytest.mark.parametrize("kernel, full_size", [("AccumulateTile", "kTileVectors"),
+                                               ("GemmStrip", "kPanelRows, 2, false"), ("GemmStrip", "kPanelRows, 2, true"),
                                                ("AccumulateRows", "1, kRowTileVectors")])
 def test_the_vector_kernels_keep_their_accumulators_in_registers(lcnn_ops, isa, kernel, full_size):
     """GCC kept the accumulators of AccumulateTile (the lookups) and of GemmStrip (the dictionary
     product) in memory, storing all of them on every step, until the loops over them were fully
     unrolled: those loops then ran at half their FMA rate or less, bound by stores. Every compiled
-    size is checked (for AccumulateRows every rows x registers), the full one among them.
+    size is checked (for AccumulateRows every rows x registers; GemmStrip with row pointers and
+    strided), the full one among them.
     (Avx2Pair needs twice the registers for the same tile and spills.)"""
     obj = f"{ROOT}/operators/build/lookup_conv_{isa.lower()}.o"
     code = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", obj], check=True, capture_output=True,
                           text=True).stdout
-    bodies = dict(re.findall(rf"^[0-9a-f]+ <void {kernel}<{isa}, ([\d, ]+)>\(.*?>:\n(.*?)\n\n", code, re.M | re.S))
+    bodies = dict(re.findall(rf"^[0-9a-f]+ <void {kernel}<{isa}, ([\w, ]+)>\(.*?>:\n(.*?)\n\n", code, re.M | re.S))
     isa_source = open(f"{ROOT}/operators/lookup_conv_isa.h").read().split(f"struct {isa} {{")[1]
     full = re.sub(r"k\w+", lambda name: re.search(rf"{name.group(0)} = (\d+)", isa_source).group(1), full_size)
     assert full in bodies, f"{kernel}<{isa}, {full}> not found in {obj}"
