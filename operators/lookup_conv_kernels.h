@@ -170,11 +170,15 @@ static inline void AccumulateRowTile(int rows, int vectors, const float* s, int6
 template <class I>
 constexpr int StripFloats() { return 2 * I::kLanes; }
 
-// Rows of b ahead that GemmStrip prefetches (into the next strip, next_b, at a strip's end):
-// read in place, strips walk down x by whole rows, which the hardware prefetchers do not follow
-// (loads of x were 40-70% of the product's time), and a first pass comes from memory (32 rows
-// of about 6 cycles each cover most of its latency; 8 covered L2's only).
-static const int kPrefetchRows = 32;
+// What GemmStrip fetches ahead of its strip b, on every row c: row c + rows into L1 (past b's
+// last row, the rows of next, the strip after b), and row c of far (if set) into L2. Strips
+// read in place walk down x by whole rows, which the hardware prefetchers do not follow (loads of
+// x were 40-70% of the product's time); DictionaryProduct says how far ahead it looks.
+struct StripAhead {
+  const float* next;
+  int rows;
+  const float* far;
+};
 
 // out (R x width, rows ldo apart) = [out +] the R dictionary rows a[r][0 .. depth) x b (depth rows
 // of one strip, ldb apart), R <= kPanelRows, over V of the strip's two registers: the R x V accumulators
@@ -189,7 +193,7 @@ static const int kPrefetchRows = 32;
 // warm, one thread, ran 2-5% faster strided (AVX-512).
 template <class I, int R, int V, bool Strided>
 __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t lda, int depth, const float* b,
-                                                int64_t ldb, const float* next_b, bool accumulate, int64_t width,
+                                                int64_t ldb, StripAhead ahead, bool accumulate, int64_t width,
                                                 float* out, int64_t ldo) {
   using Vec = typename I::Vec;
   const int L = I::kLanes;
@@ -201,10 +205,14 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t l
     for (int v = 0; v < V; ++v) acc[r][v] = I::Zero();
   }
   for (int c = 0; c < depth; ++c) {
-    const int ahead = c + kPrefetchRows;  // past the last row: the next strip's first rows
-    const float* future = ahead < depth ? b + ahead * ldb : next_b + (ahead - depth) * ldb;
+    const int row = c + ahead.rows;
+    const float* future = row < depth ? b + row * ldb : ahead.next + (row - depth) * ldb;
     _mm_prefetch(reinterpret_cast<const char*>(future), _MM_HINT_T0);
     _mm_prefetch(reinterpret_cast<const char*>(future + StripFloats<I>() - 1), _MM_HINT_T0);
+    if (ahead.far) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead.far + c * ldb), _MM_HINT_T2);
+      _mm_prefetch(reinterpret_cast<const char*>(ahead.far + c * ldb + StripFloats<I>() - 1), _MM_HINT_T2);
+    }
     Vec x[V];
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) x[v] = I::Load(b + c * ldb + v * L);
