@@ -248,16 +248,17 @@ static const int kPackedAheadRows = 32;
 // (row c of it on row c), also past the unit's last strip, and in the unit's first panel the
 // strip after that into L2 as well. In place, x comes from memory in a batch (a layer's input of 16
 // images is 12.8 MB at 56x56, and only 4-8 MB stayed in a Zen 4 VM's L3). A stage-1 product of
-// ResNet-18-fast (k = 16, m = 64) alone on 16 images in turn, one thread, Zen 4: 32 rows ahead
-// 256-343 us an image, one strip ahead 181-218, with the strip after it into L2 as well 138-204
-// (one image over and over: 68-101, unchanged). Whole networks, one thread, batch 16, calls
+// ResNet-18-fast (k = 16, m = 64) alone on 16 images in turn, one thread, Zen 4, most rounds:
+// 32 rows ahead 192-343 us an image, one strip ahead 181-218, with the strip after it into L2 as
+// well 137-204 (one image over and over: 67-105, unchanged). Whole networks, one thread, batch 16, calls
 // alternating with the 32 rows in one process: ResNet-18-fast 0.05 0.92-0.94 of the time
 // (AVX2 kernels 0.90, two threads 0.96); ResNet-18-accurate 0.05, whose strips are packed, 0.99.
 template <class Strip>
 static inline StripAhead Ahead(int64_t s, int64_t s1, int64_t first_packed, bool first_panel, int depth,
                                const Strip& strip) {
   if (s >= first_packed) return {s + 1 < s1 ? strip(s + 1) : strip(s), kPackedAheadRows, nullptr};
-  const float* next = s + 1 < s1 || s + 1 < first_packed ? strip(s + 1) : strip(s);
+  // (a packed next strip has other row pitches: then nothing past b)
+  const float* next = s + 1 < first_packed ? strip(s + 1) : strip(s);
   return {next, depth, first_panel && s + 2 < first_packed ? strip(s + 2) : nullptr};
 }
 
