@@ -285,8 +285,8 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       const float* b = strip(s);
       const int64_t ldb = s < first_packed ? pr.ldx : W, j0 = s * W, width = std::min(W, pr.cols - j0);
       const bool acc = c0 > 0;  // later passes add to the earlier ones
+      const StripAhead ahead = Ahead(s, s1, first_packed, panel == p0, depth, strip);
       const auto run = [&](float* dst, int64_t ld) {
-        const StripAhead ahead = Ahead(s, s1, first_packed, panel == p0, depth, strip);
         if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, lda, depth, b, ldb, ahead, acc, width, dst, ld);
         else StripOfPanel<I, 2>(count, a, lda, depth, b, ldb, ahead, acc, width, dst, ld);
       };
