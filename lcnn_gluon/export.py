@@ -35,7 +35,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
-from . import atomic, checkpoint, data, flops, ops, tree
+from . import atomic, chain, checkpoint, data, flops, ops, tree
 from .lookup.layers import _Lookup
 from .lookup.packed import PackedLookup
 from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, plain_on_operator,
@@ -160,8 +160,9 @@ def _files(prefix: str) -> dict:
 
 
 def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
-           reference: Optional[HybridBlock] = None, rtol: float = CHECK_RTOL) -> dict:
+           reference: Optional[HybridBlock] = None, rtol: float = CHECK_RTOL, chains: bool = True) -> dict:
     """Hybridize and export ``net`` for one ``(1,) + data_shape`` input, with the meta JSON.
+    With ``chains``, runs of lookup layers become one operator each (:mod:`.chain`).
 
     The files are written under temporary names and renamed when complete (the meta
     JSON last). With ``reference`` (the network in training form), the export is first
@@ -177,6 +178,8 @@ def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
         net.export(tmp_prefix, epoch=0)
         meta = dict(meta, input_shape=[1] + list(data_shape), symbol=final["symbol"],
                     params=final["params"], mxnet=mx.__version__)
+        if chains:
+            meta["lookup_chains"] = chain.chain_symbol_file(staged["symbol"])
         checkpoint.write_json(staged["meta"], meta)
         if reference is not None:
             meta["check"] = check(tmp_prefix, reference, data_shape, rtol)

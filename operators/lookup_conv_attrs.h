@@ -229,6 +229,13 @@ struct Avx2Pair;
 template <class I>
 CustomStatefulOp* MakeLookupConv(const Params& p);
 CustomStatefulOp* MakeChosenLookupConv(const Params& p);
+// lcnn_lookup_conv's input types and shapes (lookup_conv_register.cc), checked; also each
+// layer's in lcnn_lookup_chain (lookup_chain.cc).
+MXReturnValue LookupConvInferType(const std::unordered_map<std::string, std::string>& attrs, std::vector<int>* in,
+                                  std::vector<int>* out);
+MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::string>& attrs,
+                                   std::vector<std::vector<unsigned int>>* in,
+                                   std::vector<std::vector<unsigned int>>* out);
 // Counts the plans built in this process, and those on aligned rows and with class tiles
 // (library_init.cc; lcnn_plans_built() reads them).
 void NotePlanBuilt(bool aligned_rows, bool class_tiles);

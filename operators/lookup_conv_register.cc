@@ -20,8 +20,8 @@ static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::strin
   return MX_SUCCESS;
 }
 
-static MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs,
-                               std::vector<int>* in, std::vector<int>* out) {
+MXReturnValue LookupConvInferType(const std::unordered_map<std::string, std::string>& attrs,
+                                  std::vector<int>* in, std::vector<int>* out) {
   static const int want[] = {kFloat32, kFloat32, kInt32, kInt32, kFloat32, kFloat32, kFloat32};
   for (size_t i = 0; i < in->size(); ++i) {
     if ((*in)[i] != want[i]) {
@@ -34,9 +34,9 @@ static MXReturnValue InferType(const std::unordered_map<std::string, std::string
   return MX_SUCCESS;
 }
 
-static MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
-                                std::vector<std::vector<unsigned int>>* in,
-                                std::vector<std::vector<unsigned int>>* out) {
+MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::string>& attrs,
+                                   std::vector<std::vector<unsigned int>>* in,
+                                   std::vector<std::vector<unsigned int>>* out) {
   Params p;
   if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
   const auto &x = (*in)[kData], &d = (*in)[kDictionary], &ptr = (*in)[kIndptr], &idx = (*in)[kIndices],
@@ -87,6 +87,6 @@ static MXReturnValue CreateState(const std::unordered_map<std::string, std::stri
 
 REGISTER_OP(lcnn_lookup_conv)
     .setParseAttrs(ParseAttrs)
-    .setInferType(InferType)
-    .setInferShape(InferShape)
+    .setInferType(LookupConvInferType)
+    .setInferShape(LookupConvInferShape)
     .setCreateOpState(CreateState, "cpu");

@@ -1,0 +1,135 @@
+"""Runs of lookup layers in an exported symbol, rewritten as one ``lcnn_lookup_chain`` operator
+each (``operators/lookup_chain.cc``, which describes the operator's attributes and inputs).
+
+A run is a sequence of ``lcnn_lookup_conv`` nodes, in the symbol's order, whose inputs and
+shortcuts are the run's first input or outputs of earlier nodes of the run (ResNet's stages
+between two layers MXNet runs itself). One operator for the run lets it take a batch group by
+group through its layers, so that a group's activations stay in cache between layers
+(``benchmarks/RESULTS.md``, run 34); its outputs are the members' outputs read outside the run.
+"""
+from __future__ import annotations
+
+import json
+from typing import Dict, List, Tuple
+
+from .ops import OP_NAME
+
+CHAIN_OP = "lcnn_lookup_chain"
+WEIGHTS = 5  # a layer's inputs after its data: dictionary, indptr, indices, coefs, bias
+RESIDUAL_INPUT = 1 + WEIGHTS
+MIN_CHAIN_LAYERS = 2  # a run of one layer stays as it is
+
+Entry = Tuple[int, int]  # (node, output)
+
+
+def _residual(node: dict) -> bool:
+    return node.get("attrs", {}).get("residual", "0") in ("1", "True", "true")
+
+
+def find_runs(nodes: List[dict]) -> List[List[int]]:
+    """The runs of ``nodes`` (an MXNet graph's node list) to chain: lists of node indices."""
+    runs, current, start_input = [], [], None
+    for i, node in enumerate(nodes):
+        if node["op"] != OP_NAME:
+            continue
+        data = tuple(node["inputs"][0][:2])
+        shortcut = tuple(node["inputs"][RESIDUAL_INPUT][:2]) if _residual(node) else None
+        weights_are_variables = all(nodes[e[0]]["op"] == "null" for e in node["inputs"][1:RESIDUAL_INPUT])
+
+        def inside(entry: Entry) -> bool:
+            return entry == start_input or (entry[1] == 0 and entry[0] in current)
+
+        if current and weights_are_variables and inside(data) and (shortcut is None or inside(shortcut)):
+            current.append(i)
+            continue
+        if len(current) >= MIN_CHAIN_LAYERS:
+            runs.append(current)
+        current, start_input = [], None
+        if weights_are_variables and (shortcut is None or shortcut == data):
+            current, start_input = [i], data
+    if len(current) >= MIN_CHAIN_LAYERS:
+        runs.append(current)
+    return runs
+
+
+def _chain_node(nodes: List[dict], run: List[int], read_outside: List[int]) -> dict:
+    """The ``lcnn_lookup_chain`` node of ``run``, whose outputs are the members ``read_outside``."""
+    first_input = nodes[run[0]]["inputs"][0]
+    position = {node: k for k, node in enumerate(run)}
+    attrs = {"num_layers": str(len(run)), "outputs": ",".join(str(position[m]) for m in read_outside)}
+    inputs = [first_input]
+    for k, i in enumerate(run):
+        node = nodes[i]
+        for key, value in node.get("attrs", {}).items():
+            if not key.startswith("__"):
+                attrs[f"l{k}_{key}"] = value
+        sources = [("data", node["inputs"][0])]
+        if _residual(node):
+            sources.append(("shortcut", node["inputs"][RESIDUAL_INPUT]))
+        for field, entry in sources:
+            attrs[f"l{k}_{field}"] = "-1" if entry[:2] == first_input[:2] else str(position[entry[0]])
+        inputs.extend(node["inputs"][1:RESIDUAL_INPUT])
+    return {"op": CHAIN_OP, "name": nodes[run[0]]["name"] + "_chain", "attrs": attrs, "inputs": inputs}
+
+
+def chain_lookups(graph: Dict) -> Dict:
+    """``graph`` (an MXNet symbol's JSON, as a dict) with each run of :func:`find_runs` as one
+    ``lcnn_lookup_chain`` node; the nodes re-sorted in topological order."""
+    nodes = graph["nodes"]
+    runs = find_runs(nodes)
+    if not runs:
+        return graph
+    outputs_of = [graph["node_row_ptr"][i + 1] - graph["node_row_ptr"][i] for i in range(len(nodes))]
+    member = {i: r for r, run in enumerate(runs) for i in run}
+    readers: Dict[int, set] = {}
+    for i, node in enumerate(nodes):
+        for e in node["inputs"]:
+            readers.setdefault(e[0], set()).add(member.get(i, -1 - i))
+    heads = {e[0] for e in graph["heads"]}
+    new_nodes = list(nodes)
+    where: Dict[int, Tuple[int, int]] = {}  # member -> (chain node, output)
+    for r, run in enumerate(runs):
+        read_outside = [i for i in run if i in heads or any(reader != r for reader in readers.get(i, ()))]
+        new_nodes.append(_chain_node(nodes, run, read_outside))
+        outputs_of.append(len(read_outside))
+        where.update({i: (len(new_nodes) - 1, k) for k, i in enumerate(read_outside)})
+
+    def moved(e: list) -> list:
+        return [where[e[0]][0], where[e[0]][1], 0] if e[0] in where else e
+
+    for i, node in enumerate(new_nodes):
+        if i not in member:
+            node["inputs"] = [moved(e) for e in node["inputs"]]
+    new_heads = [moved(e) for e in graph["heads"]]
+    order: List[int] = []  # post-order from the heads, as MXNet saves a graph
+    seen = set()
+    for head in new_heads:
+        stack = [(head[0], False)]
+        while stack:
+            i, expanded = stack.pop()
+            if expanded:
+                order.append(i)
+                continue
+            if i in seen:
+                continue
+            seen.add(i)
+            stack.append((i, True))
+            stack.extend((e[0], False) for e in reversed(new_nodes[i]["inputs"]))
+    index = {old: new for new, old in enumerate(order)}
+    out_nodes, row_ptr = [], [0]
+    for old in order:
+        node = dict(new_nodes[old], inputs=[[index[e[0]], e[1], e[2]] for e in new_nodes[old]["inputs"]])
+        out_nodes.append(node)
+        row_ptr.append(row_ptr[-1] + outputs_of[old])
+    return dict(graph, nodes=out_nodes, arg_nodes=[k for k, n in enumerate(out_nodes) if n["op"] == "null"],
+                node_row_ptr=row_ptr, heads=[[index[e[0]], e[1], e[2]] for e in new_heads])
+
+
+def chain_symbol_file(path: str) -> int:
+    """Rewrite the symbol JSON at ``path`` with :func:`chain_lookups`; the number of chains."""
+    with open(path) as f:
+        graph = json.load(f)
+    chained = chain_lookups(graph)
+    with open(path, "w") as f:
+        json.dump(chained, f)
+    return sum(node["op"] == CHAIN_OP for node in chained["nodes"])

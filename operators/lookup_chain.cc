@@ -1,0 +1,369 @@
+// lcnn_lookup_chain: a run of lookup layers (lcnn_lookup_conv, lookup_conv_format.h) as one
+// operator, so that at batch 16 on one thread groups of images go through the run's layers of
+// large maps one group after another: a group's activations stay in L3 from layer to layer,
+// where the whole batch's (12.8 MB a tensor in ResNet-18's first stage) go to memory.
+// lcnn_gluon/chain.py writes it into an export; its attributes, inputs and outputs:
+//
+//   num_layers        "L"
+//   l<i>_<attr>       layer i's attributes of lcnn_lookup_conv (kernel, stride, pad, ...)
+//   l<i>_data         where layer i's input comes from: -1 the chain's data, j a layer j < i
+//   l<i>_shortcut     the same for its residual (only with l<i>_residual = 1)
+//   outputs           "j,k,...": the layers whose outputs are the chain's outputs, in order
+//   inputs            data, then layer i's dictionary, indptr, indices, coefs and bias
+//                     (inputs 1 + 5i .. 5 + 5i), as in lcnn_lookup_conv
+//
+// Each layer runs on a state of lcnn_lookup_conv of its own; the chain hands it views of the
+// activations. Every error (attributes, shapes, wiring) is an MX_FAIL with a message.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "lookup_conv_attrs.h"
+#include "lookup_conv_plan.h"
+
+// Images per group at one thread. ResNet-18-fast 0.05 at batch 16, whole network, against
+// the layers as separate operators (Zen 4, 30-60 alternating pairs): groups of 1, 2 and 4
+// took 0.97, 0.93-0.95 and 0.94 of the time (densities 0.01 and 0.03: 0.91 and 0.92 in
+// groups of 2). At two threads groups of 2 and 4 were no faster than the whole batch (0.96-1.32),
+// so there the chain runs the batch whole.
+static const int64_t kChainGroupImages = 2;
+
+namespace {
+
+struct Layer {
+  std::unordered_map<std::string, std::string> attrs;  // lcnn_lookup_conv's
+  Params params;
+  int data = -1, shortcut = -1;  // sources: -1 the chain's data, j layer j
+};
+
+struct Chain {
+  std::vector<Layer> layers;
+  std::vector<int> outputs;  // layer per chain output
+};
+
+bool ParseInt(const std::string& text, int* v) {
+  std::istringstream in(text);
+  std::string extra;
+  return static_cast<bool>(in >> *v) && !(in >> extra);
+}
+
+// The chain described by `attrs`, every field checked.
+MXReturnValue ParseChain(const std::unordered_map<std::string, std::string>& attrs, Chain* chain) {
+  const auto get = [&](const std::string& key) {
+    auto it = attrs.find(key);
+    return it == attrs.end() ? std::string() : it->second;
+  };
+  int n = 0;
+  if (!ParseInt(get("num_layers"), &n) || n < 1 || n > (1 << 16)) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: num_layers must be a positive integer, got '" << get("num_layers") << "'";
+    return MX_FAIL;
+  }
+  chain->layers.assign(n, Layer());
+  for (const auto& kv : attrs) {
+    if (kv.first.rfind("__", 0) == 0 || kv.first == "num_layers" || kv.first == "outputs") continue;
+    const size_t cut = kv.first.find('_');
+    int i = -1;
+    if (kv.first[0] != 'l' || cut == std::string::npos || !ParseInt(kv.first.substr(1, cut - 1), &i) || i < 0 ||
+        i >= n) {
+      MX_ERROR_MSG << "lcnn_lookup_chain: unknown attribute '" << kv.first << "'";
+      return MX_FAIL;
+    }
+    const std::string field = kv.first.substr(cut + 1);
+    if (field == "data" || field == "shortcut") {
+      int src = 0;
+      if (!ParseInt(kv.second, &src) || src < -1 || src >= i) {
+        MX_ERROR_MSG << "lcnn_lookup_chain: " << kv.first << " must be -1 or a layer before " << i << ", got '"
+                     << kv.second << "'";
+        return MX_FAIL;
+      }
+      (field == "data" ? chain->layers[i].data : chain->layers[i].shortcut) = src;
+    } else {
+      chain->layers[i].attrs[field] = kv.second;
+    }
+  }
+  for (Layer& layer : chain->layers)
+    if (GetParams(layer.attrs, &layer.params) != MX_SUCCESS) return MX_FAIL;
+  std::istringstream outs(get("outputs"));
+  for (std::string item; std::getline(outs, item, ',');) {
+    int j = 0;
+    if (!ParseInt(item, &j) || j < 0 || j >= n) {
+      MX_ERROR_MSG << "lcnn_lookup_chain: outputs must list layers in [0, " << n << "), got '" << get("outputs") << "'";
+      return MX_FAIL;
+    }
+    chain->outputs.push_back(j);
+  }
+  if (chain->outputs.empty()) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: outputs must list at least one layer";
+    return MX_FAIL;
+  }
+  return MX_SUCCESS;
+}
+
+// Layer i's inputs in lcnn_lookup_conv's order, from the chain's inputs and the layers' outputs.
+template <class T>
+std::vector<T> LayerInputs(const Chain& chain, int i, const std::vector<T>& chain_inputs, const std::vector<T>& outs) {
+  const Layer& layer = chain.layers[i];
+  const auto source = [&](int src) { return src < 0 ? chain_inputs[0] : outs[src]; };
+  std::vector<T> in{source(layer.data)};
+  for (int w = 0; w < 5; ++w) in.push_back(chain_inputs[1 + 5 * i + w]);
+  if (layer.params.residual) in.push_back(source(layer.shortcut));
+  return in;
+}
+
+MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
+  Chain chain;
+  if (ParseChain(attrs, &chain) != MX_SUCCESS) return MX_FAIL;
+  *num_in = 1 + 5 * static_cast<int>(chain.layers.size());
+  *num_out = static_cast<int>(chain.outputs.size());
+  return MX_SUCCESS;
+}
+
+MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs, std::vector<int>* in,
+                        std::vector<int>* out) {
+  Chain chain;
+  if (ParseChain(attrs, &chain) != MX_SUCCESS) return MX_FAIL;
+  const std::vector<int> floats(chain.layers.size(), kFloat32);
+  for (size_t i = 0; i < chain.layers.size(); ++i) {
+    std::vector<int> layer_in = LayerInputs(chain, static_cast<int>(i), *in, floats), layer_out(1);
+    if (LookupConvInferType(chain.layers[i].attrs, &layer_in, &layer_out) != MX_SUCCESS) return MX_FAIL;
+  }
+  std::fill(out->begin(), out->end(), kFloat32);
+  return MX_SUCCESS;
+}
+
+// Every layer's output shape, in order.
+MXReturnValue LayerShapes(const Chain& chain, const std::vector<std::vector<unsigned int>>& in,
+                          std::vector<std::vector<unsigned int>>* shapes) {
+  shapes->clear();
+  for (size_t i = 0; i < chain.layers.size(); ++i) {
+    std::vector<std::vector<unsigned int>> layer_in = LayerInputs(chain, static_cast<int>(i), in, *shapes), out(1);
+    if (LookupConvInferShape(chain.layers[i].attrs, &layer_in, &out) != MX_SUCCESS) return MX_FAIL;
+    shapes->push_back(out[0]);
+  }
+  return MX_SUCCESS;
+}
+
+MXReturnValue InferShape(const std::unordered_map<std::string, std::string>& attrs,
+                         std::vector<std::vector<unsigned int>>* in, std::vector<std::vector<unsigned int>>* out) {
+  Chain chain;
+  std::vector<std::vector<unsigned int>> shapes;
+  if (ParseChain(attrs, &chain) != MX_SUCCESS || LayerShapes(chain, *in, &shapes) != MX_SUCCESS) return MX_FAIL;
+  for (size_t j = 0; j < chain.outputs.size(); ++j) (*out)[j] = shapes[chain.outputs[j]];
+  return MX_SUCCESS;
+}
+
+// How a call runs (built when the input shape or the threads change): the layers in order, in
+// groups of `group` images where `grouped[i]`; consecutive grouped layers form one segment that
+// runs group by group. A layer's output lives in the chain's output, in a buffer of the whole
+// batch, or (made and used only inside one segment) in a buffer of one group.
+struct ChainPlan {
+  int64_t batch = -1, group = 1;
+  int threads = 0;
+  std::vector<std::vector<int64_t>> shapes;  // each layer's output (N, n, Yo, Xo)
+  std::vector<char> grouped;
+  std::vector<int> segment_end;              // layer i's segment is [i's start, segment_end[i])
+  std::vector<int> output_of;                // chain output holding layer i's output, or -1
+  std::vector<char> group_sized;             // layer i's output held for one group only
+  std::vector<std::vector<float>> buffers;
+  std::vector<float*> buffer_of;             // layer i's buffer (null: a chain output)
+  int64_t image_floats_in = 0;               // one image of the chain's data
+  std::vector<std::vector<MXTensor>> layer_inputs, layer_outputs;  // as lcnn_lookup_conv takes them
+};
+
+class LookupChain : public CustomStatefulOp {
+ public:
+  explicit LookupChain(Chain chain) : chain_(std::move(chain)) {
+    for (const Layer& layer : chain_.layers) ops_.emplace_back(MakeChosenLookupConv(layer.params));
+  }
+
+  MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                        const OpResource& res) override {
+    const int threads = std::max(1, omp_get_max_threads());
+    if (Plan(*inputs, threads) != MX_SUCCESS) return MX_FAIL;
+    const int n = static_cast<int>(chain_.layers.size());
+    for (int start = 0; start < n;) {
+      const int end = plan_.segment_end[start];
+      const int64_t group = plan_.grouped[start] ? plan_.group : plan_.batch;
+      for (int64_t b0 = 0; b0 < plan_.batch; b0 += group)
+        for (int i = start; i < end; ++i)
+          if (RunLayer(i, b0, inputs, outputs, res) != MX_SUCCESS) return MX_FAIL;
+      start = end;
+    }
+    return MX_SUCCESS;
+  }
+
+ private:
+  // Layer i on images [b0, b0 + its group): its tensors (kept by the plan, shapes and all, so
+  // that a call allocates nothing) pointed at the data of this call and group.
+  MXReturnValue RunLayer(int i, int64_t b0, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+                         const OpResource& res) {
+    const Layer& layer = chain_.layers[i];
+    const auto at = [&](int src) {  // images from b0 of a source
+      if (src < 0) return (*inputs)[0].data<float>() + b0 * plan_.image_floats_in;
+      const auto& s = plan_.shapes[src];
+      return Holder(src, outputs) + (plan_.group_sized[src] ? 0 : b0 * s[1] * s[2] * s[3]);
+    };
+    std::vector<MXTensor>& in = plan_.layer_inputs[i];
+    in[kData].data_ptr = at(layer.data);
+    for (int w = 0; w < 5; ++w) in[1 + w].data_ptr = (*inputs)[1 + 5 * i + w].data_ptr;
+    if (layer.params.residual) in[kResidual].data_ptr = at(layer.shortcut);
+    plan_.layer_outputs[i][0].data_ptr = at(i);
+    return ops_[i]->Forward(&in, &plan_.layer_outputs[i], res);
+  }
+
+  float* Holder(int i, std::vector<MXTensor>* outputs) const {
+    return plan_.output_of[i] >= 0 ? (*outputs)[plan_.output_of[i]].data<float>() : plan_.buffer_of[i];
+  }
+
+  MXReturnValue Plan(const std::vector<MXTensor>& inputs, int threads);
+
+  Chain chain_;
+  std::vector<std::unique_ptr<CustomStatefulOp>> ops_;
+  ChainPlan plan_;
+};
+
+MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads) {
+  const int64_t batch = inputs[0].shape.size() == 4 ? inputs[0].shape[0] : -1;
+  if (batch == plan_.batch && threads == plan_.threads) return MX_SUCCESS;
+  ChainPlan p;
+  p.batch = batch, p.threads = threads;
+  std::vector<std::vector<unsigned int>> in, shapes;
+  for (const MXTensor& t : inputs) in.emplace_back(t.shape.begin(), t.shape.end());
+  if (LayerShapes(chain_, in, &shapes) != MX_SUCCESS) return MX_FAIL;
+  const int n = static_cast<int>(chain_.layers.size());
+  for (const auto& s : shapes) p.shapes.emplace_back(s.begin(), s.end());
+  // Groups only where they pay (one thread, a batch larger than a group) and only for layers
+  // whose plans take no images together (small maps run their batch in one product).
+  // (the largest group that divides the batch: every group then has the same shape, and each
+  // layer's state keeps one plan)
+  p.group = std::max<int64_t>(batch, 1);
+  if (threads == 1 && batch > kChainGroupImages)
+    for (int64_t g = kChainGroupImages; g >= 1; --g)
+      if (batch % g == 0) {
+        p.group = g;
+        break;
+      }
+  p.grouped.assign(n, 0);
+  for (int i = 0; i < n; ++i) p.grouped[i] = p.group < batch && p.shapes[i][2] * p.shapes[i][3] > kBatchedProductMaxPixels;
+  p.segment_end.assign(n, n);
+  for (int i = n - 1; i >= 0; --i)
+    p.segment_end[i] = !p.grouped[i] ? i + 1 : (i + 1 < n && p.grouped[i + 1] ? p.segment_end[i + 1] : i + 1);
+  // a grouped segment's layers all start at its first: segment_end is read at the first only
+  p.output_of.assign(n, -1);
+  for (size_t j = 0; j < chain_.outputs.size(); ++j) p.output_of[chain_.outputs[j]] = static_cast<int>(j);
+  std::vector<int> seg_start(n), last_use(n, -1);
+  for (int i = 0; i < n; ++i) seg_start[i] = i > 0 && p.grouped[i] && p.grouped[i - 1] ? seg_start[i - 1] : i;
+  for (int i = 0; i < n; ++i) {
+    const Layer& layer = chain_.layers[i];
+    for (int src : {layer.data, layer.params.residual ? layer.shortcut : -1})
+      if (src >= 0) last_use[src] = i;
+  }
+  p.group_sized.assign(n, 0);
+  for (int i = 0; i < n; ++i) {
+    bool inside = p.grouped[i] && p.output_of[i] < 0;
+    for (int c = i + 1; c <= last_use[i] && inside; ++c) {
+      const Layer& layer = chain_.layers[c];
+      const bool reads = layer.data == i || (layer.params.residual && layer.shortcut == i);
+      if (reads && seg_start[c] != seg_start[i]) inside = false;
+    }
+    p.group_sized[i] = inside;
+  }
+  // Buffers, reused once the output they hold is read for the last time. Inside a segment,
+  // whose layers run again for every group, a buffer of one group's images is free again as
+  // soon as the group is done with it (the next group writes it anew), but only for another
+  // buffer of one group: a buffer of the whole batch written or read inside the segment is
+  // kept until the segment is over. An output is never written over its own layer's inputs.
+  std::vector<int> buffer_index(n, -1);
+  std::vector<int64_t> sizes;
+  std::vector<char> busy, group_only;  // group_only: freed inside the current segment
+  std::vector<int> deferred;           // whole-batch buffers freed when the segment is over
+  std::vector<int> freed_at;           // the layer after which a buffer was last freed
+  for (int i = 0; i < n; ++i) {
+    if (p.output_of[i] < 0) {
+      const auto& s = p.shapes[i];
+      const int64_t floats = (p.group_sized[i] ? p.group : s[0]) * s[1] * s[2] * s[3];
+      int pick = -1;  // the buffer freed last (the likeliest still in cache), as MXNet's plan does
+      for (size_t b = 0; b < busy.size(); ++b)
+        if (!busy[b] && (p.group_sized[i] || !group_only[b]) && (pick < 0 || freed_at[b] > freed_at[pick]))
+          pick = static_cast<int>(b);
+      if (pick < 0) {
+        pick = static_cast<int>(busy.size());
+        busy.push_back(0), group_only.push_back(0), sizes.push_back(0), freed_at.push_back(-1);
+      }
+      sizes[pick] = std::max(sizes[pick], floats);
+      busy[pick] = 1;
+      buffer_index[i] = pick;
+    }
+    const Layer& layer = chain_.layers[i];
+    std::vector<int> freed;
+    for (int src : {layer.data, layer.params.residual ? layer.shortcut : -1})
+      if (src >= 0 && last_use[src] == i) freed.push_back(src);
+    if (last_use[i] < 0) freed.push_back(i);  // (read by no one)
+    for (int src : freed) {
+      const int b = buffer_index[src];
+      if (b < 0) continue;
+      if (!p.grouped[i]) {
+        busy[b] = 0, freed_at[b] = i;
+      } else if (p.group_sized[src]) {
+        busy[b] = 0, group_only[b] = 1, freed_at[b] = i;
+      } else {
+        deferred.push_back(b);
+      }
+    }
+    if (p.grouped[i] && p.segment_end[i] == i + 1) {  // the segment is over
+      for (int b : deferred) busy[b] = 0, freed_at[b] = i;
+      deferred.clear();
+      std::fill(group_only.begin(), group_only.end(), 0);
+    }
+  }
+  const int64_t line = 4096 / sizeof(float);
+  p.buffers.resize(sizes.size());
+  for (size_t b = 0; b < sizes.size(); ++b) p.buffers[b].assign(sizes[b] + line, 0.f);
+  p.buffer_of.assign(n, nullptr);
+  for (int i = 0; i < n; ++i) {
+    if (buffer_index[i] < 0) continue;
+    const uintptr_t at = reinterpret_cast<uintptr_t>(p.buffers[buffer_index[i]].data());
+    p.buffer_of[i] = reinterpret_cast<float*>((at + 4095) & ~static_cast<uintptr_t>(4095));
+  }
+  const auto& x = inputs[0].shape;
+  p.image_floats_in = x[1] * x[2] * x[3];
+  for (int i = 0; i < n; ++i) {  // each tensor with the images of one call of the layer
+    const Layer& layer = chain_.layers[i];
+    const int64_t images = p.grouped[i] ? p.group : std::max<int64_t>(batch, 0);
+    const auto activation = [&](int src) {
+      std::vector<int64_t> shape = src < 0 ? x : p.shapes[src];
+      shape[0] = images;
+      return MXTensor(nullptr, shape, kFloat32, 0, inputs[0].ctx);
+    };
+    std::vector<MXTensor> in{activation(layer.data)};
+    for (int w = 0; w < 5; ++w) in.push_back(inputs[1 + 5 * i + w]);
+    if (layer.params.residual) in.push_back(activation(layer.shortcut));
+    p.layer_inputs.push_back(std::move(in));
+    p.layer_outputs.push_back({activation(i)});
+  }
+  plan_ = std::move(p);
+  return MX_SUCCESS;
+}
+
+MXReturnValue CreateState(const std::unordered_map<std::string, std::string>& attrs, const MXContext& ctx,
+                          const std::vector<std::vector<unsigned int>>& in, const std::vector<int> types,
+                          CustomStatefulOp** op) {
+  Chain chain;
+  if (ParseChain(attrs, &chain) != MX_SUCCESS) return MX_FAIL;
+  *op = CustomStatefulOp::create<LookupChain>(std::move(chain));
+  return MX_SUCCESS;
+}
+
+}  // namespace
+
+REGISTER_OP(lcnn_lookup_chain)
+    .setParseAttrs(ParseAttrs)
+    .setInferType(InferType)
+    .setInferShape(InferShape)
+    .setCreateOpState(CreateState, "cpu");

@@ -1,0 +1,121 @@
+"""Runs of lookup layers exported as one ``lcnn_lookup_chain`` operator (lcnn_gluon/chain.py,
+operators/lookup_chain.cc): the runs found in a ResNet, the same outputs as the layers one by one
+(batches run whole and in groups of images, one and two threads, every kernel set this host
+runs), the predictor on a chained export, and the operator's errors."""
+import json
+import textwrap
+
+import mxnet as mx
+import pytest
+from conftest import KERNEL_SETS, PY, run
+
+from lcnn_gluon import chain
+
+# ResNet-18-fast at 64x64: its conv1 and first stage have 16x16 maps, more pixels than the
+# operator batches together (kBatchedProductMaxPixels), so at one thread a batch of 4 runs them
+# in groups; its later stages run whole: both kinds of segment, and buffers crossing them.
+SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile
+    import mxnet as mx
+    import numpy as np
+    from lcnn_gluon import export, get_model, ops
+    from lcnn_gluon import nn as lnn
+    mx.random.seed(0)
+    net = get_model("resnet18_lcnn_fast", classes=10)
+    net.initialize(mx.init.Xavier())
+    for i, layer in enumerate(lnn.lookup_layers(net)):
+        lnn.set_random_lookup(layer, 0.05, seed=i)
+    shape = (3, 64, 64)
+    folder = tempfile.mkdtemp()
+    sparse = export.sparsify(net, shape)
+    meta = export.export(sparse, folder + "/chained", shape, dict(library=ops.LIBRARY), reference=net)
+    export.export(sparse, folder + "/plain", shape, dict(library=ops.LIBRARY), reference=net, chains=False)
+    chained, plain = export.load_exported(folder + "/chained"), export.load_exported(folder + "/plain")
+    for block in (chained, plain):
+        block.hybridize(static_alloc=True, static_shape=True)
+    errors = {}
+    for batch in (1, 3, 4, 2, 4):  # (4 again after another shape: the plan follows the batch)
+        x = mx.nd.random.normal(shape=(batch,) + shape)
+        want, got = plain(x).asnumpy(), chained(x).asnumpy()
+        errors[f"batch {batch}"] = float(np.abs(got - want).max() / np.abs(want).max())
+    print(json.dumps(dict(kernels=ops.kernel_isa(), chains=meta["lookup_chains"], errors=errors)))
+""")
+
+
+@pytest.mark.parametrize("isa", KERNEL_SETS)
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_chained_export_equals_its_layers_one_by_one(lcnn_ops, threads, isa):
+    out = run(PY, "-c", SCRIPT, env={"OMP_NUM_THREADS": threads, "LCNN_ISA": isa}, timeout=900).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["kernels"] == isa and result["chains"] >= 1
+    assert len(result["errors"]) == 4
+    bad = {name: e for name, e in result["errors"].items() if not e <= 1e-6}  # the same kernels, in another order
+    assert not bad, bad
+
+
+def _lookup(name, data, residual=None, **attrs):
+    inputs = [data] + [[i, 0, 0] for i in range(1, 6)]  # (weights: variables, any)
+    if residual is not None:
+        inputs.append(residual)
+        attrs["residual"] = "1"
+    return {"op": chain.OP_NAME, "name": name, "attrs": dict(kernel="(3, 3)", num_filter="8", **attrs),
+            "inputs": inputs}
+
+
+def test_runs_are_the_layers_fed_only_from_their_run():
+    nodes = [{"op": "null", "name": "w", "inputs": []}] * 6
+    nodes = nodes + [
+        _lookup("a", [0, 0, 0]),                 # 6: starts a run
+        _lookup("b", [6, 0, 0]),                 # 7: in it
+        _lookup("c", [7, 0, 0], [6, 0, 0]),      # 8: in it, its shortcut too
+        {"op": "Activation", "name": "r", "attrs": {}, "inputs": [[8, 0, 0]]},  # 9: MXNet's
+        _lookup("d", [8, 0, 0], [9, 0, 0]),      # 10: shortcut from outside: ends the run, alone
+        _lookup("e", [10, 0, 0]),                # 11: starts a run (d's output is its input)
+        _lookup("f", [11, 0, 0], [10, 0, 0]),    # 12: shortcut = the run's input
+        _lookup("g", [9, 0, 0]),                 # 13: from outside: a run of one, left alone
+    ]
+    assert chain.find_runs(nodes) == [[6, 7, 8], [11, 12]]
+
+
+def test_a_rewritten_graph_reads_each_output_where_its_run_left_it():
+    nodes = [{"op": "null", "name": n, "inputs": []} for n in ("data", "d", "p", "i", "c", "b")]
+    nodes += [_lookup("a", [0, 0, 0]), _lookup("b", [6, 0, 0]),
+              {"op": "Activation", "name": "r", "attrs": {}, "inputs": [[6, 0, 0]]},
+              {"op": "elemwise_add", "name": "s", "attrs": {}, "inputs": [[7, 0, 0], [8, 0, 0]]}]
+    graph = {"nodes": nodes, "arg_nodes": list(range(6)), "node_row_ptr": list(range(len(nodes) + 1)),
+             "heads": [[9, 0, 0]], "attrs": {}}
+    out = chain.chain_lookups(graph)
+    ops_ = [n["op"] for n in out["nodes"]]
+    assert ops_.count(chain.CHAIN_OP) == 1 and chain.OP_NAME not in ops_
+    node = next(n for n in out["nodes"] if n["op"] == chain.CHAIN_OP)
+    assert node["attrs"]["outputs"] == "0,1"  # a is read by r, b by s
+    assert node["attrs"]["l0_data"] == "-1" and node["attrs"]["l1_data"] == "0"
+    for k, n in enumerate(out["nodes"]):  # topological, and every entry exists
+        assert all(e[0] < k for e in n["inputs"])
+    assert out["node_row_ptr"][-1] == len(out["nodes"]) + 1  # the chain has two outputs
+    assert [out["nodes"][i]["op"] for i in out["arg_nodes"]] == ["null"] * 6
+
+
+@pytest.mark.parametrize("attrs, message", [
+    (dict(num_layers="0"), "num_layers must be a positive integer"),
+    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)", l0_num_filter="4", l0_data="0"),
+     "l0_data must be -1 or a layer before 0"),
+    (dict(num_layers="1", outputs="1", l0_kernel="(3, 3)", l0_num_filter="4"), "outputs must list layers"),
+    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)", l0_num_filter="4", l3_kernel="1"), "unknown attribute"),
+    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)"), "'kernel' and 'num_filter' are required"),
+])
+def test_bad_chain_attributes_are_clear_errors(lcnn_ops, attrs, message):
+    x = mx.nd.zeros((1, 2, 5, 5))
+    weights = [mx.nd.zeros((3, 2)), mx.nd.array([0] * 5, dtype="int32"), mx.nd.array([0], dtype="int32"),
+               mx.nd.zeros((1,)), mx.nd.zeros((4,))]
+    with pytest.raises(mx.base.MXNetError, match=message):
+        mx.nd.lcnn_lookup_chain(x, *weights, **attrs).wait_to_read()
+
+
+def test_a_chain_checks_each_layers_shapes(lcnn_ops):
+    x = mx.nd.zeros((1, 2, 5, 5))
+    weights = [mx.nd.zeros((3, 5)), mx.nd.array([0] * 5, dtype="int32"), mx.nd.array([0], dtype="int32"),
+               mx.nd.zeros((1,)), mx.nd.zeros((4,))]  # a dictionary of 5 channels for an input of 2
+    with pytest.raises(mx.base.MXNetError, match="dictionary must be"):
+        mx.nd.lcnn_lookup_chain(x, *weights, num_layers="1", outputs="0", l0_kernel="(3, 3)",
+                                l0_num_filter="4").wait_to_read()
