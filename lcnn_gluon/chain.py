@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Tuple
 
+from .lookup.packed import INPUTS, PACKED
 from .ops import OP_NAME
 
 CHAIN_OP = "lcnn_lookup_chain"
-WEIGHTS = 5  # a layer's inputs after its data: dictionary, indptr, indices, coefs, bias
-RESIDUAL_INPUT = 1 + WEIGHTS
+RESIDUAL_INPUT = INPUTS.index("residual")  # a layer's inputs: data, its PACKED weights, residual
 MIN_CHAIN_LAYERS = 2  # a run of one layer stays as it is
 
 Entry = Tuple[int, int]  # (node, output)
@@ -34,7 +34,7 @@ def find_runs(nodes: List[dict]) -> List[List[int]]:
             continue
         data = tuple(node["inputs"][0][:2])
         shortcut = tuple(node["inputs"][RESIDUAL_INPUT][:2]) if _residual(node) else None
-        weights_are_variables = all(nodes[e[0]]["op"] == "null" for e in node["inputs"][1:RESIDUAL_INPUT])
+        weights_are_variables = all(nodes[e[0]]["op"] == "null" for e in node["inputs"][1:1 + len(PACKED)])
 
         def inside(entry: Entry) -> bool:
             return entry == start_input or (entry[1] == 0 and entry[0] in current)
@@ -68,7 +68,7 @@ def _chain_node(nodes: List[dict], run: List[int], read_outside: List[int]) -> d
             sources.append(("shortcut", node["inputs"][RESIDUAL_INPUT]))
         for field, entry in sources:
             attrs[f"l{k}_{field}"] = "-1" if entry[:2] == first_input[:2] else str(position[entry[0]])
-        inputs.extend(node["inputs"][1:RESIDUAL_INPUT])
+        inputs.extend(node["inputs"][1:1 + len(PACKED)])
     return {"op": CHAIN_OP, "name": nodes[run[0]]["name"] + "_chain", "attrs": attrs, "inputs": inputs}
 
 

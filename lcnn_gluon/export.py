@@ -232,6 +232,8 @@ def main(argv=None) -> None:
     parser.add_argument("--image-shape", help="C,H,W (default: from the checkpoint's metadata)")
     parser.add_argument("--output", required=True, help="prefix of the exported files")
     parser.add_argument("--dense", action="store_true", help="plain MXNet operators, W = P x D")
+    parser.add_argument("--no-chains", action="store_true",
+                        help="each lookup layer its own operator (default: runs of them as one, docs/design.md)")
     parser.add_argument("--num-classes", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -252,7 +254,7 @@ def main(argv=None) -> None:
         written = export(inference, args.output, shape, dict(
             network=args.network, dataset=dataset, mean=list(preset.mean), std=list(preset.std),
             resize=preset.resize, library=None if args.dense else os.path.basename(ops.path()),
-            operator=None if args.dense else ops.OP_NAME), reference=net)
+            operator=None if args.dense else ops.OP_NAME), reference=net, chains=not args.no_chains)
     except mx.base.MXNetError as e:  # the network does not run on this input shape, or I/O in MXNet
         parser.error(f"{args.output}: cannot export {args.network} for input {shape}: "
                      f"{str(e).strip().splitlines()[-1]}")

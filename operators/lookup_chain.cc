@@ -33,6 +33,8 @@
 // groups of 2). At two threads groups of 2 and 4 were no faster than the whole batch (0.96-1.32),
 // so there the chain runs the batch whole.
 static const int64_t kChainGroupImages = 2;
+// A layer's weights among the chain's inputs: lcnn_lookup_conv's inputs after data, before residual.
+static const int kLayerWeights = kResidual - 1;
 
 namespace {
 
@@ -111,7 +113,7 @@ std::vector<T> LayerInputs(const Chain& chain, int i, const std::vector<T>& chai
   const Layer& layer = chain.layers[i];
   const auto source = [&](int src) { return src < 0 ? chain_inputs[0] : outs[src]; };
   std::vector<T> in{source(layer.data)};
-  for (int w = 0; w < 5; ++w) in.push_back(chain_inputs[1 + 5 * i + w]);
+  for (int w = 0; w < kLayerWeights; ++w) in.push_back(chain_inputs[1 + kLayerWeights * i + w]);
   if (layer.params.residual) in.push_back(source(layer.shortcut));
   return in;
 }
@@ -119,7 +121,7 @@ std::vector<T> LayerInputs(const Chain& chain, int i, const std::vector<T>& chai
 MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
   Chain chain;
   if (ParseChain(attrs, &chain) != MX_SUCCESS) return MX_FAIL;
-  *num_in = 1 + 5 * static_cast<int>(chain.layers.size());
+  *num_in = 1 + kLayerWeights * static_cast<int>(chain.layers.size());
   *num_out = static_cast<int>(chain.outputs.size());
   return MX_SUCCESS;
 }
@@ -167,7 +169,7 @@ struct ChainPlan {
   int threads = 0;
   std::vector<std::vector<int64_t>> shapes;  // each layer's output (N, n, Yo, Xo)
   std::vector<char> grouped;
-  std::vector<int> segment_end;              // layer i's segment is [i's start, segment_end[i])
+  std::vector<int> segment_end;              // the end of layer i's segment (i + 1 if not grouped)
   std::vector<int> output_of;                // chain output holding layer i's output, or -1
   std::vector<char> group_sized;             // layer i's output held for one group only
   std::vector<std::vector<float>> buffers;
@@ -211,7 +213,11 @@ class LookupChain : public CustomStatefulOp {
     };
     std::vector<MXTensor>& in = plan_.layer_inputs[i];
     in[kData].data_ptr = at(layer.data);
-    for (int w = 0; w < 5; ++w) in[1 + w].data_ptr = (*inputs)[1 + 5 * i + w].data_ptr;
+    for (int w = 0; w < kLayerWeights; ++w) {
+      const MXTensor& weight = (*inputs)[1 + kLayerWeights * i + w];
+      in[1 + w].data_ptr = weight.data_ptr;
+      if (in[1 + w].shape != weight.shape) in[1 + w].shape = weight.shape;  // (new weights: the layer checks them)
+    }
     if (layer.params.residual) in[kResidual].data_ptr = at(layer.shortcut);
     plan_.layer_outputs[i][0].data_ptr = at(i);
     return ops_[i]->Forward(&in, &plan_.layer_outputs[i], res);
@@ -238,10 +244,10 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   if (LayerShapes(chain_, in, &shapes) != MX_SUCCESS) return MX_FAIL;
   const int n = static_cast<int>(chain_.layers.size());
   for (const auto& s : shapes) p.shapes.emplace_back(s.begin(), s.end());
-  // Groups only where they pay (one thread, a batch larger than a group) and only for layers
-  // whose plans take no images together (small maps run their batch in one product).
-  // (the largest group that divides the batch: every group then has the same shape, and each
-  // layer's state keeps one plan)
+  // Groups only where they pay (one thread, a batch larger than a group), of the most images
+  // that divide the batch (every group then has one shape, and each layer's state one plan),
+  // and only for layers whose plans take no images together (small maps run their batch in
+  // one product).
   p.group = std::max<int64_t>(batch, 1);
   if (threads == 1 && batch > kChainGroupImages)
     for (int64_t g = kChainGroupImages; g >= 1; --g)
@@ -254,7 +260,6 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   p.segment_end.assign(n, n);
   for (int i = n - 1; i >= 0; --i)
     p.segment_end[i] = !p.grouped[i] ? i + 1 : (i + 1 < n && p.grouped[i + 1] ? p.segment_end[i + 1] : i + 1);
-  // a grouped segment's layers all start at its first: segment_end is read at the first only
   p.output_of.assign(n, -1);
   for (size_t j = 0; j < chain_.outputs.size(); ++j) p.output_of[chain_.outputs[j]] = static_cast<int>(j);
   std::vector<int> seg_start(n), last_use(n, -1);
@@ -342,7 +347,7 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
       return MXTensor(nullptr, shape, kFloat32, 0, inputs[0].ctx);
     };
     std::vector<MXTensor> in{activation(layer.data)};
-    for (int w = 0; w < 5; ++w) in.push_back(inputs[1 + 5 * i + w]);
+    for (int w = 0; w < kLayerWeights; ++w) in.push_back(inputs[1 + kLayerWeights * i + w]);
     if (layer.params.residual) in.push_back(activation(layer.shortcut));
     p.layer_inputs.push_back(std::move(in));
     p.layer_outputs.push_back({activation(i)});

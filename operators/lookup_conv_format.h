@@ -37,7 +37,8 @@
 //   pool_kernel, pool_stride, pool_pad   optional max-pooling ('valid' convention) after act
 //   residual     "0" | "1"           1: a 7th input, added before act (not with pooling)
 // Every size derived from them and the input shape must fit the kernels' 32-bit offsets
-// (lookup_conv_attrs.h, Geometry).
+// (lookup_conv_attrs.h, Geometry). lcnn_lookup_chain (lookup_chain.cc) runs a sequence of
+// such layers as one operator, each layer's attributes prefixed and its weights in this order.
 #ifndef LCNN_LOOKUP_CONV_FORMAT_H_
 #define LCNN_LOOKUP_CONV_FORMAT_H_
 

@@ -162,6 +162,23 @@ def exported_lenet(lcnn_ops, mnist_sample, tmp_path_factory):
     return prefix, folder, pixels
 
 
+def test_export_cli_chains_the_lookup_layers_unless_told_not_to(exported_lenet, tmp_path):
+    prefix, folder, pixels = exported_lenet
+    with open(prefix + "-symbol.json") as f:
+        assert '"op": "lcnn_lookup_chain"' in f.read()  # LeNet's two convolutions (the predictor runs it)
+    net, shape = random_lcnn("lenet_lcnn_fast", density=0.2)
+    meta = dict(network="lenet_lcnn_fast", num_classes=10, dataset="mnist", image_shape=list(shape))
+    params = checkpoint.save(str(tmp_path / "fast"), 5, net, None, meta)
+    for flag, chained in (([], True), (["--no-chains"], False)):
+        run(PY, "-m", "lcnn_gluon.export", "--network", "lenet_lcnn_fast", "--params", params,
+            "--output", str(tmp_path / f"out{chained}"), *flag)
+        with open(tmp_path / f"out{chained}-symbol.json") as f:
+            assert ('"op": "lcnn_lookup_chain"' in f.read()) == chained
+    x = mx.nd.array(pixels[None, None])
+    a, b = (export.load_exported(str(tmp_path / f"out{c}"))(x).asnumpy() for c in (True, False))
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def predictor(prefix, *args, library=True, env=None):
     cmd = [ops.path(ops.PREDICTOR), "--symbol", prefix + "-symbol.json", "--params", prefix + "-0000.params"]
     if library:
