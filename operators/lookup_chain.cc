@@ -27,12 +27,18 @@
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_plan.h"
 
-// Images per group at one thread. ResNet-18-fast 0.05 at batch 16, whole network, against
-// the layers as separate operators (Zen 4, 30-60 alternating pairs): groups of 1, 2 and 4
-// took 0.97, 0.93-0.95 and 0.94 of the time (densities 0.01 and 0.03: 0.91 and 0.92 in
-// groups of 2). At two threads groups of 2 and 4 were no faster than the whole batch (0.96-1.32),
-// so there the chain runs the batch whole.
+// Images per group. ResNet-18-fast 0.05 at batch 16, one thread, whole network, against the
+// layers as separate operators (Zen 4, 30-60 alternating pairs): groups of 1, 2 and 4 took
+// 0.97, 0.93-0.95 and 0.94 of the time (densities 0.01 and 0.03: 0.91 and 0.92 in groups of 2).
+// With more threads each takes groups of its own, one thread a layer: threads that shared each
+// image's layers (groups of 2 or 4 for two threads) were no faster than the whole batch
+// (0.96-1.32).
 static const int64_t kChainGroupImages = 2;
+// ... for the layers whose output of the whole batch is larger than this: the share of L3 a
+// core of a 2-core Zen 4 VM kept (4-8 MB). ResNet-18's first two stages at batch 16 (12.8 and
+// 6.4 MB a tensor) are; AlexNet's layers (3 MB at most), grouped all the same, were 1.02 (one
+// thread) and 1.04-1.05 (two) times as slow as the batch whole.
+static const int64_t kChainMinBatchBytes = 4 << 20;
 // A layer's weights among the chain's inputs: lcnn_lookup_conv's inputs after data, before residual.
 static const int kLayerWeights = kResidual - 1;
 
@@ -172,17 +178,17 @@ struct ChainPlan {
   std::vector<int> segment_end;              // the end of layer i's segment (i + 1 if not grouped)
   std::vector<int> output_of;                // chain output holding layer i's output, or -1
   std::vector<char> group_sized;             // layer i's output held for one group only
-  std::vector<std::vector<float>> buffers;
-  std::vector<float*> buffer_of;             // layer i's buffer (null: a chain output)
+  int workers = 1;                           // threads taking groups of their own
+  std::vector<std::vector<float>> buffers;   // worker w's copy of buffer b: buffers[b * workers + w]
+  std::vector<std::vector<float*>> buffer_of;  // worker w's buffer of layer i (null: a chain output)
   int64_t image_floats_in = 0;               // one image of the chain's data
-  std::vector<std::vector<MXTensor>> layer_inputs, layer_outputs;  // as lcnn_lookup_conv takes them
+  // each worker's tensors of layer i, as lcnn_lookup_conv takes them
+  std::vector<std::vector<std::vector<MXTensor>>> layer_inputs, layer_outputs;
 };
 
 class LookupChain : public CustomStatefulOp {
  public:
-  explicit LookupChain(Chain chain) : chain_(std::move(chain)) {
-    for (const Layer& layer : chain_.layers) ops_.emplace_back(MakeChosenLookupConv(layer.params));
-  }
+  explicit LookupChain(Chain chain) : chain_(std::move(chain)) {}
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
@@ -191,46 +197,53 @@ class LookupChain : public CustomStatefulOp {
     const int n = static_cast<int>(chain_.layers.size());
     for (int start = 0; start < n;) {
       const int end = plan_.segment_end[start];
-      const int64_t group = plan_.grouped[start] ? plan_.group : plan_.batch;
-      for (int64_t b0 = 0; b0 < plan_.batch; b0 += group)
-        for (int i = start; i < end; ++i)
-          if (RunLayer(i, b0, inputs, outputs, res) != MX_SUCCESS) return MX_FAIL;
+      if (!plan_.grouped[start]) {
+        if (RunLayer(0, start, 0, inputs, outputs, res) != MX_SUCCESS) return MX_FAIL;
+      } else {
+        const int64_t groups = plan_.batch / plan_.group;
+        bool failed = false;
+#pragma omp parallel for schedule(static) num_threads(plan_.workers) reduction(|| : failed)
+        for (int64_t g = 0; g < groups; ++g) {
+          const int w = plan_.workers > 1 ? omp_get_thread_num() : 0;
+          if (plan_.workers > 1) omp_set_num_threads(1);  // (this worker's layers: one thread each)
+          for (int i = start; i < end && !failed; ++i)
+            failed = RunLayer(w, i, g * plan_.group, inputs, outputs, res) != MX_SUCCESS;
+        }
+        if (failed) return MX_FAIL;
+      }
       start = end;
     }
     return MX_SUCCESS;
   }
 
  private:
-  // Layer i on images [b0, b0 + its group): its tensors (kept by the plan, shapes and all, so
-  // that a call allocates nothing) pointed at the data of this call and group.
-  MXReturnValue RunLayer(int i, int64_t b0, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
+  // Layer i on images [b0, b0 + its group), by worker w: its tensors (kept by the plan, shapes
+  // and all, so that a call allocates nothing) pointed at the data of this call and group.
+  MXReturnValue RunLayer(int w, int i, int64_t b0, std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                          const OpResource& res) {
     const Layer& layer = chain_.layers[i];
     const auto at = [&](int src) {  // images from b0 of a source
       if (src < 0) return (*inputs)[0].data<float>() + b0 * plan_.image_floats_in;
       const auto& s = plan_.shapes[src];
-      return Holder(src, outputs) + (plan_.group_sized[src] ? 0 : b0 * s[1] * s[2] * s[3]);
+      float* base = plan_.output_of[src] >= 0 ? (*outputs)[plan_.output_of[src]].data<float>() : plan_.buffer_of[w][src];
+      return base + (plan_.group_sized[src] ? 0 : b0 * s[1] * s[2] * s[3]);
     };
-    std::vector<MXTensor>& in = plan_.layer_inputs[i];
+    std::vector<MXTensor>& in = plan_.layer_inputs[w][i];
     in[kData].data_ptr = at(layer.data);
-    for (int w = 0; w < kLayerWeights; ++w) {
-      const MXTensor& weight = (*inputs)[1 + kLayerWeights * i + w];
-      in[1 + w].data_ptr = weight.data_ptr;
-      if (in[1 + w].shape != weight.shape) in[1 + w].shape = weight.shape;  // (new weights: the layer checks them)
+    for (int k = 0; k < kLayerWeights; ++k) {
+      const MXTensor& weight = (*inputs)[1 + kLayerWeights * i + k];
+      in[1 + k].data_ptr = weight.data_ptr;
+      if (in[1 + k].shape != weight.shape) in[1 + k].shape = weight.shape;  // (new weights: the layer checks them)
     }
     if (layer.params.residual) in[kResidual].data_ptr = at(layer.shortcut);
-    plan_.layer_outputs[i][0].data_ptr = at(i);
-    return ops_[i]->Forward(&in, &plan_.layer_outputs[i], res);
-  }
-
-  float* Holder(int i, std::vector<MXTensor>* outputs) const {
-    return plan_.output_of[i] >= 0 ? (*outputs)[plan_.output_of[i]].data<float>() : plan_.buffer_of[i];
+    plan_.layer_outputs[w][i][0].data_ptr = at(i);
+    return ops_[w][i]->Forward(&in, &plan_.layer_outputs[w][i], res);
   }
 
   MXReturnValue Plan(const std::vector<MXTensor>& inputs, int threads);
 
   Chain chain_;
-  std::vector<std::unique_ptr<CustomStatefulOp>> ops_;
+  std::vector<std::vector<std::unique_ptr<CustomStatefulOp>>> ops_;  // each worker's layer states
   ChainPlan plan_;
 };
 
@@ -244,19 +257,25 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   if (LayerShapes(chain_, in, &shapes) != MX_SUCCESS) return MX_FAIL;
   const int n = static_cast<int>(chain_.layers.size());
   for (const auto& s : shapes) p.shapes.emplace_back(s.begin(), s.end());
-  // Groups only where they pay (one thread, a batch larger than a group), of the most images
-  // that divide the batch (every group then has one shape, and each layer's state one plan),
-  // and only for layers whose plans take no images together (small maps run their batch in
-  // one product).
+  // Groups of the most images up to kChainGroupImages that divide the batch (every group then
+  // has one shape, and each layer's state one plan), when every thread gets one; only for
+  // layers whose batch does not stay in cache and whose plans take no images together (small
+  // maps run their batch in one product).
   p.group = std::max<int64_t>(batch, 1);
-  if (threads == 1 && batch > kChainGroupImages)
+  if (batch > kChainGroupImages)
     for (int64_t g = kChainGroupImages; g >= 1; --g)
       if (batch % g == 0) {
         p.group = g;
         break;
       }
+  if (batch / p.group < threads) p.group = std::max<int64_t>(batch, 1);  // a group for every thread, or none
+  p.workers = p.group < batch ? threads : 1;
   p.grouped.assign(n, 0);
-  for (int i = 0; i < n; ++i) p.grouped[i] = p.group < batch && p.shapes[i][2] * p.shapes[i][3] > kBatchedProductMaxPixels;
+  for (int i = 0; i < n; ++i) {
+    const auto& s = p.shapes[i];
+    const int64_t bytes = s[0] * s[1] * s[2] * s[3] * static_cast<int64_t>(sizeof(float));
+    p.grouped[i] = p.group < batch && s[2] * s[3] > kBatchedProductMaxPixels && bytes > kChainMinBatchBytes;
+  }
   p.segment_end.assign(n, n);
   for (int i = n - 1; i >= 0; --i)
     p.segment_end[i] = !p.grouped[i] ? i + 1 : (i + 1 < n && p.grouped[i + 1] ? p.segment_end[i + 1] : i + 1);
@@ -327,17 +346,25 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
       std::fill(group_only.begin(), group_only.end(), 0);
     }
   }
-  const int64_t line = 4096 / sizeof(float);
-  p.buffers.resize(sizes.size());
-  for (size_t b = 0; b < sizes.size(); ++b) p.buffers[b].assign(sizes[b] + line, 0.f);
-  p.buffer_of.assign(n, nullptr);
-  for (int i = 0; i < n; ++i) {
-    if (buffer_index[i] < 0) continue;
-    const uintptr_t at = reinterpret_cast<uintptr_t>(p.buffers[buffer_index[i]].data());
-    p.buffer_of[i] = reinterpret_cast<float*>((at + 4095) & ~static_cast<uintptr_t>(4095));
-  }
+  // Buffers holding a group's images are each worker's own; the others, worker 0's, shared.
+  std::vector<char> per_worker(sizes.size(), 0);
+  for (int i = 0; i < n; ++i)
+    if (buffer_index[i] >= 0 && p.group_sized[i]) per_worker[buffer_index[i]] = 1;
+  const int64_t page = 4096 / sizeof(float);
+  p.buffers.resize(sizes.size() * p.workers);
+  for (size_t b = 0; b < sizes.size(); ++b)
+    for (int w = 0; w < (per_worker[b] ? p.workers : 1); ++w) p.buffers[b * p.workers + w].assign(sizes[b] + page, 0.f);
+  p.buffer_of.assign(p.workers, std::vector<float*>(n, nullptr));
+  for (int w = 0; w < p.workers; ++w)
+    for (int i = 0; i < n; ++i) {
+      if (buffer_index[i] < 0) continue;
+      const uintptr_t at =
+          reinterpret_cast<uintptr_t>(p.buffers[buffer_index[i] * p.workers + (p.group_sized[i] ? w : 0)].data());
+      p.buffer_of[w][i] = reinterpret_cast<float*>((at + 4095) & ~static_cast<uintptr_t>(4095));
+    }
   const auto& x = inputs[0].shape;
   p.image_floats_in = x[1] * x[2] * x[3];
+  p.layer_inputs.resize(p.workers), p.layer_outputs.resize(p.workers);
   for (int i = 0; i < n; ++i) {  // each tensor with the images of one call of the layer
     const Layer& layer = chain_.layers[i];
     const int64_t images = p.grouped[i] ? p.group : std::max<int64_t>(batch, 0);
@@ -347,10 +374,16 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
       return MXTensor(nullptr, shape, kFloat32, 0, inputs[0].ctx);
     };
     std::vector<MXTensor> in{activation(layer.data)};
-    for (int w = 0; w < kLayerWeights; ++w) in.push_back(inputs[1 + kLayerWeights * i + w]);
+    for (int k = 0; k < kLayerWeights; ++k) in.push_back(inputs[1 + kLayerWeights * i + k]);
     if (layer.params.residual) in.push_back(activation(layer.shortcut));
-    p.layer_inputs.push_back(std::move(in));
-    p.layer_outputs.push_back({activation(i)});
+    for (int w = 0; w < p.workers; ++w) {
+      p.layer_inputs[w].push_back(in);
+      p.layer_outputs[w].push_back({activation(i)});
+    }
+  }
+  while (static_cast<int>(ops_.size()) < p.workers) {  // each worker's states of the layers
+    ops_.emplace_back();
+    for (const Layer& layer : chain_.layers) ops_.back().emplace_back(MakeChosenLookupConv(layer.params));
   }
   plan_ = std::move(p);
   return MX_SUCCESS;

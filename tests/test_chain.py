@@ -11,9 +11,11 @@ from conftest import KERNEL_SETS, PY, run
 
 from lcnn_gluon import chain
 
-# ResNet-18-fast at 64x64: its conv1 and first stage have 16x16 maps, more pixels than the
-# operator batches together (kBatchedProductMaxPixels), so at one thread a batch of 4 runs them
-# in groups; its later stages run whole: both kinds of segment, and buffers crossing them.
+# ResNet-18-fast at 144x144: conv1 and the first stage have 36x36 maps, more pixels than the
+# operator batches together (kBatchedProductMaxPixels), and outputs of 5 MB for 15 or 16 images,
+# more than kChainMinBatchBytes, so batches of 15 and 16 run them in groups (of 1 and 2 images:
+# the most that divide the batch); the later stages run whole (2.6 MB at most): both kinds of
+# segment, and buffers crossing them. Batches of 1 and 2 run whole.
 SCRIPT = textwrap.dedent("""
     import json, sys, tempfile
     import mxnet as mx
@@ -25,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     net.initialize(mx.init.Xavier())
     for i, layer in enumerate(lnn.lookup_layers(net)):
         lnn.set_random_lookup(layer, 0.05, seed=i)
-    shape = (3, 64, 64)
+    shape = (3, 144, 144)
     folder = tempfile.mkdtemp()
     sparse = export.sparsify(net, shape)
     meta = export.export(sparse, folder + "/chained", shape, dict(library=ops.LIBRARY), reference=net)
@@ -34,7 +36,7 @@ SCRIPT = textwrap.dedent("""
     for block in (chained, plain):
         block.hybridize(static_alloc=True, static_shape=True)
     errors = {}
-    for batch in (1, 3, 4, 2, 4):  # (4 again after another shape: the plan follows the batch)
+    for batch in (1, 15, 16, 2, 16):  # (16 again after another shape: the plan follows the batch)
         x = mx.nd.random.normal(shape=(batch,) + shape)
         want, got = plain(x).asnumpy(), chained(x).asnumpy()
         errors[f"batch {batch}"] = float(np.abs(got - want).max() / np.abs(want).max())
