@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "lookup_conv_attrs.h"
@@ -200,19 +201,29 @@ class LookupChain : public CustomStatefulOp {
       if (!plan_.grouped[start]) {
         if (RunLayer(0, start, 0, inputs, outputs, res) != MX_SUCCESS) return MX_FAIL;
       } else {
+        // The workers' layer states check the packed content as they run, and report what is
+        // wrong in lib_api's error list, which is not safe for two threads at once: they run
+        // at once only with weights that all of them already ran (same arrays, same versions),
+        // otherwise one after the other.
         const int64_t groups = plan_.batch / plan_.group;
+        const bool together = plan_.workers > 1 && SameWeights(*inputs);
         bool failed = false;
-#pragma omp parallel for schedule(static) num_threads(plan_.workers) reduction(|| : failed)
+#pragma omp parallel for schedule(static) num_threads(together ? plan_.workers : 1) reduction(|| : failed)
         for (int64_t g = 0; g < groups; ++g) {
-          const int w = plan_.workers > 1 ? omp_get_thread_num() : 0;
+          const int w = together ? omp_get_thread_num() : static_cast<int>(g % plan_.workers);
           if (plan_.workers > 1) omp_set_num_threads(1);  // (this worker's layers: one thread each)
           for (int i = start; i < end && !failed; ++i)
             failed = RunLayer(w, i, g * plan_.group, inputs, outputs, res) != MX_SUCCESS;
         }
-        if (failed) return MX_FAIL;
+        if (failed) {
+          ran_weights_.clear();
+          return MX_FAIL;
+        }
       }
       start = end;
     }
+    ran_weights_.clear();
+    for (size_t k = 1; k < inputs->size(); ++k) ran_weights_.emplace_back((*inputs)[k].data_ptr, (*inputs)[k].verID);
     return MX_SUCCESS;
   }
 
@@ -240,11 +251,20 @@ class LookupChain : public CustomStatefulOp {
     return ops_[w][i]->Forward(&in, &plan_.layer_outputs[w][i], res);
   }
 
+  // Whether the weights are the arrays, at the versions, of the last call that ran them all.
+  bool SameWeights(const std::vector<MXTensor>& inputs) const {
+    if (ran_weights_.size() + 1 != inputs.size()) return false;
+    for (size_t k = 1; k < inputs.size(); ++k)
+      if (ran_weights_[k - 1] != std::make_pair(inputs[k].data_ptr, inputs[k].verID)) return false;
+    return true;
+  }
+
   MXReturnValue Plan(const std::vector<MXTensor>& inputs, int threads);
 
   Chain chain_;
   std::vector<std::vector<std::unique_ptr<CustomStatefulOp>>> ops_;  // each worker's layer states
   ChainPlan plan_;
+  std::vector<std::pair<void*, size_t>> ran_weights_;  // the weights (array, version) of the last call
 };
 
 MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads) {
@@ -381,6 +401,7 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
       p.layer_outputs[w].push_back({activation(i)});
     }
   }
+  ran_weights_.clear();  // (new tensors, perhaps new workers: nothing ran with this plan yet)
   while (static_cast<int>(ops_.size()) < p.workers) {  // each worker's states of the layers
     ops_.emplace_back();
     for (const Layer& layer : chain_.layers) ops_.back().emplace_back(MakeChosenLookupConv(layer.params));
