@@ -86,7 +86,7 @@ def chain_lookups(graph: Dict) -> Dict:
         for e in node["inputs"]:
             readers.setdefault(e[0], set()).add(member.get(i, -1 - i))
     heads = {e[0] for e in graph["heads"]}
-    new_nodes = list(nodes)
+    new_nodes = [dict(node) for node in nodes]  # (the caller's graph stays as it was)
     where: Dict[int, Tuple[int, int]] = {}  # member -> (chain node, output)
     for r, run in enumerate(runs):
         read_outside = [i for i in run if i in heads or any(reader != r for reader in readers.get(i, ()))]
