@@ -228,15 +228,22 @@ static inline void MoveColumns(const Product& pr, int count, int64_t j0, int64_t
 }
 
 // GemmStrip for a panel of `count` rows (1 .. kPanelRows) over V registers of a strip: the
-// number of rows picked at compile time, from R = kPanelRows down; strided when lda is set.
+// number of rows picked at compile time, from R = kPanelRows down; strided when lda is set;
+// skewed when its rows, m floats apart in D, share L1 sets (SharesL1Sets).
 template <class I, int V, int R = I::kPanelRows>
-static inline void StripOfPanel(int count, const float* const* a, int64_t lda, int depth, const float* b,
+static inline void StripOfPanel(int count, const float* const* a, int64_t lda, int64_t m, int depth, const float* b,
                                 int64_t ldb, StripAhead ahead, bool acc, int64_t width, float* o, int64_t ldo) {
   if constexpr (R > 1) {
-    if (count < R) return StripOfPanel<I, V, R - 1>(count, a, lda, depth, b, ldb, ahead, acc, width, o, ldo);
+    if (count < R) return StripOfPanel<I, V, R - 1>(count, a, lda, m, depth, b, ldb, ahead, acc, width, o, ldo);
   }
-  if (lda) return GemmStrip<I, R, V, true>(a, lda, depth, b, ldb, ahead, acc, width, o, ldo);
-  GemmStrip<I, R, V, false>(a, 0, depth, b, ldb, ahead, acc, width, o, ldo);
+  if constexpr (SharesL1Sets<R>(kL1WayBytes / sizeof(float))) {  // (only sizes that can be skewed compiled so)
+    if (SharesL1Sets<R>(m) && depth >= kSkewFloats) {
+      if (lda) return GemmStrip<I, R, V, true, true>(a, lda, depth, b, ldb, ahead, acc, width, o, ldo);
+      return GemmStrip<I, R, V, false, true>(a, 0, depth, b, ldb, ahead, acc, width, o, ldo);
+    }
+  }
+  if (lda) return GemmStrip<I, R, V, true, false>(a, lda, depth, b, ldb, ahead, acc, width, o, ldo);
+  GemmStrip<I, R, V, false, false>(a, 0, depth, b, ldb, ahead, acc, width, o, ldo);
 }
 
 // Rows of a packed strip GemmStrip fetches ahead (into the next strip at a strip's end): the
@@ -287,8 +294,8 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       const bool acc = c0 > 0;  // later passes add to the earlier ones
       const StripAhead ahead = Ahead(s, s1, first_packed, panel == p0, depth, strip);
       const auto run = [&](float* dst, int64_t ld) {
-        if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, lda, depth, b, ldb, ahead, acc, width, dst, ld);
-        else StripOfPanel<I, 2>(count, a, lda, depth, b, ldb, ahead, acc, width, dst, ld);
+        if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, lda, pr.m, depth, b, ldb, ahead, acc, width, dst, ld);
+        else StripOfPanel<I, 2>(count, a, lda, pr.m, depth, b, ldb, ahead, acc, width, dst, ld);
       };
       if (OneOutSegment(pr, j0, width)) {
         run(o + OutColumn(pr, j0), pr.ldo);

@@ -109,14 +109,15 @@ def test_shared_code_in_the_library_is_the_narrowest_copy(lcnn_ops):
 
 @pytest.mark.parametrize("isa", ["Avx2", "Avx512"])
 @pytest.mark.parametrize("kernel, full_size", [("AccumulateTile", "kTileVectors"),
-                                               ("GemmStrip", "kPanelRows, 2, false"), ("GemmStrip", "kPanelRows, 2, true"),
+                                               ("GemmStrip", "kPanelRows, 2, false, false"),
+                                               ("GemmStrip", "kPanelRows, 2, true, false"),
                                                ("AccumulateRows", "1, kRowTileVectors")])
 def test_the_vector_kernels_keep_their_accumulators_in_registers(lcnn_ops, isa, kernel, full_size):
     """GCC kept the accumulators of AccumulateTile (the lookups) and of GemmStrip (the dictionary
     product) in memory, storing all of them on every step, until the loops over them were fully
     unrolled: those loops then ran at half their FMA rate or less, bound by stores. Every compiled
     size is checked (for AccumulateRows every rows x registers; GemmStrip with row pointers and
-    strided), the full one among them.
+    strided, skewed or not), the full one among them.
     (Avx2Pair needs twice the registers for the same tile and spills.)"""
     obj = f"{ROOT}/operators/build/lookup_conv_{isa.lower()}.o"
     code = subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn", obj], check=True, capture_output=True,
@@ -127,6 +128,18 @@ def test_the_vector_kernels_keep_their_accumulators_in_registers(lcnn_ops, isa, 
     assert full in bodies, f"{kernel}<{isa}, {full}> not found in {obj}"
     spills = {v: re.findall(r"vmov\w*\s+%[yz]mm\d+,.*\(%rsp\)", body) for v, body in bodies.items()}
     assert not any(spills.values()), spills
+
+
+def test_only_panels_of_more_rows_than_l1_ways_are_skewed(lcnn_ops):
+    """AVX-512's 12-row panels are compiled skewed as well (for rows of D that share L1 sets), with
+    and without row pointers; AVX2's 6-row panels, which fit L1's 8 ways, never are."""
+    names = {isa: set(re.findall(rf"<void GemmStrip<{isa.capitalize()}, (\d+), \d, (?:true|false), true>",
+                                 subprocess.run(["objdump", "-d", "-C", "--no-show-raw-insn",
+                                                 f"{ROOT}/operators/build/lookup_conv_{isa}.o"],
+                                                check=True, capture_output=True, text=True).stdout))
+             for isa in ("avx2", "avx512")}
+    assert names["avx2"] == set()
+    assert "12" in names["avx512"] and all(int(rows) > 8 for rows in names["avx512"]), names
 
 
 def test_class_tiles_keep_their_accumulators_in_registers(lcnn_ops):

@@ -37,6 +37,9 @@ SHAPES = {
     # an S so large (1.5 MB an image) that batch 16 takes two products, or is not interleaved
     "small pooled": (32, 16, 40, 3, 1, 1, 8, "pool 1"), "small compact": (24, 2, 600, 3, 1, 1, 7, "relu"),
     "small in groups": (16, 8, 4096, 3, 1, 1, 7, "shortcut"),
+    # rows of D 4 KB apart, in L1's same sets: AVX-512's panels skewed, over two-register strips in
+    # passes (fc7 above: one strip in one pass)
+    "rows in one L1 set": (1024, 16, 240, 1, 1, 0, 8, "relu"),
 }
 # Batches: 1 and 16; maps of at most SMALL_MAP pixels a side also 19, a batch that ends in a
 # group of fewer images than a register's lanes when the images are interleaved.
