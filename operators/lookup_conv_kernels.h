@@ -180,10 +180,13 @@ constexpr int StripFloats() { return 2 * I::kLanes; }
 static const int64_t kL1WayBytes = 4096;
 static const int kL1Ways = 8;
 static const int kSkewFloats = 16;
+// Whether a panel of R rows can outnumber L1's ways in one set (only such sizes compile skewed).
+template <int R>
+constexpr bool OutnumbersL1Ways() { return R > kL1Ways; }
 // Whether a panel of R rows of D, lda floats apart, is skewed.
 template <int R>
 constexpr bool SharesL1Sets(int64_t lda) {
-  return R > kL1Ways && lda * static_cast<int64_t>(sizeof(float)) % kL1WayBytes == 0;
+  return OutnumbersL1Ways<R>() && lda * static_cast<int64_t>(sizeof(float)) % kL1WayBytes == 0;
 }
 
 // What GemmStrip fetches ahead of its strip b, on every row c: row c + rows into L1 (past b's

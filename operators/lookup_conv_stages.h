@@ -236,7 +236,7 @@ static inline void StripOfPanel(int count, const float* const* a, int64_t lda, i
   if constexpr (R > 1) {
     if (count < R) return StripOfPanel<I, V, R - 1>(count, a, lda, m, depth, b, ldb, ahead, acc, width, o, ldo);
   }
-  if constexpr (SharesL1Sets<R>(kL1WayBytes / sizeof(float))) {  // (only sizes that can be skewed compiled so)
+  if constexpr (OutnumbersL1Ways<R>()) {
     if (SharesL1Sets<R>(m) && depth >= kSkewFloats) {
       if (lda) return GemmStrip<I, R, V, true, true>(a, lda, depth, b, ldb, ahead, acc, width, o, ldo);
       return GemmStrip<I, R, V, false, true>(a, 0, depth, b, ldb, ahead, acc, width, o, ldo);
