@@ -175,8 +175,9 @@ constexpr int StripFloats() { return 2 * I::kLanes; }
 // of more such rows than L1 has ways (kL1Ways, the fewest of those cores) evicts its own lines on
 // every step, and reads D from L2: AVX-512's 12-row panels of AlexNet's fc7 and classifier
 // (4096 inputs, rows 16 KB apart). With half the panel's rows read one line (kSkewFloats) further
-// on, D of 516 x 4096 against one strip of 16 columns alone, Zen 4: 0.98 -> 0.63 ms; rows 2 KB
-// apart (6 of 12 a set) lost 3-8% skewed, and AVX2's 6-row panels lost 15-20%: neither is skewed.
+// on, D of 516 x 4096 against one strip of 16 columns alone, Zen 4: 0.83 -> 0.63 ms
+// (benchmarks/panel_sets.cc); rows 2 KB apart (6 of 12 a set) lost 3-8% skewed, and AVX2's
+// 6-row panels lost 15-20%: neither is skewed.
 static const int64_t kL1WayBytes = 4096;
 static const int kL1Ways = 8;
 static const int kSkewFloats = 16;
