@@ -3,21 +3,25 @@
 Lists are written and read in the format of MXNet's ``im2rec.py`` (``index \\t
 label(s) \\t relative path``), with the same walk order and the same seeded
 shuffle, so a ``.lst`` from either tool packs with the other. Images are
-encoded by a pool of processes; JPEGs go through libjpeg-turbo via
+encoded by worker processes; JPEGs go through libjpeg-turbo via
 ``simplejpeg`` (cheaper than OpenCV's wrapper), everything else through OpenCV.
 This module does not import ``mxnet``.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import signal
 import sys
+import threading
 import time
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 # Images whose header claims more pixels than this are skipped with a warning before any
 # decoding (a 2 KB JPEG can claim 60000x60000: 10 GB decoded). 2^28 pixels = 16384x16384,
@@ -269,20 +273,117 @@ def encode_item(item: Item, opts: EncodeOptions) -> Tuple[Optional[bytes], Optio
         return None, f"{path}: {e}"
 
 
-class _Worker:
-    """Picklable per-process encoder; ignores Ctrl-C so the parent cleans up alone."""
+# Signals that stop a packing run. While the parent forks its workers they are held back and
+# raised after: one that came during a fork either ran the parent's handler inside Python's
+# after-fork hooks, which print the exception and go on (the run was not stopped: 3 of 60 SIGTERMs
+# sent as the workers started), or interrupted Process.start() after the fork and before the
+# child's pid was kept, and the worker outlived the run, holding its output open. Blocking them
+# with pthread_sigmask is not enough: another thread (tqdm's monitor) takes the signal instead.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, opts: EncodeOptions):
-        self.opts = opts
 
-    def __call__(self, item: Item):
-        return item[0], encode_item(item, self.opts)
+@contextlib.contextmanager
+def _stop_signals_deferred():
+    """Within the block, SIGINT and SIGTERM are noted, not handled; at its end the first one noted
+    is raised again, for the handlers of before (in the main thread only, where they run)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent cleans up alone
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler would print a traceback here
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would only contend
+
+
+# Items per message to a worker, and messages a worker has in hand at most: enough to keep it busy
+# while the parent writes, few enough that a stop is quick.
+CHUNK_ITEMS = 16
+CHUNKS_IN_HAND = 2
+
+
+def _encode_chunks(conn, opts: EncodeOptions) -> None:
+    """A worker process: encodes each chunk of items it receives, sends back the chunk's
+    ``(index, (record, why))``, and ends at ``None``."""
+    _init_worker()
+    while True:
+        chunk = conn.recv()
+        if chunk is None:
+            return
+        conn.send([(item[0], encode_item(item, opts)) for item in chunk])
+
+
+def _encoded_in_processes(items: List[Item], opts: EncodeOptions,
+                          num_workers: int) -> Iterator[Tuple[int, Tuple[Optional[bytes], Optional[str]]]]:
+    """``(index, (record, why))`` of every item, in list order, encoded by ``num_workers``
+    processes. Each worker has a pipe of its own, shared with no other process: stopping them
+    (an interrupt, a failure) kills them, and no lock can be left held. With multiprocessing's
+    Pool, whose workers share locked queues, ``terminate()`` twice left the parent waiting forever
+    for such a lock in CI (SIGTERM while packing: tests/test_im2rec_hostile.py)."""
+    ctx = multiprocessing.get_context("fork")
+    chunks = [items[i:i + CHUNK_ITEMS] for i in range(0, len(items), CHUNK_ITEMS)]
+    procs, conns, in_hand = [], [], {}
+    sent = written = 0
+    done = {}  # chunk number -> its results, until the chunks before it are out
+
+    def died() -> PackError:
+        return PackError("an image encoding process died (out of memory?); nothing written")
+
+    def send_next(conn) -> None:
+        nonlocal sent
+        if sent < len(chunks):
+            try:
+                conn.send(chunks[sent])
+            except OSError:  # its end of the pipe closed
+                raise died() from None
+            in_hand[conn].append(sent)
+            sent += 1
+
+    try:
+        with _stop_signals_deferred():
+            for _ in range(min(num_workers, len(chunks))):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_encode_chunks, args=(child, opts), daemon=True)
+                procs.append(proc), conns.append(parent)
+                proc.start()
+                child.close()
+                in_hand[parent] = collections.deque()
+        for _ in range(CHUNKS_IN_HAND):
+            for conn in conns:
+                send_next(conn)
+        while written < len(chunks):
+            for conn in multiprocessing.connection.wait([c for c in conns if in_hand[c]]):
+                try:
+                    done[in_hand[conn].popleft()] = conn.recv()
+                except (EOFError, OSError):
+                    raise died() from None
+                send_next(conn)
+            while written in done:
+                yield from done.pop(written)
+                written += 1
+        for conn in conns:
+            conn.send(None)
+        for proc in procs:
+            proc.join()
+        procs = []
+    finally:
+        procs = [proc for proc in procs if proc.pid is not None]  # (started)
+        for proc in procs:  # interrupted or failed
+            proc.kill()
+        for proc in procs:
+            proc.join()
+        for conn in conns:
+            conn.close()
 
 
 def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOptions,
@@ -292,18 +393,15 @@ def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOpti
     Records keep list order. Returns ``(written, skipped)``; each skipped image
     is named in a warning. Nothing is left at the final paths if this fails.
     """
-    worker = _Worker(opts)
     start = time.time()
     skipped = 0
     bar = tqdm(total=len(items), desc=os.path.basename(rec_path), unit="img",
                disable=None, mininterval=0.5, file=sys.stderr)
-    with IndexedRecordWriter(rec_path, idx_path) as writer:
-        if num_workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            pool = ctx.Pool(num_workers, initializer=_init_worker)
-            results = pool.imap(worker, items, chunksize=16)
-        else:
-            pool, results = None, map(worker, items)
+    if num_workers > 1:
+        results = _encoded_in_processes(items, opts, num_workers)
+    else:
+        results = ((item[0], encode_item(item, opts)) for item in items)
+    with IndexedRecordWriter(rec_path, idx_path) as writer, contextlib.closing(results):
         try:
             for index, (record, why) in results:
                 if record is None:
@@ -312,20 +410,10 @@ def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOpti
                 else:
                     writer.write(index, record)
                 bar.update(1)
-            if pool is not None:
-                # every result is in: the workers exit on their own. terminate() here (SIGTERM to
-                # each worker, which may hold a queue's lock) once left a worker waiting forever
-                # on a lock of the pool's queues, and the join waiting for it
-                pool.close()
-                pool.join()
-                pool = None
             if not writer.count:  # leaves any earlier pair of these names as it was
                 raise PackError(f"{rec_path}: none of the {len(items)} images could be packed "
                                 "(each is named above); nothing written")
         finally:
-            if pool is not None:  # interrupted or failed: stop the workers now
-                pool.terminate()
-                pool.join()
             bar.close()
     elapsed = time.time() - start
     log.info("%s: %d images in %.1f s (%.0f img/s), %d skipped", rec_path, writer.count,
