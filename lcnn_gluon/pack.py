@@ -9,17 +9,13 @@ This module does not import ``mxnet``.
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
+import functools
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -35,7 +31,7 @@ import numpy as np  # noqa: E402
 import simplejpeg  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from . import atomic  # noqa: E402
+from . import atomic, processes  # noqa: E402
 from .mnist import load_mnist  # noqa: E402
 from .recordio import IndexedRecordWriter, pack_header  # noqa: E402
 
@@ -273,117 +269,23 @@ def encode_item(item: Item, opts: EncodeOptions) -> Tuple[Optional[bytes], Optio
         return None, f"{path}: {e}"
 
 
-# Signals that stop a packing run. While the parent forks its workers they are held back and
-# raised after: one that came during a fork either ran the parent's handler inside Python's
-# after-fork hooks, which print the exception and go on (the run was not stopped: 3 of 60 SIGTERMs
-# sent as the workers started), or interrupted Process.start() after the fork and before the
-# child's pid was kept, and the worker outlived the run, holding its output open. Blocking them
-# with pthread_sigmask is not enough: another thread (tqdm's monitor) takes the signal instead.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _stop_signals_deferred():
-    """Within the block, SIGINT and SIGTERM are noted, not handled; at its end the first one noted
-    is raised again, for the handlers of before (in the main thread only, where they run)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if caught:
-            signal.raise_signal(caught[0])
-
-
 def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent cleans up alone
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handler would print a traceback here
     cv2.setNumThreads(1)  # one process per core: OpenCV's own threads would only contend
 
 
-# Items per message to a worker, and messages a worker has in hand at most: enough to keep it busy
-# while the parent writes, few enough that a stop is quick.
-CHUNK_ITEMS = 16
-CHUNKS_IN_HAND = 2
-
-
-def _encode_chunks(conn, opts: EncodeOptions) -> None:
-    """A worker process: encodes each chunk of items it receives, sends back the chunk's
-    ``(index, (record, why))``, and ends at ``None``."""
-    _init_worker()
-    while True:
-        chunk = conn.recv()
-        if chunk is None:
-            return
-        conn.send([(item[0], encode_item(item, opts)) for item in chunk])
+def _encoded(item: Item, opts: EncodeOptions) -> Tuple[int, Tuple[Optional[bytes], Optional[str]]]:
+    return item[0], encode_item(item, opts)
 
 
 def _encoded_in_processes(items: List[Item], opts: EncodeOptions,
                           num_workers: int) -> Iterator[Tuple[int, Tuple[Optional[bytes], Optional[str]]]]:
     """``(index, (record, why))`` of every item, in list order, encoded by ``num_workers``
-    processes. Each worker has a pipe of its own, shared with no other process: stopping them
-    (an interrupt, a failure) kills them, and no lock can be left held. With multiprocessing's
-    Pool, whose workers share locked queues, ``terminate()`` twice left the parent waiting forever
-    for such a lock in CI (SIGTERM while packing: tests/test_im2rec_hostile.py)."""
-    ctx = multiprocessing.get_context("fork")
-    chunks = [items[i:i + CHUNK_ITEMS] for i in range(0, len(items), CHUNK_ITEMS)]
-    procs, conns, in_hand = [], [], {}
-    sent = written = 0
-    done = {}  # chunk number -> its results, until the chunks before it are out
-
-    def died() -> PackError:
-        return PackError("an image encoding process died (out of memory?); nothing written")
-
-    def send_next(conn) -> None:
-        nonlocal sent
-        if sent < len(chunks):
-            try:
-                conn.send(chunks[sent])
-            except OSError:  # its end of the pipe closed
-                raise died() from None
-            in_hand[conn].append(sent)
-            sent += 1
-
+    processes (:func:`lcnn_gluon.processes.ordered_map`)."""
     try:
-        with _stop_signals_deferred():
-            for _ in range(min(num_workers, len(chunks))):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_encode_chunks, args=(child, opts), daemon=True)
-                procs.append(proc), conns.append(parent)
-                proc.start()
-                child.close()
-                in_hand[parent] = collections.deque()
-        for _ in range(CHUNKS_IN_HAND):
-            for conn in conns:
-                send_next(conn)
-        while written < len(chunks):
-            for conn in multiprocessing.connection.wait([c for c in conns if in_hand[c]]):
-                try:
-                    done[in_hand[conn].popleft()] = conn.recv()
-                except (EOFError, OSError):
-                    raise died() from None
-                send_next(conn)
-            while written in done:
-                yield from done.pop(written)
-                written += 1
-        for conn in conns:
-            conn.send(None)
-        for proc in procs:
-            proc.join()
-        procs = []
-    finally:
-        procs = [proc for proc in procs if proc.pid is not None]  # (started)
-        for proc in procs:  # interrupted or failed
-            proc.kill()
-        for proc in procs:
-            proc.join()
-        for conn in conns:
-            conn.close()
+        yield from processes.ordered_map(functools.partial(_encoded, opts=opts), items, num_workers,
+                                         init=_init_worker)
+    except processes.WorkerDied:
+        raise PackError("an image encoding process died (out of memory?); nothing written") from None
 
 
 def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOptions,
@@ -400,7 +302,7 @@ def pack_items(items: List[Item], rec_path: str, idx_path: str, opts: EncodeOpti
     if num_workers > 1:
         results = _encoded_in_processes(items, opts, num_workers)
     else:
-        results = ((item[0], encode_item(item, opts)) for item in items)
+        results = (_encoded(item, opts) for item in items)
     with IndexedRecordWriter(rec_path, idx_path) as writer, contextlib.closing(results):
         try:
             for index, (record, why) in results:
