@@ -1,5 +1,5 @@
 // The dictionary product's panels on rows of D that share L1 sets (SharesL1Sets in
-// operators/lookup_conv_kernels.h): the operator's own GemmStrip, one panel of kPanelRows rows
+// operators/lookup_conv_gemm.h): the operator's own GemmStrip, one panel of kPanelRows rows
 // after another over one strip of a register's columns (a fully connected layer at batch 16 on
 // AVX-512), with the panel's rows read side by side and skewed, calls alternating. D's rows are
 // `depth` floats long (and apart): 4096 and 1024 put them all in one set at every column, 512
@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "lookup_conv_isa.h"
-#include "lookup_conv_kernels.h"
+#include "lookup_conv_gemm.h"
 
 using I = LCNN_KERNEL_ISA;
 static const int kPairs = 50;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_gemm.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 

@@ -138,7 +138,7 @@ def test_only_panels_of_more_rows_than_l1_ways_are_skewed(lcnn_ops):
                                                  f"{ROOT}/operators/build/lookup_conv_{isa}.o"],
                                                 check=True, capture_output=True, text=True).stdout))
              for isa in ("avx2", "avx512")}
-    ways = int(re.search(r"kL1Ways = (\d+)", open(f"{ROOT}/operators/lookup_conv_kernels.h").read()).group(1))
+    ways = int(re.search(r"kL1Ways = (\d+)", open(f"{ROOT}/operators/lookup_conv_gemm.h").read()).group(1))
     assert names["avx2"] == set()
     assert "12" in names["avx512"] and all(int(rows) > ways for rows in names["avx512"]), names
 
