@@ -3,9 +3,9 @@
 // lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h; every
 // decision for an input shape and packed content is in the Plan (lookup_conv_plan.h), kept
 // with the buffers it sizes (lookup_conv_prepared.h); the stages and vector kernels are in
-// lookup_conv_stages.h, lookup_conv_interleaved.h, lookup_conv_kernels.h (the lookups) and
-// lookup_conv_gemm.h (the dictionary product); the operator is
-// registered in lookup_conv_register.cc. This file is the operator's state:
+// lookup_conv_stages.h, lookup_conv_interleaved.h, lookup_conv_kernels.h (the lookups),
+// lookup_conv_gemm.h (the dictionary product) and lookup_conv_epilogue.h (shortcut, pooling); the
+// operator is registered in lookup_conv_register.cc. This file is the operator's state:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_epilogue.h"
 #include "lookup_conv_interleaved.h"
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"

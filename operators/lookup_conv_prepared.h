@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_epilogue.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_stages.h"
