@@ -117,14 +117,24 @@ def test_a_full_disk_leaves_no_temporary_files(packed_pair):
     assert_pair_kept(prefix, good)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.1])  # 0: as the workers are forked
-def test_sigterm_is_like_ctrl_c(tmp_path, delay):
+def _packing_with_two_workers(tmp_path):
+    """im2rec started on 400 large images (``tmp_path/t``) with two encoding processes."""
     root = write_images(tmp_path / "imgs", [400], size_range=(600, 800))
     prefix = str(tmp_path / "t")
     im2rec("--list", prefix, os.path.join(root, "class0"))
-    proc = subprocess.Popen([PY, os.path.join(ROOT, "tools", "im2rec.py"), "--num-thread", "2",
+    return subprocess.Popen([PY, os.path.join(ROOT, "tools", "im2rec.py"), "--num-thread", "2",
                              "--resize", "256", prefix, os.path.join(root, "class0")], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _assert_nothing_left(tmp_path, out: str) -> None:
+    assert "Traceback" not in out
+    assert not leftovers(tmp_path) and "t.rec" not in os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1])  # 0: as the workers are forked
+def test_sigterm_is_like_ctrl_c(tmp_path, delay):
+    proc = _packing_with_two_workers(tmp_path)
     deadline = time.time() + 30
     while not leftovers(tmp_path) and time.time() < deadline:
         time.sleep(0.01)
@@ -132,17 +142,11 @@ def test_sigterm_is_like_ctrl_c(tmp_path, delay):
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in out, out
-    assert "Traceback" not in out
-    assert not leftovers(tmp_path) and "t.rec" not in os.listdir(tmp_path)
+    _assert_nothing_left(tmp_path, out)
 
 
 def test_a_worker_that_dies_is_an_error_that_leaves_nothing(tmp_path):
-    root = write_images(tmp_path / "imgs", [400], size_range=(600, 800))
-    prefix = str(tmp_path / "t")
-    im2rec("--list", prefix, os.path.join(root, "class0"))
-    proc = subprocess.Popen([PY, os.path.join(ROOT, "tools", "im2rec.py"), "--num-thread", "2",
-                             "--resize", "256", prefix, os.path.join(root, "class0")], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = _packing_with_two_workers(tmp_path)
     deadline, workers = time.time() + 30, []
     while len(workers) < 2 and time.time() < deadline:  # the encoding processes, once both run
         workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
@@ -150,5 +154,4 @@ def test_a_worker_that_dies_is_an_error_that_leaves_nothing(tmp_path):
     os.kill(int(workers[0]), signal.SIGKILL)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "process died" in out, out
-    assert "Traceback" not in out
-    assert not leftovers(tmp_path) and "t.rec" not in os.listdir(tmp_path)
+    _assert_nothing_left(tmp_path, out)
