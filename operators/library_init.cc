@@ -75,17 +75,20 @@ CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p)
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
-static const int kPlanKinds = 3;  // any, on aligned rows, with class tiles (lcnn_gluon.ops.PLAN_KINDS)
+// any, on aligned rows, with class tiles, in row blocks (lcnn_gluon.ops.PLAN_KINDS)
+static const int kPlanKinds = 4;
 static std::atomic<int64_t> plans_built[kPlanKinds] = {};
-void NotePlanBuilt(bool aligned_rows, bool class_tiles) {
+void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks) {
   ++plans_built[0];
   if (aligned_rows) ++plans_built[1];
   if (class_tiles) ++plans_built[2];
+  if (row_blocks) ++plans_built[3];
 }
 
 // How many times an operator state built a plan in this process (kind 0; tests check that
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
-// registers (kind 1) and with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor).
+// registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor) and
+// tile-major in several row blocks (kind 3; PlanRowBlocks).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {

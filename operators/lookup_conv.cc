@@ -136,7 +136,7 @@ class LookupConv : public CustomStatefulOp {
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
-    NotePlanBuilt(a.aligned, plan().classes > 0);
+    NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1);
     return MX_SUCCESS;
   }
 
@@ -203,10 +203,10 @@ class LookupConv : public CustomStatefulOp {
           const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
           for (int blk = 0; blk < blocks; ++blk)
             for (int f = f0; f < f1; ++f) {
-              const int* runs = RunStarts(plan(), f) + blk * BlockRuns(plan());
-              PrefetchAhead(plan(), t.coefs, f, f1, blk);
+              const int* runs = RunStarts(plan(), f, blk);
               if (runs[BlockRuns(plan())] == runs[0]) continue;  // none of f's entries in this block
-              FlatTile(s, ti, f, runs, residual != nullptr, t, ChannelExt(ws, f));
+              FlatTile(s, ti, f, runs, blk > plan().first_block[f], blk == plan().last_block[f],
+                       residual != nullptr, t, ChannelExt(ws, f));
             }
         }
     }
@@ -350,7 +350,7 @@ class LookupConv : public CustomStatefulOp {
       return;
     } else if (!plan().tile_major) {  // bias and act applied as each tile is stored
       const int all[2] = {start, start + nnz};
-      for (int64_t ti = 0; ti < plan().tiles; ++ti) FlatTile(s, ti, f, all, residual != nullptr, t, ext);
+      for (int64_t ti = 0; ti < plan().tiles; ++ti) FlatTile(s, ti, f, all, false, true, residual != nullptr, t, ext);
     }
     if (residual) {
       AddResidual<I>(params_, g, ext, residual, out);
@@ -362,14 +362,14 @@ class LookupConv : public CustomStatefulOp {
   }
 
   // Flat tile ti of channel f over its entries [runs[0], runs[BlockRuns]) (one run a class with
-  // class tiles), into the extended plane `ext`. The first entries of the channel start from the
-  // bias, others add to what ext holds; after its last entries act is applied, unless Channel
-  // adds a shortcut first.
-  void FlatTile(const float* s_all, int64_t ti, int f, const int* runs, bool shortcut, const Tensors& t,
-                float* ext) const {
+  // class tiles), into the extended plane `ext`. The channel's first entries (not `partial`)
+  // start from the bias, others add to what ext holds; after its `last` entries act is applied,
+  // unless Channel adds a shortcut first.
+  void FlatTile(const float* s_all, int64_t ti, int f, const int* runs, bool partial, bool last, bool shortcut,
+                const Tensors& t, float* ext) const {
     const int64_t e = ti * plan().tile_span;
     const int begin = runs[0], end = runs[BlockRuns(plan())];
-    const bool partial = begin > t.indptr[f], act = end == t.indptr[f + 1] && params_.relu && !shortcut;
+    const bool act = last && params_.relu && !shortcut;
     if constexpr (I::kClassTileVectors > 0) {  // (the plan has no classes otherwise)
       if (plan().classes)
         return AccumulateClassTileOf<I>(plan().classes, plan().tile_vectors, s_all + e, plan().entry_offsets.data(),

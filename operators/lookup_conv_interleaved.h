@@ -47,14 +47,14 @@ static inline void InterleavedLookups(const Plan& plan, int filters, const int* 
       const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
       for (int blk = 0; blk < blocks; ++blk) {
         for (int f = f0; f < f1; ++f) {
-          const int* starts = plan.tile_major ? RunStarts(plan, f) + blk : nullptr;  // (no classes here)
+          const int* starts = plan.tile_major ? RunStarts(plan, f, blk) : nullptr;  // (no classes here)
           const int begin = plan.tile_major ? starts[0] : indptr[f];
           const int end = plan.tile_major ? starts[1] : indptr[f + 1];
-          if (plan.tile_major) PrefetchAhead(plan, coefs, f, f1, blk);
           if (begin == end) continue;
           AccumulateRowTile<I>(rt.rows, rt.width, s + (rt.oy * g.wq + rt.ox) * L, g.wq * L,
                                plan.entry_offsets.data() + begin, coefs + begin, end - begin, bias[f],
-                               begin > indptr[f], nullptr, 0, false, static_cast<int>(rt.width * L),
+                               plan.tile_major && blk > plan.first_block[f], nullptr, 0, false,
+                               static_cast<int>(rt.width * L),
                                y + (f * out_plane + rt.oy * g.wo + rt.ox) * L, g.wo * L);
         }
       }

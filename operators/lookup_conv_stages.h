@@ -355,25 +355,6 @@ static inline void DictionaryProduct(const Product& pr, bool d_rows_contiguous, 
   }
 }
 
-// Channels ahead whose entries of the current row block are prefetched (tile-major, in blocks):
-// a run of about 16 entries per channel, in a different place of the entry arrays each, which
-// the hardware does not foresee (ResNet-18-accurate's stage 4: half the lookup time was waiting
-// for coefficients). Both ends of each run: 16 entries are 64 bytes, two lines unless aligned
-// (stage 4's 7x7 layer alone, medians: 1.99-2.62 -> 1.87-2.03 ms in four pairs).
-static const int kPrefetchChannels = 4;
-
-// Tile-major in row blocks: fetches the entries of block blk of the channel kPrefetchChannels
-// ahead of f, if it is below f1.
-static inline void PrefetchAhead(const Plan& plan, const float* coefs, int f, int f1, int blk) {
-  if (plan.row_blocks == 1 || f + kPrefetchChannels >= f1) return;
-  const int* runs = RunStarts(plan, f + kPrefetchChannels) + blk * BlockRuns(plan);
-  const int ahead = runs[0], last = std::max(ahead, runs[BlockRuns(plan)] - 1);
-  for (int j : {ahead, last}) {
-    _mm_prefetch(reinterpret_cast<const char*>(coefs + j), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(plan.entry_offsets.data() + j), _MM_HINT_T0);
-  }
-}
-
 // AccumulateClassTile for `vectors` (1 .. V) registers, picked at compile time, and any number of
 // classes (one: no shifts).
 template <class I, int V = I::kClassTileVectors>

@@ -83,9 +83,10 @@ def test_aligned_rows_and_class_tiles_where_the_kernels_have_them(lcnn_ops, shap
     kernel sets that have class tiles, and not with plain AVX2; its output is right either way."""
     m, size = shape[0], shape[-1]
     layer = random_layer(*shape)
-    before = {kind: ops.plans_built(kind) for kind in ops.PLAN_KINDS}
+    kinds = ("any", "aligned rows", "class tiles")
+    before = {kind: ops.plans_built(kind) for kind in kinds}
     compare(layer, mx.nd.random.normal(shape=(2, m, size, size)))
-    built = {kind: ops.plans_built(kind) - before[kind] for kind in ops.PLAN_KINDS}
+    built = {kind: ops.plans_built(kind) - before[kind] for kind in kinds}
     has = ops.kernel_isa() in ("avx512", "avx2pair")
     assert built == {"any": 1, "aligned rows": int(has), "class tiles": int(has and class_tiles)}, ops.kernel_isa()
 
@@ -102,8 +103,7 @@ def test_extreme_densities(lcnn_ops, density):
 @pytest.mark.parametrize("k,size", [(64, 40), (160, 20)])
 def test_entries_in_any_order_give_the_same_output(lcnn_ops, k, size):
     """S over 256 KB with 16+ entries a channel: tiles accumulate S's rows in blocks that fit L1,
-    each channel's entries in consecutive runs, one per block; entries out of row order fall into
-    other runs than their rows' blocks, which must not change the result."""
+    the entries regrouped by block whatever their packed order, which must not change the result."""
     layer = lnn.LookupConv2D(12, 3, 1, 1, dictionary_size=k, in_channels=8)
     layer.initialize()
     lnn.set_random_lookup(layer, 0.3, seed=k)
@@ -115,7 +115,9 @@ def test_entries_in_any_order_give_the_same_output(lcnn_ops, k, size):
         args = [mx.nd.array(a, dtype=a.dtype) for a in (packed.dictionary, packed.indptr, indices, coefs, packed.bias)]
         return mx.nd.lcnn_lookup_conv(x, *args, kernel=(3, 3), pad=(1, 1), num_filter=12, act="relu").asnumpy()
 
+    blocked = ops.plans_built("row blocks")
     ordered = run(packed.indices, packed.coefs)
+    assert ops.plans_built("row blocks") == blocked + 1
     ref = mx.nd.relu(layer(x) + mx.nd.array(packed.bias).reshape((1, -1, 1, 1))).asnumpy()
     np.testing.assert_allclose(ordered, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     order = np.concatenate([np.random.RandomState(f).permutation(np.arange(a, b))
