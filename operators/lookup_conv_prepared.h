@@ -35,6 +35,12 @@ static inline bool SameInts(const int* a, const int* b, size_t n, int threads) {
   return same;
 }
 
+// Whether the n floats at a and b are equal bit for bit (compared as SameInts compares).
+static inline bool SameFloats(const float* a, const float* b, size_t n, int threads) {
+  static_assert(sizeof(float) == sizeof(int), "floats compared as ints");
+  return SameInts(reinterpret_cast<const int*>(a), reinterpret_cast<const int*>(b), n, threads);
+}
+
 // Buffers of one thread working on one image.
 struct Workspace {
   std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
@@ -50,7 +56,8 @@ struct Workspace {
 struct Prepared {
   Plan plan;
   std::vector<int> indptr, indices;          // the packed content the plan was built for
-  std::vector<float> coefs;                  // class tiles: the call's coefficients in plan.entry_order
+  std::vector<float> coefs;                  // the coefficients in plan.entry_order (when it is set) ...
+  std::vector<float> coefs_source;           // ... gathered from these, in the packed order (empty: none yet)
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
@@ -105,6 +112,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
   }
   prep->coefs.assign(plan.entry_order.size(), 0.f);
+  prep->coefs_source.clear();
   prep->batch_input.clear(), prep->batch_s.clear();
   if (plan.batched_few_outputs) {
     prep->batch_input.assign(g.m * g.cols * plan.batch, 0.f);

@@ -125,6 +125,36 @@ def test_entries_in_any_order_give_the_same_output(lcnn_ops, k, size):
     np.testing.assert_allclose(run(packed.indices[order], packed.coefs[order]), ordered, rtol=1e-5, atol=1e-5)
 
 
+def test_new_coefficients_of_the_same_entries_are_used(lcnn_ops):
+    """A plan that reads the coefficients in an order of its own (row blocks) gathers them again
+    only when they change: new values for the same entries, all of them or only the last one, set
+    into the hybridized operator's array, must be used, without a new plan."""
+    layer = lnn.LookupConv2D(12, 3, 1, 1, dictionary_size=64, in_channels=8)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.3, seed=5)
+    layer.bias.set_data(mx.nd.random.normal(shape=(12,)))
+    x = mx.nd.random.normal(shape=(1, 8, 40, 40))
+    op = export.SparseLookup(layer, None, None, False)
+    op.hybridize(static_alloc=True, static_shape=True)
+    blocked, built = ops.plans_built("row blocks"), ops.plans_built()
+    np.testing.assert_allclose(op(x).asnumpy(), layer(x).asnumpy(), rtol=1e-4, atol=1e-4)
+    assert (ops.plans_built("row blocks"), ops.plans_built()) == (blocked + 1, built + 1)
+    p = layer.lookup.data().asnumpy()
+    last = np.flatnonzero(layer.effective_lookup().asnumpy())[-1]
+    for change in ("all", "last"):
+        if change == "all":
+            p *= 2.0
+        else:
+            p.flat[last] *= -3.0
+        layer.lookup.set_data(mx.nd.array(p))
+        fresh = export.SparseLookup(layer, None, None, False)
+        np.testing.assert_array_equal(fresh.indices.data().asnumpy(), op.indices.data().asnumpy())
+        op.coefs.set_data(fresh.coefs.data())
+        ref = layer(x).asnumpy()
+        np.testing.assert_allclose(op(x).asnumpy(), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=change)
+    assert ops.plans_built() == built + 1
+
+
 SPARSE_SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (16, 32, 24, 6, 1, 0, 6),   # fc6-style: only the S values P reads are computed
     (64, 32, 16, 1, 1, 0, 1),   # fc7-style 1x1 on a 1x1 map
