@@ -137,9 +137,9 @@ struct Plan {
   bool only_needed = false;         // compute only the S values P reads
   bool tile_major = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
-  // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one);
-  // channel f's run r of block b starts at RunStarts(plan, f, b)[r] and ends where the next
-  // starts (RunStarts(plan, f, b)[BlockRuns]; absolute entry indices)
+  // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
+  // runs in (block, channel, class) order; channel f's run r of block b starts at
+  // RunStarts(plan, f, b)[r] and ends where the next starts (absolute entry indices)
   std::vector<int> block_starts;
   std::vector<int> first_block, last_block;  // tile_major: channel f's first and last block with entries
   int classes = 0;                  // class tiles of this many classes (0: none)
@@ -163,7 +163,7 @@ struct TileRegisters {
 static inline int BlockRuns(const Plan& plan) { return std::max(1, plan.classes); }
 static inline const int* RunStarts(const Plan& plan, int f, int blk) {
   const size_t filters = plan.first_block.size();
-  return plan.block_starts.data() + (static_cast<size_t>(blk) * filters + f) * (BlockRuns(plan) + 1);
+  return plan.block_starts.data() + (static_cast<size_t>(blk) * filters + f) * BlockRuns(plan);
 }
 
 // One row tile: output rows [oy, oy + rows), columns [ox, ox + width).
@@ -239,23 +239,17 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
   const int64_t blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
   const int per_block = static_cast<int>((rows + blocks - 1) / blocks);
   plan->row_blocks = static_cast<int>(blocks);
-  const int runs = BlockRuns(*plan), stride = runs + 1;
-  plan->block_starts.assign(static_cast<size_t>(blocks) * filters * stride, 0);
+  const int runs = BlockRuns(*plan);
   plan->first_block.assign(filters, plan->row_blocks);
   plan->last_block.assign(filters, -1);
-  const auto starts_of = [&](int f, int b) {
-    return plan->block_starts.data() + (static_cast<size_t>(b) * filters + f) * stride;
-  };
   const auto note_block = [&](int f, int b) {
     plan->first_block[f] = std::min(plan->first_block[f], b);
     plan->last_block[f] = std::max(plan->last_block[f], b);
   };
   if (plan->row_blocks == 1 && plan->classes == 0) {  // one run a channel: the packed order
-    for (int f = 0; f < filters; ++f) {
-      int* starts = starts_of(f, 0);
-      starts[0] = indptr[f], starts[1] = indptr[f + 1];
-      if (starts[1] > starts[0]) note_block(f, 0);
-    }
+    plan->block_starts.assign(indptr, indptr + filters + 1);
+    for (int f = 0; f < filters; ++f)
+      if (indptr[f + 1] > indptr[f]) note_block(f, 0);
     return;
   }
   // entries by (block, channel, class), each group in the packed order
@@ -271,12 +265,7 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
       note_block(f, b);
     }
   for (size_t i = 1; i < count.size(); ++i) count[i] += count[i - 1];  // count[g]: group g's start
-  for (int b = 0; b < plan->row_blocks; ++b)
-    for (int f = 0; f < filters; ++f) {
-      int* starts = starts_of(f, b);
-      const size_t first = (static_cast<size_t>(b) * filters + f) * runs;
-      for (int r = 0; r <= runs; ++r) starts[r] = count[first + r];
-    }
+  plan->block_starts = count;
   plan->entry_order.resize(indptr[filters]);
   for (int j = 0; j < indptr[filters]; ++j) plan->entry_order[count[group_of[j]]++] = j;
   std::vector<int> offsets(plan->entry_offsets.size());
