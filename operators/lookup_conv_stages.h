@@ -51,10 +51,18 @@ constexpr int GemmDepth(bool deep) {
 // classifier at batch 16 alone (D of 16 MB; medians of 100 calls, two rounds): one thread
 // 1.58-1.92 -> 1.35-1.37 ms, two threads 0.78-1.32 -> 0.69-0.78 ms.
 static const int64_t kOneStripMaxRows = 4096;
+// So does a product whose x, all m rows of its strips, fits one chunk (ResNet-18's 7x7 layers at
+// batch 1: 512 rows of 49 columns, 128 KB in two strips on AVX-512, four on AVX2), for the same
+// reasons. D of 1024 x 512 (ResNet-18-accurate) alone, Zen 4, medians of 100 products: one
+// thread 676-685 -> 594-595 us (with x, D and S evicted first 789-864 -> 719-754), two threads
+// 346-397 -> 302 us; D of 128 x 512 (ResNet-18-fast) 88 -> 78-80 us; AVX2 kernels 670-854 -> 611-634.
 template <class I>
 static inline int64_t ProductDepth(int64_t m, int64_t cols, bool deep) {
-  return cols <= StripFloats<I>() && m <= kOneStripMaxRows ? m : std::min<int64_t>(m, GemmDepth<I>(deep));
+  const int64_t W = StripFloats<I>(), x_bytes = m * ((cols + W - 1) / W * W) * static_cast<int64_t>(sizeof(float));
+  const bool one_pass = (cols <= W && m <= kOneStripMaxRows) || x_bytes <= (deep ? kDeepChunkBytes : kGemmChunkBytes);
+  return one_pass ? m : std::min<int64_t>(m, GemmDepth<I>(deep));
 }
+
 // Strips are packed when at least this many panels pass over each: packing costs about one
 // pass over x. Unpacked strips are read in place, walking down x by whole rows (lines split,
 // pages crossed); measured on ResNet-18's and AlexNet's shapes, packing gained 10-25% from

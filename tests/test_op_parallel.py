@@ -14,8 +14,9 @@ from conftest import KERNEL_SETS, PY, run
 # shortcut added before ReLU). n is capped at 48 and fc6/fc7's k and
 # m cut to keep the test short: n only lengthens the loop over channels, and every plan path
 # (row and flat tiles, tile-major, gathers, products over the batch, phase splits, phases skipped,
-# packed and in-place product strips, a one-strip product in one pass (fc7 at batch 16: m =
-# 1024 rows, deeper than a pass of the other products), compact rows) is still taken.
+# packed and in-place product strips, products in one pass (fc7 at batch 16: one strip of m =
+# 1024 rows; stage 4 at batch 1: 512 rows of two strips, x in one chunk), compact rows) is still
+# taken.
 SHAPES = {
     "alexnet conv1": (3, 48, 3, 11, 4, 2, 224, "pool 0"), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27, "pool 0"),
     "alexnet conv2 accurate": (64, 48, 500, 5, 1, 2, 27, "pool 0"), "alexnet conv3": (192, 48, 30, 3, 1, 1, 13, "relu"),
