@@ -172,12 +172,12 @@ class LookupConv : public CustomStatefulOp {
     } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
       const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
                             ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
-      DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
+      DictionaryProduct<I>(product, threads, ws->packed.data());
     } else if (plan().row_product) {  // a few input channels: product and split row by row
       ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
-                           plan().all_rows, threads, ws->packed.data());
+                           threads, ws->packed.data());
       SplitPhases(params_, g, ws->product.data(), rows, ws->s, threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
@@ -185,7 +185,7 @@ class LookupConv : public CustomStatefulOp {
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
         const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
                               ws->s + begin, g.cols};
-        DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
+        DictionaryProduct<I>(product, threads, ws->packed.data());
       }
     }
     const int64_t out_plane = g.yo * g.xo;
@@ -231,7 +231,7 @@ class LookupConv : public CustomStatefulOp {
     Product product{t.dictionary, &plan().rows, g.m, prep_->group_x, pixels * L, pixels * L,
                     prep_->group_s + (params_.ph * g.wq + params_.pw) * L, g.cols * L, g.w * L, g.wq * L};
     product.deep = true;  // (the plan interleaves only layers with dictionary rows)
-    DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
+    DictionaryProduct<I>(product, threads, prep_->spaces[0].packed.data());
     InterleavedLookups<I>(plan(), params_.num_filter, t.indptr, t.coefs, t.bias, prep_->group_s, prep_->group_y,
                           threads);
     DeinterleaveOutputs(params_, plan(), t.indptr, t.bias, prep_->group_y, t.residual, b0, n, t.y, threads);
@@ -252,7 +252,7 @@ class LookupConv : public CustomStatefulOp {
                     prep_->batch_s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
     product.image_cols = pixels, product.image_pitch = plan().s_floats;
     product.deep = true;
-    DictionaryProduct<I>(product, plan().all_rows, threads, prep_->spaces[0].packed.data());
+    DictionaryProduct<I>(product, threads, prep_->spaces[0].packed.data());
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
@@ -302,7 +302,7 @@ class LookupConv : public CustomStatefulOp {
     }
     const Product product{t.dictionary, &plan().rows, g.m, prep_->batch_input.data(), g.cols * n, g.cols * n,
                           prep_->batch_s.data(), g.cols * n};
-    DictionaryProduct<I>(product, plan().all_rows, threads, ws->packed.data());
+    DictionaryProduct<I>(product, threads, ws->packed.data());
     const int64_t out_plane = g.yo * g.xo;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {

@@ -201,6 +201,23 @@ static inline float Dot(const float* a, const float* b, int n) {
   return total;
 }
 
+// out[r] = a[r] . b over n floats for R rows at once (a[r]: row r's start), b loaded once for all
+template <class I, int R>
+static inline void DotRows(const float* const* a, const float* b, int n, float* out) {
+  typename I::Vec acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = I::Zero();
+  int i = 0;
+  for (; i + I::kLanes <= n; i += I::kLanes) {
+    const typename I::Vec bv = I::Load(b + i);
+    for (int r = 0; r < R; ++r) acc[r] = I::Fma(I::Load(a[r] + i), bv, acc[r]);
+  }
+  for (int r = 0; r < R; ++r) {
+    float total = I::Sum(acc[r]);
+    for (int j = i; j < n; ++j) total += a[r][j] * b[j];
+    out[r] = total;
+  }
+}
+
 // sum over entries of coef * s[off + e]: one register of entries per gather (outputs of a few
 // pixels)
 template <class I>

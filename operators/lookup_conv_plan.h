@@ -15,8 +15,7 @@
 
 // ------------------------------------------------------------------ thresholds, and why
 // S rows for all dictionary vectors (no compaction) unless P uses at most 3/4 of them: a
-// compact S saves work only when many vectors are unused, and a one-column product over
-// listed rows of D gives up OpenBLAS's matrix-vector product for one dot product per row.
+// compact S saves work only when many vectors are unused.
 static const int kCompactNumerator = 3, kCompactDenominator = 4;
 // Compute only the S values P reads (one dot product each) when they are at most a quarter of
 // S: a dot product costs about four times a value of the blocked product.
@@ -148,7 +147,6 @@ struct Plan {
   // PlanRowBlocks says why)
   std::vector<int> entry_order;
   std::vector<int> rows;            // S row i holds dictionary vector rows[i]
-  bool all_rows = true;             // rows is 0..k-1 (D usable as it is)
   std::vector<int> entry_offsets;   // per CSR entry: where in S its tap's plane starts
   std::vector<int> needed;          // only_needed: the S values read, sorted
 };
@@ -335,11 +333,11 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   }
   plan->geometry = g, plan->batch = batch, plan->threads = threads;
   const int64_t used_count = std::count(used.begin(), used.end(), 1);
-  plan->all_rows = used_count * kCompactDenominator > g.k * kCompactNumerator;
+  const bool all_rows = used_count * kCompactDenominator > g.k * kCompactNumerator;
   std::vector<int> row_of(g.k, -1);
   plan->rows.clear();
   for (int d = 0; d < g.k; ++d) {
-    if (plan->all_rows || used[d]) {
+    if (all_rows || used[d]) {
       row_of[d] = static_cast<int>(plan->rows.size());
       plan->rows.push_back(d);
     }

@@ -41,6 +41,9 @@ SHAPES = {
     # rows of D 4 KB apart, in L1's same sets: AVX-512's panels skewed, over two-register strips in
     # passes (fc7 above: one strip in one pass)
     "rows in one L1 set": (1024, 16, 240, 1, 1, 0, 8, "relu"),
+    # batch 1: a matrix-vector product whose rows end in a group of fewer than kMatVecRows, and
+    # whose m ends in a part of a register
+    "fc tails": (37, 20, 13, 1, 1, 0, 1, "relu"),
 }
 # Batches: 1 and 16; maps of at most SMALL_MAP pixels a side also 19, a batch that ends in a
 # group of fewer images than a register's lanes when the images are interleaved.

@@ -158,6 +158,7 @@ def test_new_coefficients_of_the_same_entries_are_used(lcnn_ops):
 SPARSE_SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (16, 32, 24, 6, 1, 0, 6),   # fc6-style: only the S values P reads are computed
     (64, 32, 16, 1, 1, 0, 1),   # fc7-style 1x1 on a 1x1 map
+    (37, 20, 13, 1, 1, 0, 1),   # the same with tails: 13 rows, 37 inputs
     (12, 16, 20, 3, 1, 1, 9),   # only the dictionary entries P refers to
     (8, 16, 6, 5, 4, 2, 37),
 ]
@@ -176,15 +177,16 @@ def set_entries(layer, count: int, rows: int, seed: int) -> None:
     layer.alive.set_data(mx.nd.array(p != 0, dtype="uint8"))
 
 
+@pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("m,n,k,kernel,stride,pad,size", SPARSE_SHAPES)
-def test_very_sparse_lookups_and_changing_content(lcnn_ops, m, n, k, kernel, stride, pad, size):
+def test_very_sparse_lookups_and_changing_content(lcnn_ops, m, n, k, kernel, stride, pad, size, batch):
     """Very sparse P (the operator then skips unused dictionary entries and S values), and new
     P contents with the same entry count through the same hybridized operator: its cached
     offsets and shortcuts must follow the content."""
     layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
     layer.initialize()
     layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
-    x = mx.nd.random.normal(shape=(2, m, size, size))
+    x = mx.nd.random.normal(shape=(batch, m, size, size))
     count = max(3, layer.lookup.data().size // 200)
     op = None
     for seed, rows in enumerate([1, k, 2, k]):  # entries in 1 or 2 dictionary rows, or spread
