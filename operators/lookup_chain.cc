@@ -27,6 +27,7 @@
 
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_plan.h"
+#include "parsed_attrs.h"
 
 // Images per group. ResNet-18-fast 0.05 at batch 16, one thread, whole network, against the
 // layers as separate operators (Zen 4, 30-60 alternating pairs): groups of 1, 2 and 4 took
@@ -125,12 +126,16 @@ std::vector<T> LayerInputs(const Chain& chain, int i, const std::vector<T>& chai
   return in;
 }
 
-MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
+MXReturnValue Counts(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
   Chain chain;
   if (ParseChain(attrs, &chain) != MX_SUCCESS) return MX_FAIL;
   *num_in = 1 + kLayerWeights * static_cast<int>(chain.layers.size());
   *num_out = static_cast<int>(chain.outputs.size());
   return MX_SUCCESS;
+}
+
+MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
+  return ParseOnce(attrs, num_in, num_out, Counts);
 }
 
 MXReturnValue InferType(const std::unordered_map<std::string, std::string>& attrs, std::vector<int>* in,

@@ -9,15 +9,20 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "parsed_attrs.h"
 
 // ------------------------------------------------------------------ registration
-static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
-                                int* num_in, int* num_out) {
+static MXReturnValue Counts(const std::unordered_map<std::string, std::string>& attrs, int* num_in, int* num_out) {
   Params p;
   if (GetParams(attrs, &p) != MX_SUCCESS) return MX_FAIL;
   *num_in = p.residual ? 7 : 6;
   *num_out = 1;
   return MX_SUCCESS;
+}
+
+static MXReturnValue ParseAttrs(const std::unordered_map<std::string, std::string>& attrs,
+                                int* num_in, int* num_out) {
+  return ParseOnce(attrs, num_in, num_out, Counts);
 }
 
 MXReturnValue LookupConvInferType(const std::unordered_map<std::string, std::string>& attrs,
