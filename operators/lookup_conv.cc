@@ -210,8 +210,7 @@ class LookupConv : public CustomStatefulOp {
             }
         }
     }
-    if (plan().few_outputs && g.ho == 1 && g.wo == 1 && !residual && !params_.pool_kh)
-      return OneOutputChannels(s, t, y, threads);
+    if (plan().one_output) return OneOutputChannels(s, t, y, threads);
     const int chunk = plan().few_outputs ? kFewOutputsChunk : kChannelChunk;
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
     for (int f = 0; f < params_.num_filter; ++f) {

@@ -126,6 +126,9 @@ struct Plan {
   // runs of consecutive phases: (first phase, phases).
   std::vector<std::pair<int, int>> phase_runs;
   bool few_outputs = false;         // ext < kFewOutputs: outputs gathered one by one, no tiles
+  // ... and only one a channel, without pooling or shortcut (fully connected at batch 1): every
+  // channel's gather in one loop (OneOutputChannels)
+  bool one_output = false;
   // Output tiles of the lookup stage (PlanTiles): row tiles of tile_rows rows x tile_vectors
   // registers (row_segments of them across a row), stored straight into the output with the
   // shortcut added; or flat tiles of the extended plane (tile_vectors registers each), copied
@@ -343,6 +346,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     }
   }
   plan->few_outputs = g.ext < kFewOutputs;
+  plan->one_output = plan->few_outputs && g.ho == 1 && g.wo == 1 && !p.residual && !p.pool_kh;
   const int64_t rows = plan->rows.size(), pixels = g.h * g.w;
   plan->product_into_s = p.sh == 1 && p.sw == 1 && !plan->few_outputs;
   plan->s_floats = rows * g.cols;
