@@ -19,7 +19,10 @@ library chose (column "kernels": AVX-512 where the CPU has it); ``LCNN_ISA=avx2`
 environment measures the AVX2 kernels on such a host. Around each thread count's cells the
 machine's read bandwidth from memory is printed (``machine.py``): on a shared machine it
 drifts with the neighbours' load, and the LCNN networks, bound by memory and caches far more
-than the dense ones, drift with it.
+than the dense ones, drift with it. Around each cell of several threads the worker also measures
+how fast its two threads pass data to each other (``machine.core_sharing``): on the 2-core VMs
+measured here the two vCPUs now and then pass data the long way, and the column marks the cells
+measured so ("apart").
 
     python benchmarks/bench_inference.py [--models alexnet_lcnn_fast,...] [--runs 20]
     python benchmarks/bench_inference.py --predictor ...   (also the C++ predictor, lcnn-predict,
@@ -105,6 +108,7 @@ def predictor_ms(prefix: str, x, threads: int, runs: int) -> float:
 
 def worker(args) -> None:
     """One process, one thread count: every (model, density) x batch cell; a JSON line each."""
+    import machine
     import mxnet as mx
 
     from lcnn_gluon import export, flops, ops
@@ -119,11 +123,13 @@ def worker(args) -> None:
             dense_copy = copies(dense, mx.nd.zeros((1,) + SHAPE), folder)  # any batch: exported once
             for batch in map(int, args.batches.split(",")):
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
+                sharing = [machine.core_sharing()] if args.threads > 1 else []
                 timed = in_turns(dict(dense=dense_copy, lcnn=lambda: export.load_exported(prefix)), x, args.runs)
+                sharing += [machine.core_sharing()] if args.threads > 1 else []
                 (dense_ms, dense_how), (lcnn_ms, lcnn_how) = timed["dense"], timed["lcnn"]
                 cell = dict(model=name, density=density, threads=args.threads, batch=batch,
                             kernels=ops.kernel_isa(), dense_ms=dense_ms, dense_how=dense_how, lcnn_ms=lcnn_ms,
-                            lcnn_how=lcnn_how, counted=counted)
+                            lcnn_how=lcnn_how, counted=counted, sharing=sharing)
                 if args.predictor:
                     cell["predictor_ms"] = predictor_ms(prefix, x, args.threads, args.runs)
                 print(json.dumps(cell), flush=True)
@@ -141,18 +147,27 @@ def run_cells(models: str, threads: int, runs: int, predictor: bool, batches: tu
 
 
 def report(results: list) -> None:
+    import machine
     predictor = "predictor_ms" in results[0]
     print("\n| model | density | threads | batch | kernels | dense ms | LCNN ms | measured | counted | "
-          "measured/counted | goal |" + (" lcnn-predict ms |" if predictor else "") + "\n"
-          + "| --- " * (12 if predictor else 11) + "|")
+          "measured/counted | goal | threads' data passing |" + (" lcnn-predict ms |" if predictor else "") + "\n"
+          + "| --- " * (13 if predictor else 12) + "|")
+    apart = 0
     for r in results:
         measured = r["dense_ms"] / r["lcnn_ms"]
         ratio = measured / r["counted"]
         goal = GOAL[r["model"].rsplit("_", 1)[-1]]
+        passing = ", ".join(f"{x:.1f}" for x in r["sharing"]) or "-"
+        if any(x > machine.SLOW_PASSING_RATIO for x in r["sharing"]):
+            passing, apart = passing + " (apart)", apart + 1
         print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['kernels']} | {r['dense_ms']:.2f} | "
               f"{r['lcnn_ms']:.2f} | {measured:.1f}x | {r['counted']:.1f}x | **{ratio:.2f}** | "
-              f"{'met' if ratio >= goal else f'NOT met ({goal})'} |"
+              f"{'met' if ratio >= goal else f'NOT met ({goal})'} | {passing} |"
               + (f" {r['predictor_ms']:.2f} |" if predictor else ""))
+    print("\nthreads' data passing (cells of several threads): machine.core_sharing() before and after the cell, "
+          "one thread reading what the other just wrote over reading its own; 'apart' above "
+          f"{machine.SLOW_PASSING_RATIO}: the threads passed data the long way for some of the cell "
+          f"({apart} cells), which slows a network split between threads, the LCNN network most")
 
 
 def scaling(models: str, cores: int, runs: int, rounds: int) -> None:

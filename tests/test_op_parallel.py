@@ -44,6 +44,11 @@ SHAPES = {
     # batch 1: a matrix-vector product whose rows end in a group of fewer than kMatVecRows, and
     # whose m ends in a part of a register
     "fc tails": (37, 20, 13, 1, 1, 0, 1, "relu"),
+    # an odd number of rows, and channels without entries (k = 2 at 1x1: about half of them),
+    # with and without a shortcut
+    "odd rows": (16, 24, 6, 3, 1, 1, 29, "shortcut"),
+    "constant channels": (8, 16, 2, 1, 1, 0, 29, "shortcut"),
+    "constant channels, relu": (8, 16, 2, 1, 1, 0, 30, "relu"),
 }
 # Batches: 1 and 16; maps of at most SMALL_MAP pixels a side also 19, a batch that ends in a
 # group of fewer images than a register's lanes when the images are interleaved.

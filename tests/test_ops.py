@@ -161,6 +161,7 @@ SPARSE_SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (37, 20, 13, 1, 1, 0, 1),   # the same with tails: 13 rows, 37 inputs
     (12, 16, 20, 3, 1, 1, 9),   # only the dictionary entries P refers to
     (8, 16, 6, 5, 4, 2, 37),
+    (8, 12, 6, 3, 1, 1, 29),    # an odd number of rows, most channels without entries
 ]
 
 
@@ -227,13 +228,14 @@ def test_plans_outlive_the_states_mxnet_recreates(lcnn_ops):
             np.testing.assert_allclose(op(x).asnumpy(), ref, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride,density", [(1, 0.3), (2, 0.3), (1, 0.0)])
-def test_residual_added_before_relu(lcnn_ops, stride, density):
+@pytest.mark.parametrize("stride,density,size,batch", [(1, 0.3, 11, 2), (2, 0.3, 11, 2), (1, 0.0, 11, 2),
+                                                       (1, 0.3, 31, 1), (1, 0.0, 31, 1)])
+def test_residual_added_before_relu(lcnn_ops, stride, density, size, batch):
     layer = lnn.LookupConv2D(6, 3, stride, 1, dictionary_size=3, in_channels=5)
     layer.initialize()
     lnn.set_random_lookup(layer, density)
     layer.bias.set_data(mx.nd.random.normal(shape=(6,)))
-    x = mx.nd.random.normal(shape=(2, 5, 11, 11))
+    x = mx.nd.random.normal(shape=(batch, 5, size, size))
     ref = layer(x)
     shortcut = mx.nd.random.normal(shape=ref.shape)
     op = export.SparseLookup(layer, None, None, False)
