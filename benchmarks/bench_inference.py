@@ -176,7 +176,9 @@ def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
     times (the shared machine's speed drifts by more than the goal's margin within minutes)."""
     if cores < 2:
         raise SystemExit("--scaling needs at least 2 cores (this process may use 1)")
+    import machine
     times = {}  # (model, density, network) -> {threads: [ms per round]}
+    apart = {}  # (model, density) -> [whether the threads passed data the long way, per round]
     for r in range(rounds):
         for name in models.split(","):
             for threads in (1, cores):
@@ -184,16 +186,22 @@ def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
                     for net in ("lcnn", "dense"):
                         key = (cell["model"], cell["density"], net)
                         times.setdefault(key, {}).setdefault(threads, []).append(cell[f"{net}_ms"])
+                    if threads > 1:
+                        slow = any(x > machine.SLOW_PASSING_RATIO for x in cell["sharing"])
+                        apart.setdefault((cell["model"], cell["density"]), []).append(slow)
         print(f"round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     print(f"\n| model | density | network | 1 thread ms | {cores} threads ms | speedup per round | "
           f"speedup of medians | goal ({SCALING_GOAL}x) |\n" + "| --- " * 8 + "|")
     for (name, density, net), by_threads in times.items():
         one, all_ = by_threads[1], by_threads[cores]
-        per_round = [a / b for a, b in zip(one, all_)]
+        per_round = [f"{a / b:.2f}" + (" (apart)" if slow else "")
+                     for a, b, slow in zip(one, all_, apart[(name, density)])]
         ratio = statistics.median(one) / statistics.median(all_)
         verdict = "-" if net == "dense" else ("met" if ratio >= SCALING_GOAL else "NOT met")
         print(f"| {name} | {density} | {net} | {statistics.median(one):.1f} | {statistics.median(all_):.1f} | "
-              f"{', '.join(f'{x:.2f}' for x in per_round)} | **{ratio:.2f}x** | {verdict} |")
+              f"{', '.join(per_round)} | **{ratio:.2f}x** | {verdict} |")
+    print(f"\n(apart): that round's {cores}-thread cell was measured at least partly while the threads passed data "
+          f"the long way (machine.core_sharing() above {machine.SLOW_PASSING_RATIO})")
 
 
 def main() -> None:
