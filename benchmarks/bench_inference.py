@@ -158,7 +158,7 @@ def report(results: list) -> None:
         ratio = measured / r["counted"]
         goal = GOAL[r["model"].rsplit("_", 1)[-1]]
         passing = ", ".join(f"{x:.1f}" for x in r["sharing"]) or "-"
-        if any(x > machine.SLOW_PASSING_RATIO for x in r["sharing"]):
+        if machine.passed_apart(r["sharing"]):
             passing, apart = passing + " (apart)", apart + 1
         print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['kernels']} | {r['dense_ms']:.2f} | "
               f"{r['lcnn_ms']:.2f} | {measured:.1f}x | {r['counted']:.1f}x | **{ratio:.2f}** | "
@@ -187,8 +187,8 @@ def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
                         key = (cell["model"], cell["density"], net)
                         times.setdefault(key, {}).setdefault(threads, []).append(cell[f"{net}_ms"])
                     if threads > 1:
-                        slow = any(x > machine.SLOW_PASSING_RATIO for x in cell["sharing"])
-                        apart.setdefault((cell["model"], cell["density"]), []).append(slow)
+                        apart.setdefault((cell["model"], cell["density"]), []).append(
+                            machine.passed_apart(cell["sharing"]))
         print(f"round {r + 1} of {rounds} done", file=sys.stderr, flush=True)
     print(f"\n| model | density | network | 1 thread ms | {cores} threads ms | speedup per round | "
           f"speedup of medians | goal ({SCALING_GOAL}x) |\n" + "| --- " * 8 + "|")

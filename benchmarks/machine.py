@@ -81,3 +81,9 @@ def core_sharing() -> float:
     """Time for one thread to read 256 KB the other thread just wrote, over reading its own
     (``core_sharing.cc``, two threads)."""
     return _measure("core_sharing.cc", ["-fopenmp"])
+
+
+def passed_apart(ratios: list) -> bool:
+    """Whether any of these ``core_sharing()`` figures (taken around one measurement) says the
+    threads passed data the long way."""
+    return any(r > SLOW_PASSING_RATIO for r in ratios)
