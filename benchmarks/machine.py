@@ -2,7 +2,8 @@
 one core's FMA peak (``fma_peak.cc``), the lookup stage's ceiling on one core
 (``lookup_ceiling.cc``: the operator's tile kernel with S in L1) and the read bandwidth from
 memory (``memory_bandwidth.cc``), and how fast two threads pass data to each other
-(``core_sharing.cc``), each a small C++ program next to this file, compiled here and run once. The first two are compiled for the kernel set the operator runs on this machine
+(``core_sharing.cc``): each a small C++ program next to this file, compiled once per process and
+run when asked. The first two are compiled for the kernel set the operator runs on this machine
 (``lcnn_gluon.ops.kernel_isa()``: AVX-512 where the CPU has it, AVX2 otherwise), so that
 peak and ceiling are those of the registers the kernels use."""
 from __future__ import annotations
