@@ -49,6 +49,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+import machine  # noqa: E402  (next to this file; imports nothing heavy)
 
 PROFILE = {  # per-layer densities of a trained AlexNet-LCNN (conv1..conv5, fc6, fc7)
     "alexnet_lcnn_fast": [.083, .034, .008, .013, .027, .001, .002],
@@ -108,7 +109,6 @@ def predictor_ms(prefix: str, x, threads: int, runs: int) -> float:
 
 def worker(args) -> None:
     """One process, one thread count: every (model, density) x batch cell; a JSON line each."""
-    import machine
     import mxnet as mx
 
     from lcnn_gluon import export, flops, ops
@@ -147,7 +147,6 @@ def run_cells(models: str, threads: int, runs: int, predictor: bool, batches: tu
 
 
 def report(results: list) -> None:
-    import machine
     predictor = "predictor_ms" in results[0]
     print("\n| model | density | threads | batch | kernels | dense ms | LCNN ms | measured | counted | "
           "measured/counted | goal | threads' data passing |" + (" lcnn-predict ms |" if predictor else "") + "\n"
@@ -176,7 +175,6 @@ def scaling(models: str, cores: int, runs: int, rounds: int) -> None:
     times (the shared machine's speed drifts by more than the goal's margin within minutes)."""
     if cores < 2:
         raise SystemExit("--scaling needs at least 2 cores (this process may use 1)")
-    import machine
     times = {}  # (model, density, network) -> {threads: [ms per round]}
     apart = {}  # (model, density) -> [whether the threads passed data the long way, per round]
     for r in range(rounds):
@@ -224,7 +222,6 @@ def main() -> None:
     if args.layers:
         from layer_profile import profile_cell
         return profile_cell(args.layers, args.density, args.threads or os.cpu_count(), args.batch, args.runs)
-    import machine
 
     from lcnn_gluon.speed import TURNS
     cores = len(os.sched_getaffinity(0))
