@@ -50,12 +50,6 @@
 namespace LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA) {
 
 using I = LCNN_KERNEL_ISA;
-// Output channels per unit of the lookup stage's dynamic schedule: a few, so that channels of
-// unequal entry counts even out over the threads; many when a channel is a few gathered
-// outputs (fully connected layers: 4096 channels of about 20 entries each, where taking a unit
-// from libgomp's shared counter costs as much as a channel).
-static const int kChannelChunk = 4;
-static const int kFewOutputsChunk = 64;
 // A batched fully connected layer's input is laid out image-innermost in blocks of channels of
 // at most 16 KB (a third of Zen 5's L1, half of Zen 3's), each filled image by image.
 static const int64_t kTransposeBlockFloats = 4096;
@@ -211,13 +205,25 @@ class LookupConv : public CustomStatefulOp {
         }
     }
     if (plan().one_output) return OneOutputChannels(s, t, y, threads);
-    const int chunk = plan().few_outputs ? kFewOutputsChunk : kChannelChunk;
-#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads)
-    for (int f = 0; f < params_.num_filter; ++f) {
-      float* own = ws->channel.data() + (threads > 1 ? omp_get_thread_num() : 0) * prep_->channel_scratch;
-      float* ext = plan().tile_major ? ChannelExt(ws, f) : own;
-      Channel(s, f, t, ext, own + prep_->ext_alloc, residual ? residual + f * out_plane : nullptr,
-              y + f * out_plane);
+    ChannelRanges(threads, [&](int f0, int f1, int thread) {
+      float* own = ws->channel.data() + thread * prep_->channel_scratch;
+      for (int f = f0; f < f1; ++f)
+        Channel(s, f, t, plan().tile_major ? ChannelExt(ws, f) : own, own + prep_->ext_alloc,
+                residual ? residual + f * out_plane : nullptr, y + f * out_plane);
+    });
+  }
+
+  // run(f0, f1, thread) over the channels of the lookup stage: all of them at one thread (no
+  // parallel region), else the plan's ranges (plan.channel_split), one a thread of the team.
+  template <class Run>
+  void ChannelRanges(int threads, const Run& run) const {
+    if (threads == 1) return run(0, params_.num_filter, 0);
+    const std::vector<int>& split = plan().channel_split;
+    const int ranges = static_cast<int>(split.size()) - 1;
+#pragma omp parallel num_threads(threads)
+    {
+      const int me = omp_get_thread_num(), team = omp_get_num_threads();  // (a team may be smaller)
+      for (int range = me; range < ranges; range += team) run(split[range], split[range + 1], me);
     }
   }
 
@@ -305,16 +311,17 @@ class LookupConv : public CustomStatefulOp {
                           prep_->batch_s.data(), g.cols * n};
     DictionaryProduct<I>(product, threads, ws->packed.data());
     const int64_t out_plane = g.yo * g.xo;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(threads)
-    for (int f = 0; f < params_.num_filter; ++f) {
-      const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-      int64_t o = 0;  // the output's index in its plane
-      ForEachOutput(g, [&](int64_t e) {
-        GatherImages<I>(prep_->batch_s.data(), plan().entry_offsets.data() + start, t.coefs + start, nnz,
-                        static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
-                        t.y + f * out_plane + o++, params_.num_filter * out_plane);
-      });
-    }
+    ChannelRanges(threads, [&](int f0, int f1, int) {
+      for (int f = f0; f < f1; ++f) {
+        const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
+        int64_t o = 0;  // the output's index in its plane
+        ForEachOutput(g, [&](int64_t e) {
+          GatherImages<I>(prep_->batch_s.data(), plan().entry_offsets.data() + start, t.coefs + start, nnz,
+                          static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
+                          t.y + f * out_plane + o++, params_.num_filter * out_plane);
+        });
+      }
+    });
   }
 
   // Every channel's only output (a fully connected layer at batch 1: its entries gathered at

@@ -97,6 +97,13 @@ static const int kMinBlockEntries = 16;
 // Only when the rounded rows compute at most 1/8 more lanes (ResNet's 7x7 maps: 9 -> 16).
 static const int kClassRoundingNumerator = 9, kClassRoundingDenominator = 8;
 
+// The lookup stage's channels at several threads: one range of channels a thread, balanced by
+// each channel's entries plus this many (a channel's tiles also load or set, and store, their
+// accumulators: about the loads and FMAs of two entries). Ranges, not libgomp's dynamic
+// schedule: each unit taken from its shared counter is a locked add on a line both threads
+// write, which also waits for every store before it.
+static const int kChannelFixedEntries = 2;
+
 // ------------------------------------------------------------------ the plan
 struct Plan {
   Geometry geometry;
@@ -152,7 +159,25 @@ struct Plan {
   std::vector<int> rows;            // S row i holds dictionary vector rows[i]
   std::vector<int> entry_offsets;   // per CSR entry: where in S its tap's plane starts
   std::vector<int> needed;          // only_needed: the S values read, sorted
+  // thread t's channels of the lookup stage: [channel_split[t], channel_split[t + 1])
+  std::vector<int> channel_split;
 };
+
+// channel_split: contiguous ranges of about equal work (kChannelFixedEntries); every channel
+// alike when the lookups ran tile by tile before and a channel is only its epilogue.
+static inline void PlanChannelSplit(int filters, const int* indptr, bool uniform, int threads, Plan* plan) {
+  const auto work = [&](int f) { return uniform ? 1 : int64_t{indptr[f + 1]} - indptr[f] + kChannelFixedEntries; };
+  int64_t total = 0;
+  for (int f = 0; f < filters; ++f) total += work(f);
+  plan->channel_split.assign(threads + 1, filters);
+  plan->channel_split[0] = 0;
+  int64_t done = 0;
+  int t = 1;
+  for (int f = 0; f < filters && t < threads; ++f) {
+    done += work(f);
+    while (t < threads && done * threads >= total * t) plan->channel_split[t++] = f + 1;
+  }
+}
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
 // no class tiles).
@@ -406,6 +431,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;
   }
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
+  PlanChannelSplit(p.num_filter, indptr, plan->tile_major, threads, plan);
   return MX_SUCCESS;
 }
 
