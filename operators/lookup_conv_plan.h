@@ -99,9 +99,9 @@ static const int kClassRoundingNumerator = 9, kClassRoundingDenominator = 8;
 
 // The lookup stage's channels at several threads: one range of channels a thread, balanced by
 // each channel's entries plus this many (a channel's tiles also load or set, and store, their
-// accumulators: about the loads and FMAs of two entries). Ranges, not libgomp's dynamic
-// schedule: each unit taken from its shared counter is a locked add on a line both threads
-// write, which also waits for every store before it.
+// accumulators: about the instructions of two entries; counted, not tuned). Ranges, not
+// libgomp's dynamic schedule: each unit taken from its shared counter is a locked add on a line
+// both threads write, which also waits for every store before it.
 static const int kChannelFixedEntries = 2;
 
 // ------------------------------------------------------------------ the plan
