@@ -11,9 +11,10 @@ Models and densities of P (never calibrated to a goal):
 Each cell is one process with ``OMP_NUM_THREADS`` threads and MXNet's NaiveEngine (all
 parallelism inside the operators): the dense network (same architecture, plain
 convolutions, oneDNN at the host's full instruction set) and the exported LCNN network
-(``export.sparsify`` + ``export.export``, reloaded with ``SymbolBlock.imports``), both
-hybridized with static memory, each timed plainly and after MXNet's oneDNN graph passes
-(the faster counts), the four forms in turns (``lcnn_gluon.speed.in_turns``). Counted
+(``export.sparsify`` + ``export.export``), each timed in three forms: hybridized with static
+memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's Module API (the
+batch copied in each call); the fastest counts (column "forms": the dense network's, then the
+LCNN network's), the six forms in turns (``lcnn_gluon.speed.in_turns``). Counted
 speedup: ``lcnn_gluon.flops`` for the whole network. The operator runs the kernel set its
 library chose (column "kernels": AVX-512 where the CPU has it); ``LCNN_ISA=avx2`` in the
 environment measures the AVX2 kernels on such a host. Around each thread count's cells the
@@ -112,7 +113,7 @@ def worker(args) -> None:
     import mxnet as mx
 
     from lcnn_gluon import export, flops, ops
-    from lcnn_gluon.speed import copies, in_turns
+    from lcnn_gluon.speed import export_copy, in_turns
     ops.load()
     with tempfile.TemporaryDirectory() as folder:
         for name, density in cells(args.models.split(",")):
@@ -120,11 +121,11 @@ def worker(args) -> None:
             counted = flops.speedup(flops.count(layers))
             prefix = os.path.join(folder, f"{name}-{density}")
             export.export(export.sparsify(lcnn, SHAPE), prefix, SHAPE, dict(library=ops.LIBRARY), reference=lcnn)
-            dense_copy = copies(dense, mx.nd.zeros((1,) + SHAPE), folder)  # any batch: exported once
+            dense_prefix = export_copy(dense, mx.nd.zeros((1,) + SHAPE), folder)  # any batch: exported once
             for batch in map(int, args.batches.split(",")):
                 x = mx.nd.random.normal(shape=(batch,) + SHAPE)
                 sharing = [machine.core_sharing()] if args.threads > 1 else []
-                timed = in_turns(dict(dense=dense_copy, lcnn=lambda: export.load_exported(prefix)), x, args.runs)
+                timed = in_turns(dict(dense=dense_prefix, lcnn=prefix), x, args.runs)
                 sharing += [machine.core_sharing()] if args.threads > 1 else []
                 (dense_ms, dense_how), (lcnn_ms, lcnn_how) = timed["dense"], timed["lcnn"]
                 cell = dict(model=name, density=density, threads=args.threads, batch=batch,
@@ -149,8 +150,8 @@ def run_cells(models: str, threads: int, runs: int, predictor: bool, batches: tu
 def report(results: list) -> None:
     predictor = "predictor_ms" in results[0]
     print("\n| model | density | threads | batch | kernels | dense ms | LCNN ms | measured | counted | "
-          "measured/counted | goal | threads' data passing |" + (" lcnn-predict ms |" if predictor else "") + "\n"
-          + "| --- " * (13 if predictor else 12) + "|")
+          "measured/counted | goal | forms | threads' data passing |" + (" lcnn-predict ms |" if predictor else "")
+          + "\n" + "| --- " * (14 if predictor else 13) + "|")
     apart = 0
     for r in results:
         measured = r["dense_ms"] / r["lcnn_ms"]
@@ -161,7 +162,7 @@ def report(results: list) -> None:
             passing, apart = passing + " (apart)", apart + 1
         print(f"| {r['model']} | {r['density']} | {r['threads']} | {r['batch']} | {r['kernels']} | {r['dense_ms']:.2f} | "
               f"{r['lcnn_ms']:.2f} | {measured:.1f}x | {r['counted']:.1f}x | **{ratio:.2f}** | "
-              f"{'met' if ratio >= goal else f'NOT met ({goal})'} | {passing} |"
+              f"{'met' if ratio >= goal else f'NOT met ({goal})'} | {r['dense_how']}, {r['lcnn_how']} | {passing} |"
               + (f" {r['predictor_ms']:.2f} |" if predictor else ""))
     print("\nthreads' data passing (cells of several threads): machine.core_sharing() before and after the cell, "
           "one thread reading what the other just wrote over reading its own; 'apart' above "
@@ -228,7 +229,7 @@ def main() -> None:
     if args.scaling:
         return scaling(args.models, cores, args.runs, args.rounds)
     print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs "
-          f"in {TURNS} turns; the faster of plain and oneDNN-graph for each network")
+          f"in {TURNS} turns; the fastest of plain, oneDNN graph and Module for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
         before = machine.memory_bandwidth(threads)  # the machine's state around the cells

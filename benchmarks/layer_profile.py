@@ -68,7 +68,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
     import machine
     from bench_inference import SHAPE, build
 
-    from lcnn_gluon.speed import copies, in_turns, median_ms
+    from lcnn_gluon.speed import export_copy, in_turns, median_ms
     from mxnet.gluon import nn
 
     from lcnn_gluon import export, flops, ops
@@ -93,7 +93,7 @@ def profile_cell(name: str, density: str, threads: int, batch: int, runs: int) -
                  nn.Conv2D(b.channels, b.kernel, strides, padding, in_channels=lay.in_shape[0]))
         dense.initialize()
         with tempfile.TemporaryDirectory() as folder:
-            dense_ms = in_turns(dict(dense=copies(dense, x, folder)), x, runs)["dense"][0]
+            dense_ms = in_turns(dict(dense=export_copy(dense, x, folder)), x, runs)["dense"][0]
         ours = export.SparseLookup(b, None, None, False)
         ours.hybridize(static_alloc=True, static_shape=True)
         ours_ms = median_ms(lambda: ours(x).wait_to_read(), runs)
@@ -174,16 +174,16 @@ def whole_networks(dense_net, inference, batch: int, runs: int) -> tuple:
     import mxnet as mx
     from bench_inference import SHAPE
 
-    from lcnn_gluon.speed import copies, in_turns
+    from lcnn_gluon.speed import export_copy, in_turns
     full = mx.nd.random.normal(shape=(batch,) + SHAPE)
     small = mx.nd.random.normal(shape=(batch, SHAPE[0], SMALL_SIDE, SMALL_SIDE))
     with tempfile.TemporaryDirectory() as folder:
-        makers = {name: copies(net, full[:1], os.path.join(folder, name))
-                  for name, net in (("dense", dense_net), ("lcnn", inference))}
-        operators = {name: operator_count(os.path.join(folder, name, "copy-symbol.json")) for name in makers}
-        at_full = in_turns(makers, full, runs)
+        prefixes = {name: export_copy(net, full[:1], os.path.join(folder, name))
+                    for name, net in (("dense", dense_net), ("lcnn", inference))}
+        operators = {name: operator_count(prefix + "-symbol.json") for name, prefix in prefixes.items()}
+        at_full = in_turns(prefixes, full, runs)
         try:
-            at_small = in_turns(makers, small, runs)
+            at_small = in_turns(prefixes, small, runs)
         except mx.base.MXNetError:  # a fixed input size (AlexNet's fully connected layers)
             at_small = None
     print(f"\nWhole networks at {SHAPE[1]}x{SHAPE[2]}: dense {at_full['dense'][0]:.2f} ms "

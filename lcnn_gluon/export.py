@@ -42,7 +42,7 @@ from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, plai
                             residual_parts, sparse_lookup_for)
 
 __all__ = ["SparseLookup", "SparseResidualBlock", "dense_layer", "residual_parts", "sparsify",
-           "densify", "export", "check", "load_exported", "ExportError"]
+           "densify", "export", "check", "load_exported", "load_module", "ExportError"]
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +212,43 @@ def check(prefix: str, reference: HybridBlock, data_shape: tuple, rtol: float = 
     return err
 
 
+def _load_library_for(prefix: str) -> None:
+    """Load the operator library when the export's meta JSON names one (an export without a
+    meta JSON, a plain ``HybridBlock.export``, needs none)."""
+    if not os.path.exists(prefix + "-meta.json"):
+        return
+    with open(prefix + "-meta.json") as f:
+        if json.load(f).get("library"):
+            ops.load()
+
+
 def load_exported(prefix: str) -> HybridBlock:
     """``SymbolBlock.imports`` of an export (loading the operator library when it needs it)."""
-    with open(prefix + "-meta.json") as f:
-        meta = json.load(f)
-    if meta.get("library"):
-        ops.load()
+    _load_library_for(prefix)
     with warnings.catch_warnings():  # MXNet warns that the input's dtype is not in the symbol
         warnings.filterwarnings("ignore", message="Cannot decide type", category=UserWarning)
         return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+
+
+def load_module(prefix: str, data_shape: Tuple[int, ...], graph: bool = True) -> mx.mod.Module:
+    """An export bound for inference by MXNet's Module API (its symbolic executor, as the C
+    predict API and ``lcnn-predict`` run it) on inputs of shape ``data_shape`` (N, C, H, W); with
+    ``graph``, after oneDNN's graph passes (the plain symbol when they cannot take it). Each
+    ``forward(mx.io.DataBatch([x]), is_train=False)`` copies ``x`` into the bound input. At
+    batch 1 this takes 2-7% off an exported LCNN network's call against the hybridized
+    ``SymbolBlock`` (``benchmarks/RESULTS.md``, run 44), where MXNet's CachedOp prepares every
+    operator's call anew."""
+    _load_library_for(prefix)
+    symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
+    if graph:
+        try:
+            symbol = symbol.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(), shape_dict={"data": tuple(data_shape)})
+        except mx.base.MXNetError:  # a graph the passes cannot take: the plain symbol stands
+            pass
+    module = mx.mod.Module(symbol, data_names=["data"], label_names=None, context=mx.cpu())
+    module.bind(data_shapes=[("data", tuple(data_shape))], for_training=False)
+    module.set_params(args, aux, allow_extra=True)
+    return module
 
 
 def main(argv=None) -> None:

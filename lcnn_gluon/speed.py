@@ -1,10 +1,11 @@
 """Measured inference speed: an exported LCNN network (the C++ operator) against the same
 network with dense layers, timed in the same process on the same input.
 
-Both networks are hybridized with static memory and timed twice, plainly and after MXNet's
-oneDNN graph passes; the faster counts (each network at its best). Times are medians, so a
-noisy shared machine moves them less than means, and the four forms are timed in turns
-(:func:`in_turns`), so that a slow minute of a shared machine falls on all of them alike.
+Both networks are exported and timed in three forms (:func:`forms`): hybridized with static
+memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's Module API; the
+fastest counts (each network at its best). Times are medians, so a noisy shared machine moves
+them less than means, and all the forms are timed in turns (:func:`in_turns`), so that a slow
+minute of a shared machine falls on all of them alike.
 """
 from __future__ import annotations
 
@@ -35,33 +36,53 @@ def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> f
     return statistics.median(times) * 1e3
 
 
-def in_turns(networks: Dict[str, Callable[[], HybridBlock]], x: mx.nd.NDArray, runs: int,
+def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray]]:
+    """Each form of the export at ``prefix``, by name, as a call on ``x`` that returns the output,
+    computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory), ``oneDNN graph`` (the
+    same after MXNet's oneDNN graph passes, when they take the graph) and ``Module`` (MXNet's
+    Module API on the passes' graph, ``export.load_module``: the batch copied into its bound
+    input)."""
+    from . import export  # export imports the model code; keep this module light
+
+    def computed(out: mx.nd.NDArray) -> mx.nd.NDArray:
+        out.wait_to_read()
+        return out
+
+    plain = export.load_exported(prefix)
+    plain.hybridize(static_alloc=True, static_shape=True)
+    calls = {"plain": lambda: computed(plain(x))}
+    graph = export.load_exported(prefix)
+    try:
+        graph.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+        calls["oneDNN graph"] = lambda: computed(graph(x))
+    except mx.base.MXNetError:  # a graph the passes cannot take: the plain form stands
+        pass
+    module, batch = export.load_module(prefix, x.shape), mx.io.DataBatch([x])
+
+    def module_call() -> mx.nd.NDArray:
+        module.forward(batch, is_train=False)
+        return computed(module.get_outputs()[0])
+    calls["Module"] = module_call
+    return calls
+
+
+def in_turns(networks: Dict[str, str], x: mx.nd.NDArray, runs: int,
              turns: int = TURNS) -> Dict[str, Tuple[float, str]]:
-    """``{name: (ms, form)}``: each network (``make()`` gives a fresh copy of it) at its faster
-    form, hybridized plainly or optimised by oneDNN's graph passes, on ``x``. Every form's
-    median over ``runs`` timed calls, taken in ``turns`` turns: in each turn every form makes one
-    untimed call (its caches warm again after the others ran), then its share of the calls."""
-    calls = {}
-    for name, make in networks.items():
-        plain = make()
-        plain.hybridize(static_alloc=True, static_shape=True)
-        calls[(name, "plain")] = plain
-        graph = make()
-        try:
-            graph.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-            calls[(name, "oneDNN graph")] = graph
-        except mx.base.MXNetError:  # a graph the passes cannot take: the plain form stands
-            pass
+    """``{name: (ms, form)}``: each exported network (``{name: prefix}``) at its fastest form
+    (:func:`forms`) on ``x``. Every form's median over ``runs`` timed calls, taken in ``turns``
+    turns: in each turn every form makes one untimed call (its caches warm again after the
+    others ran), then its share of the calls."""
+    calls = {(name, form): call for name, prefix in networks.items() for form, call in forms(prefix, x).items()}
     times = {key: [] for key in calls}
-    for key, block in calls.items():
+    for call in calls.values():
         for _ in range(WARMUP_RUNS):
-            block(x).wait_to_read()
+            call()
     for turn in range(turns):
-        for key, block in calls.items():
-            block(x).wait_to_read()
+        for key, call in calls.items():
+            call()
             for _ in range(runs * (turn + 1) // turns - runs * turn // turns):
                 start = time.perf_counter()
-                block(x).wait_to_read()
+                call()
                 times[key].append(time.perf_counter() - start)
     best = {}
     for (name, form), taken in times.items():
@@ -84,16 +105,17 @@ def exported_vs_dense(lcnn: HybridBlock, dense: HybridBlock, data_shape: Sequenc
         prefix = os.path.join(folder, "lcnn")
         export.export(export.sparsify(lcnn, tuple(data_shape)), prefix, tuple(data_shape), dict(library=ops.LIBRARY),
                       reference=lcnn)
-        timed = in_turns(dict(lcnn=lambda: export.load_exported(prefix), dense=copies(dense, x, folder)), x, runs)
+        timed = in_turns(dict(lcnn=prefix, dense=export_copy(dense, x, folder)), x, runs)
     dense_ms, lcnn_ms = timed["dense"][0], timed["lcnn"][0]
     return dict(dense_ms=dense_ms, lcnn_ms=lcnn_ms, measured_speedup=dense_ms / lcnn_ms)
 
 
-def copies(net: HybridBlock, x: mx.nd.NDArray, folder: str) -> Callable[[], HybridBlock]:
-    """A maker of fresh copies of ``net`` (exported once into ``folder``), for :func:`in_turns`."""
+def export_copy(net: HybridBlock, x: mx.nd.NDArray, folder: str) -> str:
+    """``net`` hybridized and exported as it is into ``folder`` (run on ``x`` first); returns the
+    prefix, for :func:`in_turns`."""
     os.makedirs(folder, exist_ok=True)
     prefix = os.path.join(folder, "copy")
     net.hybridize()
     net(x).wait_to_read()
     net.export(prefix)
-    return lambda: mx.gluon.nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
+    return prefix
