@@ -235,9 +235,8 @@ def load_module(prefix: str, data_shape: Tuple[int, ...], graph: bool = True) ->
     predict API and ``lcnn-predict`` run it) on inputs of shape ``data_shape`` (N, C, H, W); with
     ``graph``, after oneDNN's graph passes (the plain symbol when they cannot take it). Each
     ``forward(mx.io.DataBatch([x]), is_train=False)`` copies ``x`` into the bound input. At
-    batch 1 this takes 2-7% off an exported LCNN network's call against the hybridized
-    ``SymbolBlock`` (``benchmarks/RESULTS.md``, run 44), where MXNet's CachedOp prepares every
-    operator's call anew."""
+    small batches it is faster than the hybridized ``SymbolBlock``, whose CachedOp prepares
+    every operator's call anew (``docs/platform.md``)."""
     _load_library_for(prefix)
     symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
     if graph:
