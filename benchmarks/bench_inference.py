@@ -12,9 +12,10 @@ Each cell is one process with ``OMP_NUM_THREADS`` threads and MXNet's NaiveEngin
 parallelism inside the operators): the dense network (same architecture, plain
 convolutions, oneDNN at the host's full instruction set) and the exported LCNN network
 (``export.sparsify`` + ``export.export``), each timed in three forms: hybridized with static
-memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's Module API (the
-batch copied in each call); the fastest counts (column "forms": the dense network's, then the
-LCNN network's), the six forms in turns (``lcnn_gluon.speed.in_turns``). Counted
+memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's symbolic executor
+(``export.Predictor``, the batch copied in each call); the fastest counts (column "forms":
+the dense network's, then the LCNN network's), the six forms in turns
+(``lcnn_gluon.speed.in_turns``). Counted
 speedup: ``lcnn_gluon.flops`` for the whole network. The operator runs the kernel set its
 library chose (column "kernels": AVX-512 where the CPU has it); ``LCNN_ISA=avx2`` in the
 environment measures the AVX2 kernels on such a host. Around each thread count's cells the
@@ -229,7 +230,7 @@ def main() -> None:
     if args.scaling:
         return scaling(args.models, cores, args.runs, args.rounds)
     print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs "
-          f"in {TURNS} turns; the fastest of plain, oneDNN graph and Module for each network")
+          f"in {TURNS} turns; the fastest of plain, oneDNN graph and executor for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
         before = machine.memory_bandwidth(threads)  # the machine's state around the cells

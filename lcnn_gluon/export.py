@@ -42,7 +42,7 @@ from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, plai
                             residual_parts, sparse_lookup_for)
 
 __all__ = ["SparseLookup", "SparseResidualBlock", "dense_layer", "residual_parts", "sparsify",
-           "densify", "export", "check", "load_exported", "load_module", "ExportError"]
+           "densify", "export", "check", "load_exported", "Predictor", "ExportError"]
 
 log = logging.getLogger(__name__)
 
@@ -230,24 +230,34 @@ def load_exported(prefix: str) -> HybridBlock:
         return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
 
 
-def load_module(prefix: str, data_shape: Tuple[int, ...], graph: bool = True) -> mx.mod.Module:
-    """An export bound for inference by MXNet's Module API (its symbolic executor, as the C
-    predict API and ``lcnn-predict`` run it) on inputs of shape ``data_shape`` (N, C, H, W); with
-    ``graph``, after oneDNN's graph passes (the plain symbol when they cannot take it). Each
-    ``forward(mx.io.DataBatch([x]), is_train=False)`` copies ``x`` into the bound input. At
-    small batches it is faster than the hybridized ``SymbolBlock``, whose CachedOp prepares
-    every operator's call anew (``docs/platform.md``)."""
-    _load_library_for(prefix)
-    symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
-    if graph:
-        try:
-            symbol = symbol.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(), shape_dict={"data": tuple(data_shape)})
-        except mx.base.MXNetError:  # a graph the passes cannot take: the plain symbol stands
-            pass
-    module = mx.mod.Module(symbol, data_names=["data"], label_names=None, context=mx.cpu())
-    module.bind(data_shapes=[("data", tuple(data_shape))], for_training=False)
-    module.set_params(args, aux, allow_extra=True)
-    return module
+class Predictor:
+    """An export bound by MXNet's symbolic executor for inputs of one shape ``data_shape``
+    (N, C, H, W): the path of the C predict API and ``lcnn-predict``, from Python. With ``graph``,
+    on the graph after oneDNN's passes (the plain symbol when they cannot take it). At small
+    batches it is faster than the hybridized ``SymbolBlock``, whose CachedOp prepares every
+    operator's call anew (``docs/platform.md``)."""
+
+    def __init__(self, prefix: str, data_shape: Tuple[int, ...], graph: bool = True):
+        _load_library_for(prefix)
+        symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
+        self.data_shape = tuple(data_shape)
+        if graph:
+            try:
+                symbol = symbol.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(), shape_dict={"data": self.data_shape})
+            except mx.base.MXNetError:  # a graph the passes cannot take: the plain symbol stands
+                pass
+        self._input = mx.nd.zeros(self.data_shape)
+        bound = {name: self._input if name == "data" else args[name] for name in symbol.list_arguments()}
+        self._executor = symbol.bind(mx.cpu(), args=bound, aux_states={n: aux[n] for n in symbol.list_auxiliary_states()},
+                                     grad_req="null")
+
+    def __call__(self, x: mx.nd.NDArray) -> mx.nd.NDArray:
+        """The network's output on ``x`` (shape ``data_shape``), copied in; a new array."""
+        if tuple(x.shape) != self.data_shape:
+            raise ValueError(f"Predictor: input of shape {tuple(x.shape)}, bound for {self.data_shape}")
+        x.copyto(self._input)
+        self._executor.forward(is_train=False)
+        return self._executor.outputs[0].copy()
 
 
 def main(argv=None) -> None:

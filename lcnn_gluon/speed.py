@@ -2,7 +2,7 @@
 network with dense layers, timed in the same process on the same input.
 
 Both networks are exported and timed in three forms (:func:`forms`): hybridized with static
-memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's Module API; the
+memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's executor; the
 fastest counts (each network at its best). Times are medians, so a noisy shared machine moves
 them less than means, and all the forms are timed in turns (:func:`in_turns`), so that a slow
 minute of a shared machine falls on all of them alike.
@@ -39,9 +39,8 @@ def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> f
 def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray]]:
     """Each form of the export at ``prefix``, by name, as a call on ``x`` that returns the output,
     computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory), ``oneDNN graph`` (the
-    same after MXNet's oneDNN graph passes, when they take the graph) and ``Module`` (MXNet's
-    Module API on the passes' graph, ``export.load_module``: the batch copied into its bound
-    input)."""
+    same after MXNet's oneDNN graph passes, when they take the graph) and ``executor`` (MXNet's
+    symbolic executor on the passes' graph, ``export.Predictor``: the batch copied in)."""
     from . import export  # export imports the model code; keep this module light
 
     def computed(out: mx.nd.NDArray) -> mx.nd.NDArray:
@@ -57,12 +56,8 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
         calls["oneDNN graph"] = lambda: computed(graph(x))
     except mx.base.MXNetError:  # a graph the passes cannot take: the plain form stands
         pass
-    module, batch = export.load_module(prefix, x.shape), mx.io.DataBatch([x])
-
-    def module_call() -> mx.nd.NDArray:
-        module.forward(batch, is_train=False)
-        return computed(module.get_outputs()[0])
-    calls["Module"] = module_call
+    predictor = export.Predictor(prefix, x.shape)
+    calls["executor"] = lambda: computed(predictor(x))
     return calls
 
 

@@ -89,10 +89,13 @@ def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
         meta = export.export(convert(net), prefix, SHAPE, dict(library="liblcnn_ops.so"), reference=net)
         assert meta["check"] <= 1e-4
         assert relative_error(export.load_exported(prefix)(x).asnumpy(), reference) <= 1e-4
-        for graph in (True, False):  # MXNet's Module API, on oneDNN's graph and on the plain one
-            module = export.load_module(prefix, x.shape, graph=graph)
-            module.forward(mx.io.DataBatch([x]), is_train=False)
-            assert relative_error(module.get_outputs()[0].asnumpy(), reference) <= 1e-4
+        for graph in (True, False):  # MXNet's executor, on oneDNN's graph and on the plain one
+            predictor = export.Predictor(prefix, x.shape, graph=graph)
+            first = predictor(x)
+            predictor(x * 0).wait_to_read()  # a later call leaves the first output as it was
+            assert relative_error(first.asnumpy(), reference) <= 1e-4
+            with pytest.raises(ValueError, match=r"bound for \(3, 3, 16, 16\)"):
+                predictor(x[:1])
         assert sorted(os.listdir(tmp_path)) == sorted(
             f"{k}-{suffix}" for k in ("sparse", "dense")[:1 + (kind == "dense")]
             for suffix in ("symbol.json", "0000.params", "meta.json"))
