@@ -212,14 +212,18 @@ def check(prefix: str, reference: HybridBlock, data_shape: tuple, rtol: float = 
     return err
 
 
-def _load_library_for(prefix: str) -> None:
-    """Load the operator library when the export's meta JSON names one (an export without a
-    meta JSON, a plain ``HybridBlock.export``, needs none)."""
+def _meta(prefix: str) -> dict:
+    """The export's meta JSON, or ``{}`` for an export without one (a plain ``HybridBlock.export``)."""
     if not os.path.exists(prefix + "-meta.json"):
-        return
+        return {}
     with open(prefix + "-meta.json") as f:
-        if json.load(f).get("library"):
-            ops.load()
+        return json.load(f)
+
+
+def _load_library_for(prefix: str) -> None:
+    """Load the operator library when the export's meta JSON names one."""
+    if _meta(prefix).get("library"):
+        ops.load()
 
 
 def load_exported(prefix: str) -> HybridBlock:
@@ -232,20 +236,29 @@ def load_exported(prefix: str) -> HybridBlock:
 
 class Predictor:
     """An export bound by MXNet's symbolic executor for inputs of one shape ``data_shape``
-    (N, C, H, W): the path of the C predict API and ``lcnn-predict``, from Python. With ``graph``,
-    on the graph after oneDNN's passes (the plain symbol when they cannot take it). At small
-    batches it is faster than the hybridized ``SymbolBlock``, whose CachedOp prepares every
-    operator's call anew (``docs/platform.md``)."""
+    (N, C, H, W; default: the meta JSON's input shape, batch 1): the path of the C predict API
+    and ``lcnn-predict``, from Python. With ``graph``, on the graph after oneDNN's passes (the
+    plain symbol when they cannot take it). At small batches it is faster than the hybridized
+    ``SymbolBlock``, whose CachedOp prepares every operator's call anew (``docs/platform.md``)."""
 
-    def __init__(self, prefix: str, data_shape: Tuple[int, ...], graph: bool = True):
+    def __init__(self, prefix: str, data_shape: Optional[Tuple[int, ...]] = None, graph: bool = True):
         _load_library_for(prefix)
-        symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
+        if data_shape is None:
+            if "input_shape" not in _meta(prefix):
+                raise ValueError(f"{prefix}-meta.json: no input_shape; give the Predictor a data_shape")
+            data_shape = _meta(prefix)["input_shape"]
         self.data_shape = tuple(data_shape)
+        symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
         if graph:
             try:
                 symbol = symbol.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(), shape_dict={"data": self.data_shape})
             except mx.base.MXNetError:  # a graph the passes cannot take: the plain symbol stands
                 pass
+        missing = [n for n in symbol.list_arguments() if n != "data" and n not in args]
+        missing += [n for n in symbol.list_auxiliary_states() if n not in aux]
+        if missing:
+            raise ValueError(f"{prefix}-0000.params: no values for {', '.join(missing[:5])}"
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         self._input = mx.nd.zeros(self.data_shape)
         bound = {name: self._input if name == "data" else args[name] for name in symbol.list_arguments()}
         self._executor = symbol.bind(mx.cpu(), args=bound, aux_states={n: aux[n] for n in symbol.list_auxiliary_states()},

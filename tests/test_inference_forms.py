@@ -96,9 +96,25 @@ def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
             assert relative_error(first.asnumpy(), reference) <= 1e-4
             with pytest.raises(ValueError, match=r"bound for \(3, 3, 16, 16\)"):
                 predictor(x[:1])
+        one = export.Predictor(prefix)  # the meta JSON's input shape: batch 1
+        assert relative_error(one(x[:1]).asnumpy(), reference[:1]) <= 1e-4
         assert sorted(os.listdir(tmp_path)) == sorted(
             f"{k}-{suffix}" for k in ("sparse", "dense")[:1 + (kind == "dense")]
             for suffix in ("symbol.json", "0000.params", "meta.json"))
+
+
+def test_a_predictor_names_what_it_lacks(net_and_input, tmp_path):
+    net, x, _ = net_and_input
+    prefix = str(tmp_path / "sparse")
+    export.export(export.sparsify(net), prefix, SHAPE, dict(library="liblcnn_ops.so"))
+    saved = mx.nd.load(prefix + "-0000.params")
+    dropped = sorted(saved)[0]
+    mx.nd.save(str(tmp_path / "short-0000.params"), {k: v for k, v in saved.items() if k != dropped})
+    os.replace(prefix + "-symbol.json", str(tmp_path / "short-symbol.json"))
+    with pytest.raises(ValueError, match=r"short-0000.params: no values for " + dropped.split(":", 1)[1]):
+        export.Predictor(str(tmp_path / "short"), x.shape)
+    with pytest.raises(ValueError, match=r"short-meta.json: no input_shape"):
+        export.Predictor(str(tmp_path / "short"))
 
 
 def test_a_wrong_export_raises_and_leaves_nothing(net_and_input, tmp_path):
