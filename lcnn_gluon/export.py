@@ -234,6 +234,9 @@ def load_exported(prefix: str) -> HybridBlock:
         return nn.SymbolBlock.imports(prefix + "-symbol.json", ["data"], prefix + "-0000.params")
 
 
+SUBGRAPH_VERBOSE = "MXNET_SUBGRAPH_VERBOSE"  # MXNet's switch for its graph passes' log lines
+
+
 class Predictor:
     """An export bound by MXNet's symbolic executor for inputs of one shape ``data_shape``
     (N, C, H, W; default: the meta JSON's input shape, batch 1): the path of the C predict API
@@ -261,8 +264,12 @@ class Predictor:
                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         self._input = mx.nd.zeros(self.data_shape)
         bound = {name: self._input if name == "data" else args[name] for name in symbol.list_arguments()}
-        self._executor = symbol.bind(mx.cpu(), args=bound, aux_states={n: aux[n] for n in symbol.list_auxiliary_states()},
-                                     grad_req="null")
+        # MXNet logs "Subgraph backend MKLDNN is activated" on each bind of a passed graph (into a
+        # sweep's progress bar), reading the switch once, at the process's first bind: quiet
+        # unless the user set it
+        os.environ.setdefault(SUBGRAPH_VERBOSE, "0")
+        self._executor = symbol.bind(mx.cpu(), args=bound, grad_req="null",
+                                     aux_states={n: aux[n] for n in symbol.list_auxiliary_states()})
 
     def __call__(self, x: mx.nd.NDArray) -> mx.nd.NDArray:
         """The network's output on ``x`` (shape ``data_shape``), copied in; a new array."""

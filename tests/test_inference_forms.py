@@ -2,6 +2,8 @@
 training form's outputs; what cannot be fused stays; a wrong export fails and leaves nothing."""
 import os
 import re
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
@@ -101,6 +103,21 @@ def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
         assert sorted(os.listdir(tmp_path)) == sorted(
             f"{k}-{suffix}" for k in ("sparse", "dense")[:1 + (kind == "dense")]
             for suffix in ("symbol.json", "0000.params", "meta.json"))
+
+
+def test_a_predictor_binds_quietly_unless_asked(net_and_input, tmp_path):
+    net, x, _ = net_and_input
+    prefix = str(tmp_path / "dense")
+    export.export(export.densify(net), prefix, SHAPE, {})
+    # MXNet reads its switch once a process, at the first bind: a fresh process each
+    code = f"from lcnn_gluon import export; export.Predictor({prefix!r}, {x.shape})"
+    env = {k: v for k, v in os.environ.items() if k != export.SUBGRAPH_VERBOSE}
+    for setting, logged in ((None, False), ("1", True)):
+        run_env = env if setting is None else dict(env, **{export.SUBGRAPH_VERBOSE: setting})
+        done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert done.returncode == 0, done.stderr
+        assert ("Subgraph backend MKLDNN is activated" in done.stderr) == logged
 
 
 def test_a_predictor_names_what_it_lacks(net_and_input, tmp_path):
