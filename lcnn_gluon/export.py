@@ -247,9 +247,9 @@ class Predictor:
     def __init__(self, prefix: str, data_shape: Optional[Tuple[int, ...]] = None, graph: bool = True):
         _load_library_for(prefix)
         if data_shape is None:
-            if "input_shape" not in _meta(prefix):
+            data_shape = _meta(prefix).get("input_shape")
+            if data_shape is None:
                 raise ValueError(f"{prefix}-meta.json: no input_shape; give the Predictor a data_shape")
-            data_shape = _meta(prefix)["input_shape"]
         self.data_shape = tuple(data_shape)
         symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
         if graph:
