@@ -220,10 +220,12 @@ def _meta(prefix: str) -> dict:
         return json.load(f)
 
 
-def _load_library_for(prefix: str) -> None:
-    """Load the operator library when the export's meta JSON names one."""
-    if _meta(prefix).get("library"):
+def _load_library_for(prefix: str) -> dict:
+    """Load the operator library when the export's meta JSON names one; returns the meta."""
+    meta = _meta(prefix)
+    if meta.get("library"):
         ops.load()
+    return meta
 
 
 def load_exported(prefix: str) -> HybridBlock:
@@ -245,9 +247,9 @@ class Predictor:
     ``SymbolBlock``, whose CachedOp prepares every operator's call anew (``docs/platform.md``)."""
 
     def __init__(self, prefix: str, data_shape: Optional[Tuple[int, ...]] = None, graph: bool = True):
-        _load_library_for(prefix)
+        meta = _load_library_for(prefix)
         if data_shape is None:
-            data_shape = _meta(prefix).get("input_shape")
+            data_shape = meta.get("input_shape")
             if data_shape is None:
                 raise ValueError(f"{prefix}-meta.json: no input_shape; give the Predictor a data_shape")
         self.data_shape = tuple(data_shape)
