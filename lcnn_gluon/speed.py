@@ -22,6 +22,10 @@ WARMUP_RUNS = 3  # untimed calls first: memory planning and oneDNN primitive cre
 # Turns of in_turns: each form's timed calls in this many groups, the forms one after another
 # (the speed of the shared machines measured here moved by 20-40% within minutes).
 TURNS = 5
+# Untimed calls at the start of each turn, for at least this long: after the other forms ran, a
+# network's calls get faster for 10-15 ms of calls while the caches take its weights back
+# (docs/platform.md). Users call one network repeatedly.
+TURN_WARM_MS = 25.0
 
 
 def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> float:
@@ -61,12 +65,22 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
     return calls
 
 
+def warm(fn: Callable[[], None], ms: float = TURN_WARM_MS) -> int:
+    """Call ``fn()`` untimed until ``ms`` milliseconds have passed (at least once); returns the
+    number of calls."""
+    start, calls = time.perf_counter(), 0
+    while calls == 0 or (time.perf_counter() - start) * 1e3 < ms:
+        fn()
+        calls += 1
+    return calls
+
+
 def in_turns(networks: Dict[str, str], x: mx.nd.NDArray, runs: int,
              turns: int = TURNS) -> Dict[str, Tuple[float, str]]:
     """``{name: (ms, form)}``: each exported network (``{name: prefix}``) at its fastest form
     (:func:`forms`) on ``x``. Every form's median over ``runs`` timed calls, taken in ``turns``
-    turns: in each turn every form makes one untimed call (its caches warm again after the
-    others ran), then its share of the calls."""
+    turns: in each turn every form first makes untimed calls for :data:`TURN_WARM_MS` (its caches
+    warm again after the others ran, :func:`warm`), then its share of the calls."""
     calls = {(name, form): call for name, prefix in networks.items() for form, call in forms(prefix, x).items()}
     times = {key: [] for key in calls}
     for call in calls.values():
@@ -74,7 +88,7 @@ def in_turns(networks: Dict[str, str], x: mx.nd.NDArray, runs: int,
             call()
     for turn in range(turns):
         for key, call in calls.items():
-            call()
+            warm(call)
             for _ in range(runs * (turn + 1) // turns - runs * turn // turns):
                 start = time.perf_counter()
                 call()

@@ -1,4 +1,6 @@
 """Timing in turns (lcnn_gluon.speed.in_turns): every network gets a time and its fastest form."""
+import time
+
 import mxnet as mx
 import numpy as np
 from mxnet.gluon import nn
@@ -33,3 +35,12 @@ def test_every_form_computes_the_network(tmp_path):
     assert set(calls) == {"plain", "oneDNN graph", "executor"}
     for form, call in calls.items():
         assert np.allclose(call().asnumpy(), want, rtol=1e-5, atol=1e-6), form
+
+
+def test_warm_calls_until_its_time_has_passed():
+    calls = []
+    assert speed.warm(lambda: calls.append(1), ms=0.0) == 1 == len(calls)
+    start = time.perf_counter()
+    made = speed.warm(lambda: time.sleep(0.002), ms=10.0)
+    assert (time.perf_counter() - start) * 1e3 >= 10.0
+    assert 2 <= made <= 6
