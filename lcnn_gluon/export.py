@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import warnings
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -239,6 +239,19 @@ def load_exported(prefix: str) -> HybridBlock:
 SUBGRAPH_VERBOSE = "MXNET_SUBGRAPH_VERBOSE"  # MXNet's switch for its graph passes' log lines
 
 
+# MXNet 1.9's executor and static CachedOp can fail on a network's second call only, where the
+# first succeeded (oneDNN data reaching an operator that needs a plain array: the dense ResNet-18
+# at 32x32, whose classifier takes 1x1 maps): a form is tried this many times before it is used.
+TRIAL_CALLS = 2
+
+
+def runs(call: Callable[[], mx.nd.NDArray]) -> None:
+    """Call ``call()`` :data:`TRIAL_CALLS` times, waiting for each output; MXNet's error if one
+    fails."""
+    for _ in range(TRIAL_CALLS):
+        call().wait_to_read()
+
+
 class Predictor:
     """An export bound by MXNet's symbolic executor for inputs of one shape ``data_shape``
     (N, C, H, W; default: the meta JSON's input shape, batch 1): the path of the C predict API
@@ -253,25 +266,35 @@ class Predictor:
             if data_shape is None:
                 raise ValueError(f"{prefix}-meta.json: no input_shape; give the Predictor a data_shape")
         self.data_shape = tuple(data_shape)
-        symbol, args, aux = mx.model.load_checkpoint(prefix, 0)
+        plain, args, aux = mx.model.load_checkpoint(prefix, 0)
+        symbols = [plain]
         if graph:
             try:
-                symbol = symbol.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(), shape_dict={"data": self.data_shape})
+                symbols.insert(0, plain.optimize_for("MKLDNN", args, aux, ctx=mx.cpu(),
+                                                     shape_dict={"data": self.data_shape}))
             except mx.base.MXNetError:  # a graph the passes cannot take: the plain symbol stands
                 pass
-        missing = [n for n in symbol.list_arguments() if n != "data" and n not in args]
-        missing += [n for n in symbol.list_auxiliary_states() if n not in aux]
-        if missing:
-            raise ValueError(f"{prefix}-0000.params: no values for {', '.join(missing[:5])}"
-                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         self._input = mx.nd.zeros(self.data_shape)
-        bound = {name: self._input if name == "data" else args[name] for name in symbol.list_arguments()}
         # MXNet logs "Subgraph backend MKLDNN is activated" on each bind of a passed graph (into a
         # sweep's progress bar), reading the switch once, at the process's first bind: quiet
         # unless the user set it
         os.environ.setdefault(SUBGRAPH_VERBOSE, "0")
-        self._executor = symbol.bind(mx.cpu(), args=bound, grad_req="null",
-                                     aux_states={n: aux[n] for n in symbol.list_auxiliary_states()})
+        for symbol in symbols:
+            missing = [n for n in symbol.list_arguments() if n != "data" and n not in args]
+            missing += [n for n in symbol.list_auxiliary_states() if n not in aux]
+            if missing:
+                raise ValueError(f"{prefix}-0000.params: no values for {', '.join(missing[:5])}"
+                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            bound = {name: self._input if name == "data" else args[name] for name in symbol.list_arguments()}
+            self._executor = symbol.bind(mx.cpu(), args=bound, grad_req="null",
+                                         aux_states={n: aux[n] for n in symbol.list_auxiliary_states()})
+            try:
+                runs(lambda: self._executor.forward(is_train=False)[0])
+                return
+            except mx.base.MXNetError as e:
+                failure = str(e).strip().splitlines()[-1]
+        raise ValueError(f"{prefix}: MXNet's executor cannot run this export on inputs of shape {self.data_shape} "
+                         f"({failure}); export.load_exported's hybridized SymbolBlock may")
 
     def __call__(self, x: mx.nd.NDArray) -> mx.nd.NDArray:
         """The network's output on ``x`` (shape ``data_shape``), copied in; a new array."""

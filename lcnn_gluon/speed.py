@@ -41,10 +41,11 @@ def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> f
 
 
 def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray]]:
-    """Each form of the export at ``prefix``, by name, as a call on ``x`` that returns the output,
-    computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory), ``oneDNN graph`` (the
-    same after MXNet's oneDNN graph passes, when they take the graph) and ``executor`` (MXNet's
-    symbolic executor on the passes' graph, ``export.Predictor``: the batch copied in)."""
+    """Each form of the export at ``prefix`` that runs on ``x``, by name, as a call on ``x`` that
+    returns the output, computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory),
+    ``oneDNN graph`` (the same after MXNet's oneDNN graph passes) and ``executor`` (MXNet's
+    symbolic executor, ``export.Predictor``: the batch copied in). The last two are left out where
+    MXNet cannot run them on ``x`` (``export.runs``); the plain form stands."""
     from . import export  # export imports the model code; keep this module light
 
     def computed(out: mx.nd.NDArray) -> mx.nd.NDArray:
@@ -57,11 +58,15 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
     graph = export.load_exported(prefix)
     try:
         graph.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
+        export.runs(lambda: graph(x))
         calls["oneDNN graph"] = lambda: computed(graph(x))
-    except mx.base.MXNetError:  # a graph the passes cannot take: the plain form stands
+    except mx.base.MXNetError:
         pass
-    predictor = export.Predictor(prefix, x.shape)
-    calls["executor"] = lambda: computed(predictor(x))
+    try:
+        predictor = export.Predictor(prefix, x.shape)
+        calls["executor"] = lambda: computed(predictor(x))
+    except ValueError:  # (the executor cannot run the export on x)
+        pass
     return calls
 
 
