@@ -169,17 +169,20 @@ def operator_count(symbol_file: str) -> int:
 
 
 def whole_networks(dense_net, inference, batch: int, runs: int) -> tuple:
-    """Both whole networks (their faster form, in turns) at the cell's input and at SMALL_SIDE;
-    returns their medians (ms) at the cell's input, dense first."""
+    """Both whole networks (their fastest form, in turns; the LCNN one exported as the grid
+    exports it, with chains) at the cell's input and at SMALL_SIDE; returns their medians (ms) at
+    the cell's input, dense first."""
     import mxnet as mx
     from bench_inference import SHAPE
 
+    from lcnn_gluon import export, ops
     from lcnn_gluon.speed import export_copy, in_turns
     full = mx.nd.random.normal(shape=(batch,) + SHAPE)
     small = mx.nd.random.normal(shape=(batch, SHAPE[0], SMALL_SIDE, SMALL_SIDE))
     with tempfile.TemporaryDirectory() as folder:
-        prefixes = {name: export_copy(net, full[:1], os.path.join(folder, name))
-                    for name, net in (("dense", dense_net), ("lcnn", inference))}
+        prefixes = dict(dense=export_copy(dense_net, full[:1], os.path.join(folder, "dense")),
+                        lcnn=os.path.join(folder, "lcnn"))
+        export.export(inference, prefixes["lcnn"], SHAPE, dict(library=ops.LIBRARY))  # as the grid's
         operators = {name: operator_count(prefix + "-symbol.json") for name, prefix in prefixes.items()}
         at_full = in_turns(prefixes, full, runs)
         try:
