@@ -245,7 +245,7 @@ SUBGRAPH_VERBOSE = "MXNET_SUBGRAPH_VERBOSE"  # MXNet's switch for its graph pass
 TRIAL_CALLS = 2
 
 
-def runs(call: Callable[[], mx.nd.NDArray]) -> None:
+def trial(call: Callable[[], mx.nd.NDArray]) -> None:
     """Call ``call()`` :data:`TRIAL_CALLS` times, waiting for each output; MXNet's error if one
     fails."""
     for _ in range(TRIAL_CALLS):
@@ -289,7 +289,7 @@ class Predictor:
             self._executor = symbol.bind(mx.cpu(), args=bound, grad_req="null",
                                          aux_states={n: aux[n] for n in symbol.list_auxiliary_states()})
             try:
-                runs(lambda: self._executor.forward(is_train=False)[0])
+                trial(lambda: self._executor.forward(is_train=False)[0])
                 return
             except mx.base.MXNetError as e:
                 failure = str(e).strip().splitlines()[-1]

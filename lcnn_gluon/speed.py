@@ -45,7 +45,7 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
     returns the output, computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory),
     ``oneDNN graph`` (the same after MXNet's oneDNN graph passes) and ``executor`` (MXNet's
     symbolic executor, ``export.Predictor``: the batch copied in). The last two are left out where
-    MXNet cannot run them on ``x`` (``export.runs``); the plain form stands."""
+    MXNet cannot run them on ``x`` (``export.trial``); the plain form stands."""
     from . import export  # export imports the model code; keep this module light
 
     def computed(out: mx.nd.NDArray) -> mx.nd.NDArray:
@@ -58,9 +58,9 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
     graph = export.load_exported(prefix)
     try:
         graph.optimize_for(x, backend="MKLDNN", static_alloc=True, static_shape=True)
-        export.runs(lambda: graph(x))
+        export.trial(lambda: graph(x))
         calls["oneDNN graph"] = lambda: computed(graph(x))
-    except mx.base.MXNetError:
+    except mx.base.MXNetError:  # the passes cannot take the graph, or MXNet cannot run it on x
         pass
     try:
         predictor = export.Predictor(prefix, x.shape)

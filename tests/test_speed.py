@@ -49,12 +49,11 @@ def test_warm_calls_until_its_time_has_passed():
     assert 2 <= made <= 6
 
 
-
 # In a fresh process (oneDNN reads DNNL_MAX_CPU_ISA when mxnet loads): the dense ResNet-18 at
 # 32x32, whose classifier takes 1x1 maps. Prints the Predictor's refusal or "executor ok", then
 # the forms, each checked over three calls against the network itself.
 FORMS_AT_32 = """
-import sys, tempfile
+import tempfile
 import mxnet as mx, numpy as np
 import lcnn_gluon
 from lcnn_gluon import export, speed
