@@ -14,7 +14,7 @@ convolutions, oneDNN at the host's full instruction set) and the exported LCNN n
 (``export.sparsify`` + ``export.export``), each timed in three forms: hybridized with static
 memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's symbolic executor
 (``export.Predictor``, the batch copied in each call); the fastest counts (column "forms":
-the dense network's, then the LCNN network's), the six forms in turns
+the dense network's, then the LCNN network's), all the forms in turns
 (``lcnn_gluon.speed.in_turns``). Counted
 speedup: ``lcnn_gluon.flops`` for the whole network. The operator runs the kernel set its
 library chose (column "kernels": AVX-512 where the CPU has it); ``LCNN_ISA=avx2`` in the

@@ -3,7 +3,6 @@ training form's outputs; what cannot be fused stays; a wrong export fails and le
 import os
 import re
 import subprocess
-import sys
 
 import mxnet as mx
 import numpy as np
@@ -12,6 +11,7 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 from mxnet.gluon.model_zoo.vision.resnet import BasicBlockV1
 
+from conftest import PY, ROOT
 import lcnn_gluon
 from lcnn_gluon import export, tree
 from lcnn_gluon import nn as lnn
@@ -114,8 +114,8 @@ def test_a_predictor_binds_quietly_unless_asked(net_and_input, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != export.SUBGRAPH_VERBOSE}
     for setting, logged in ((None, False), ("1", True)):
         run_env = env if setting is None else dict(env, **{export.SUBGRAPH_VERBOSE: setting})
-        done = subprocess.run([sys.executable, "-c", code], env=run_env, capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # (conftest.run adds to the environment; this run takes a variable out of it)
+        done = subprocess.run([PY, "-c", code], env=run_env, capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         assert ("Subgraph backend MKLDNN is activated" in done.stderr) == logged
 
