@@ -45,6 +45,8 @@ class SparseLookup(HybridBlock):
             kernel, stride, pad = layer.kernel, layer.strides, layer.padding
         self.attrs = dict(kernel=kernel, stride=stride, pad=pad, num_filter=_channels(layer),
                           act="relu" if relu else "none")
+        if self.dense:  # D transposed: at batch 1 only the rows of non-zero inputs are read
+            self.attrs.update(dictionary_layout="mk")
         if pool is not None:
             self.attrs.update(pool_kernel=pool._kwargs["kernel"], pool_stride=pool._kwargs["stride"],
                               pool_pad=pool._kwargs["pad"])
@@ -57,7 +59,7 @@ class SparseLookup(HybridBlock):
         packed = PackedLookup.pack(lookup, dictionary, layer.bias.data().asnumpy() if layer.bias is not None
                                    else None, scale, shift)
         with self.name_scope():
-            for name, value in packed.arrays().items():
+            for name, value in packed.arrays(self.attrs.get("dictionary_layout", "km")).items():
                 param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
                                         differentiable=False)
                 param.initialize(init=mx.init.Constant(0))

@@ -39,6 +39,7 @@
 #include "lookup_conv_plan.h"
 #include "lookup_conv_pool.h"
 #include "lookup_conv_prepared.h"
+#include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 
 #ifndef LCNN_KERNEL_ISA
@@ -105,7 +106,7 @@ class LookupConv : public CustomStatefulOp {
   // The plan for this input shape, thread count and packed content: rebuilt only on change.
   MXReturnValue Prepare(std::vector<MXTensor>& in, int threads) {
     const auto& xs = in[kData].shape;
-    const int64_t batch = xs[0], k = in[kDictionary].shape[0];
+    const int64_t batch = xs[0], k = in[kDictionary].shape[params_.transposed_dictionary ? 1 : 0];
     const int* ptr = in[kIndptr].data<int>();
     const int* idx = in[kIndices].data<int>();
     const size_t n1 = in[kIndptr].shape[0], nnz = in[kIndices].shape[0];
@@ -142,7 +143,8 @@ class LookupConv : public CustomStatefulOp {
     for (int64_t v : {int64_t(p.kh), int64_t(p.kw), int64_t(p.sh), int64_t(p.sw), int64_t(p.ph), int64_t(p.pw),
                       int64_t(p.num_filter), int64_t(p.relu), int64_t(p.residual), int64_t(p.pool_kh),
                       int64_t(p.pool_kw), int64_t(p.pool_sh), int64_t(p.pool_sw), int64_t(p.pool_ph),
-                      int64_t(p.pool_pw), xs[0], xs[1], xs[2], xs[3], k, int64_t(threads)})
+                      int64_t(p.pool_pw), int64_t(p.transposed_dictionary), xs[0], xs[1], xs[2], xs[3], k,
+                      int64_t(threads)})
       key << v << ' ';
     return key.str();
   }
@@ -160,6 +162,8 @@ class LookupConv : public CustomStatefulOp {
         plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s;
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
+    } else if (params_.transposed_dictionary) {  // fully connected: the rows of non-zero inputs
+      SparseInputProduct<I>(t.dictionary, g.m, g.k, x, ws->input_rows.data(), ws->input_values.data(), ws->s, threads);
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
@@ -286,7 +290,16 @@ class LookupConv : public CustomStatefulOp {
     const int64_t n = plan().batch;
     Workspace* ws = &prep_->spaces[0];
     float* xs = prep_->batch_input.data();
-    if (params_.sh == 1 && params_.sw == 1) {  // one phase: each input value to its padded position
+    if (params_.transposed_dictionary) {
+      // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
+      // once as D is otherwise; then S = S' transposed, image-innermost
+      const Product product{t.x, &prep_->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
+      DictionaryProduct<I>(product, threads, ws->packed.data());
+      float* s = prep_->batch_s.data();
+#pragma omp parallel for num_threads(threads)
+      for (int64_t d = 0; d < g.k; ++d)
+        for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
+    } else if (params_.sh == 1 && params_.sw == 1) {  // one phase: each input value to its padded position
       // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
       // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
       const int64_t pixels = g.h * g.w, block = std::max<int64_t>(1, kTransposeBlockFloats / (g.cols * n));
@@ -307,9 +320,11 @@ class LookupConv : public CustomStatefulOp {
           for (int64_t pos = 0; pos < g.cols; ++pos) xs[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
       }
     }
-    const Product product{t.dictionary, &plan().rows, g.m, prep_->batch_input.data(), g.cols * n, g.cols * n,
-                          prep_->batch_s.data(), g.cols * n};
-    DictionaryProduct<I>(product, threads, ws->packed.data());
+    if (!params_.transposed_dictionary) {
+      const Product product{t.dictionary, &plan().rows, g.m, xs, g.cols * n, g.cols * n, prep_->batch_s.data(),
+                            g.cols * n};
+      DictionaryProduct<I>(product, threads, ws->packed.data());
+    }
     const int64_t out_plane = g.yo * g.xo;
     ChannelRanges(threads, [&](int f0, int f1, int) {
       for (int f = f0; f < f1; ++f) {

@@ -35,6 +35,8 @@ struct Params {
   int kh, kw, sh, sw, ph, pw, num_filter;
   bool relu;
   bool residual = false;  // a 7th input added before act (a ResNet block's shortcut)
+  // dictionary_layout "mk": D is given transposed, (m, k), and the layer is fully connected
+  bool transposed_dictionary = false;
   int pool_kh = 0, pool_kw = 0, pool_sh = 1, pool_sw = 1, pool_ph = 0, pool_pw = 0;  // 0: no pooling
 };
 
@@ -136,6 +138,18 @@ static inline MXReturnValue GetParams(const std::unordered_map<std::string, std:
   }
   if (p->num_filter > kMaxFilters) {
     MX_ERROR_MSG << "lcnn_lookup_conv: num_filter " << p->num_filter << " is above " << kMaxFilters;
+    return MX_FAIL;
+  }
+  const std::string layout = get("dictionary_layout", "km");
+  if (layout != "km" && layout != "mk") {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary_layout must be 'km' or 'mk', got '" << layout << "'";
+    return MX_FAIL;
+  }
+  p->transposed_dictionary = layout == "mk";
+  if (p->transposed_dictionary &&
+      (p->kh != 1 || p->kw != 1 || p->sh != 1 || p->sw != 1 || p->ph || p->pw || p->pool_kh || p->residual)) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary_layout 'mk' is for fully connected layers only: kernel 1, "
+                 << "stride 1, pad 0, no pooling or residual";
     return MX_FAIL;
   }
   return MX_SUCCESS;

@@ -8,7 +8,8 @@
 //
 //   input  name        dtype    shape           holds
 //   0      data        float32  (N, m, H, W)    the layer's input (N may be 0)
-//   1      dictionary  float32  (k, m) or (k, m, 1, 1)
+//   1      dictionary  float32  (k, m) or (k, m, 1, 1); with dictionary_layout "mk" (m, k) or
+//                               (m, k, 1, 1): row j holds input j's value in every vector
 //   2      indptr      int32    (n + 1,)        row f's entries are [indptr[f], indptr[f+1])
 //   3      indices     int32    (nnz,)          entry -> (d * kh + r) * kw + c: dictionary
 //                                               vector d, kernel tap (r, c)
@@ -36,6 +37,10 @@
 //   act          "none" | "relu"     default none
 //   pool_kernel, pool_stride, pool_pad   optional max-pooling ('valid' convention) after act
 //   residual     "0" | "1"           1: a 7th input, added before act (not with pooling)
+//   dictionary_layout  "km" | "mk"   default km; mk only for fully connected layers (kernel 1,
+//                stride 1, pad 0, no pooling or residual, an input of 1x1): at batch 1 the
+//                product then reads only the rows of D's transpose whose input is not zero
+//                (after a ReLU, about half of them)
 // Every size derived from them and the input shape must fit the kernels' 32-bit offsets
 // (lookup_conv_attrs.h, Geometry). lcnn_lookup_chain (lookup_chain.cc) runs a sequence of
 // such layers as one operator, each layer's attributes prefixed and its weights in this order.
@@ -46,7 +51,8 @@ enum LookupConvInput { kData = 0, kDictionary, kIndptr, kIndices, kCoefs, kBias,
 static const char* const kInputNames[] = {"data", "dictionary", "indptr", "indices", "coefs", "bias",
                                           "residual"};
 static const char* const kAttributeNames[] = {"kernel", "stride", "pad", "num_filter", "act",
-                                              "pool_kernel", "pool_stride", "pool_pad", "residual"};
+                                              "pool_kernel", "pool_stride", "pool_pad", "residual",
+                                              "dictionary_layout"};
 
 // The packed index of dictionary vector d at kernel tap (r, c), and back.
 static inline int PackIndex(int d, int r, int c, int kh, int kw) { return (d * kh + r) * kw + c; }

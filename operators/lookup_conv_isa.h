@@ -21,7 +21,9 @@
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
 //   kRowTileVectors: at most as many per row tile (rows x registers per row),
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each),
-//   kMatVecRows: rows of D a one-column product (a matrix-vector product) reads side by side.
+//   kMatVecRows: rows of D a one-column product (a matrix-vector product) reads side by side,
+//   kSparseInputVectors: registers of accumulators across a row of a transposed dictionary
+//   (SparseInputProduct, lookup_conv_stages.h).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -43,6 +45,8 @@ struct Avx2 {
   // 8 accumulators + x + a load. D comes from memory, and 8 rows read side by side keep more
   // line fetches in flight than OpenBLAS's matrix-vector product did (lookup_conv_stages.h).
   static constexpr int kMatVecRows = 8;
+  // 8 of the 16 registers (256 bytes of a row a pass); 12 measured the same (lookup_conv_stages.h).
+  static constexpr int kSparseInputVectors = 8;
   // None: with S in L1, loads at whole registers were only 8% faster than at any offset on AVX2
   // (benchmarks/lookup_ceiling.cc, Zen 5), against 1.7x on AVX-512; class tiles not tried.
   static constexpr int kClassTileVectors = 0;
@@ -85,6 +89,8 @@ struct Avx512 {
   // 5-25% faster than with 6 rows (fewer passes over each strip of x).
   static constexpr int kPanelRows = 12;
   static constexpr int kMatVecRows = 8;  // as Avx2's
+  // 16 of the 32 registers: 1 KB of a row a pass; 8 were 10-15% slower (lookup_conv_stages.h).
+  static constexpr int kSparseInputVectors = 16;
   // V + 1 accumulators and a broadcast of the 32 registers, two spare: alone in C++ with S in L1,
   // 5 classes, 16 entries a tile, tiles of 14, 22 and 28 registers did 133, 133 and 141 useful
   // GFLOP/s (30: 137).
@@ -126,6 +132,7 @@ struct Avx2Pair {
   // Panels as Avx2's: their logic is the same for any number of rows, and 12 rows of pairs spill.
   static constexpr int kPanelRows = 6;
   static constexpr int kMatVecRows = 4;  // 8 registers of accumulators, as Avx2's 8 rows
+  static constexpr int kSparseInputVectors = 4;  // 8 registers, as Avx2's
   static constexpr int kClassTileVectors = 28;  // Avx512's logic, checked on AVX2 hosts
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }

@@ -361,7 +361,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   }
   plan->geometry = g, plan->batch = batch, plan->threads = threads;
   const int64_t used_count = std::count(used.begin(), used.end(), 1);
-  const bool all_rows = used_count * kCompactDenominator > g.k * kCompactNumerator;
+  // (a transposed dictionary's rows are its columns: all of them, not compacted)
+  const bool all_rows = p.transposed_dictionary || used_count * kCompactDenominator > g.k * kCompactNumerator;
   std::vector<int> row_of(g.k, -1);
   plan->rows.clear();
   for (int d = 0; d < g.k; ++d) {
@@ -416,6 +417,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
+                      !p.transposed_dictionary &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
   plan->tile_major = !plan->few_outputs && plan->s_floats * plan->interleave > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;

@@ -51,6 +51,8 @@ struct Workspace {
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
   std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
   std::vector<float> packed;      // the dictionary product's packed strips of x
+  std::vector<int> input_rows;    // a transposed dictionary: the non-zero inputs (SparseInputProduct)
+  std::vector<float> input_values;
 };
 
 struct Prepared {
@@ -62,6 +64,8 @@ struct Prepared {
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
   std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
+  std::vector<int> images;                   // a transposed dictionary in a batch: 0 .. batch-1, the
+                                             // rows of its product S' = X D' (batch_input holds S')
   // plan.interleave > 1: a group's interleaved x (m x pixels x images), S (rows x cols x images)
   // and outputs (filters x ho x wo x images), from 64-byte boundaries in these buffers
   std::vector<float> group_buffers[3];
@@ -110,11 +114,19 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
     ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
+    const bool sparse_input = p.transposed_dictionary && plan.batch == 1;
+    ws.input_rows.assign(sparse_input ? g.m : 0, 0);
+    ws.input_values.assign(sparse_input ? g.m : 0, 0.f);
   }
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
   prep->batch_input.clear(), prep->batch_s.clear();
-  if (plan.batched_few_outputs) {
+  prep->images.clear();
+  if (plan.batched_few_outputs && p.transposed_dictionary) {
+    prep->batch_input.assign(plan.batch * g.k, 0.f);
+    for (int b = 0; b < plan.batch; ++b) prep->images.push_back(b);
+    prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
+  } else if (plan.batched_few_outputs) {
     prep->batch_input.assign(g.m * g.cols * plan.batch, 0.f);
     prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
   } else if (plan.batched_product) {  // S's padding stays zero: the product writes inside it

@@ -51,9 +51,16 @@ MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::st
     return MX_FAIL;
   }
   const bool dict_ok = d.size() == 2 || (d.size() == 4 && d[2] == 1 && d[3] == 1);
-  if (!dict_ok || d[1] != x[1]) {
-    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary must be (k, m) with m = data channels (" << x[1]
-                 << ")" << (dict_ok ? ", got m = " + std::to_string(d[1]) : ", got another rank");
+  const int m_axis = p.transposed_dictionary ? 0 : 1;  // (m, k) or (k, m)
+  if (!dict_ok || d[m_axis] != x[1]) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary must be " << (m_axis ? "(k, m)" : "(m, k), dictionary_layout 'mk',")
+                 << " with m = data channels (" << x[1] << ")"
+                 << (dict_ok ? ", got m = " + std::to_string(d[m_axis]) : ", got another rank");
+    return MX_FAIL;
+  }
+  if (p.transposed_dictionary && (x[2] != 1 || x[3] != 1)) {
+    MX_ERROR_MSG << "lcnn_lookup_conv: dictionary_layout 'mk' needs an input of 1x1 (a fully connected layer), got "
+                 << x[2] << "x" << x[3];
     return MX_FAIL;
   }
   if (ptr.size() != 1 || ptr[0] != static_cast<unsigned>(p.num_filter) + 1) {
@@ -70,7 +77,7 @@ MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::st
     return MX_FAIL;
   }
   Geometry g;
-  if (MakeGeometry(p, x[1], x[2], x[3], d[0], &g) != MX_SUCCESS) return MX_FAIL;
+  if (MakeGeometry(p, x[1], x[2], x[3], d[1 - m_axis], &g) != MX_SUCCESS) return MX_FAIL;
   (*out)[0] = {x[0], static_cast<unsigned>(p.num_filter), static_cast<unsigned>(g.yo),
                static_cast<unsigned>(g.xo)};
   if (p.residual && (*in)[kResidual] != (*out)[0]) {

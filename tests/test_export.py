@@ -237,17 +237,19 @@ def test_export_cli_fails_on_a_diverged_checkpoint(lcnn_ops, tmp_path):
     ("stride", "(2147483647, 1)", "must be in [1, 65536]"),
     ("pad", "(2147483600, 2147483600)", "must be in [0, 65536]"),
     ("pad", "(60000, 60000)", "needs planes of more than"),
+    ("dictionary_layout", "mk", "'mk' is for fully connected layers only"),
+    ("dictionary_layout", "nk", "dictionary_layout must be 'km' or 'mk', got 'nk'"),
 ])
 def test_crafted_symbol_attributes_are_errors(exported_lenet, tmp_path, attr, value, message):
-    """A -symbol.json whose operator attributes overflow 32-bit sizes: MXNetError in Python and a
-    clean exit in the C++ predictor, never an out-of-bounds access."""
+    """A -symbol.json whose operator attributes overflow 32-bit sizes or do not fit the layer:
+    MXNetError in Python and a clean exit in the C++ predictor, never an out-of-bounds access."""
     import json
     import shutil
     prefix, folder, pixels = exported_lenet
     crafted = str(tmp_path / "crafted")
     graph = json.loads(open(prefix + "-symbol.json").read())
-    node = next(n for n in graph["nodes"] if n["op"] == "lcnn_lookup_conv")
-    node["attrs"][attr] = value
+    node = next(n for n in graph["nodes"] if n["op"] == "lcnn_lookup_chain")  # LeNet's convolutions
+    node["attrs"]["l0_" + attr] = value
     with open(crafted + "-symbol.json", "w") as f:
         json.dump(graph, f)
     for suffix in ("-0000.params", "-meta.json"):

@@ -49,6 +49,13 @@ SHAPES = {
     "odd rows": (16, 24, 6, 3, 1, 1, 29, "shortcut"),
     "constant channels": (8, 16, 2, 1, 1, 0, 29, "shortcut"),
     "constant channels, relu": (8, 16, 2, 1, 1, 0, 30, "relu"),
+    # fully connected layers (LookupDense, and a plain Dense as the classifier runs: D = W) take
+    # their dictionary transposed, on inputs of which about half are zero: at batch 1 the
+    # product skips those rows (full and partial column blocks, on each set's register width),
+    # in a batch it runs with the images as its rows
+    "alexnet fc7 dense": (1024, 48, 128, 1, 1, 0, 1, "dense"),
+    "classifier": (1024, 300, 300, 1, 1, 0, 1, "classifier"),
+    "dense tails": (37, 20, 13, 1, 1, 0, 1, "dense"),
 }
 # Batches: 1 and 16; maps of at most SMALL_MAP pixels a side also 19, a batch that ends in a
 # group of fewer images than a register's lanes when the images are interleaved.
@@ -65,17 +72,27 @@ SCRIPT = textwrap.dedent("""
     errors = {}
     SMALL_MAP = int(sys.argv[2])
     for name, (m, n, k, kernel, stride, pad, size, form) in json.loads(sys.argv[1]).items():
-        layer = lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m)
-        layer.initialize()
-        lnn.set_random_lookup(layer, 0.05 if k > 8 else 0.3, seed=m + n + k)
+        fc = form in ("dense", "classifier")
+        if form == "classifier":
+            layer = gluon.nn.Dense(n, in_units=m)
+            layer.initialize()
+        else:
+            layer = (lnn.LookupDense(n, dictionary_size=k, in_units=m) if fc else
+                     lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m))
+            layer.initialize()
+            lnn.set_random_lookup(layer, 0.05 if k > 8 else 0.3, seed=m + n + k)
         layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
         pool_pad = int(form[-1]) if form.startswith("pool") else None
         pool = gluon.nn.MaxPool2D(3, 2, pool_pad) if pool_pad is not None else None
         op = export.SparseLookup(layer, None, None, form != "shortcut", pool)
         if form == "shortcut":
             op.add_residual()
+        if fc:
+            assert op.attrs["dictionary_layout"] == "mk" and op.dictionary.shape == (m, k)
         for batch in (1, 16, 19) if size <= SMALL_MAP else (1, 16):
-            x = mx.nd.random.normal(shape=(batch, m, size, size))
+            x = mx.nd.random.normal(shape=(batch, m) if fc else (batch, m, size, size))
+            if fc:  # half of the inputs zero, the others of both signs
+                x = x * (mx.nd.random.uniform(shape=x.shape) < 0.5)
             y = layer(x)
             shortcut = mx.nd.random.normal(shape=y.shape)
             ref = mx.nd.relu(y + shortcut if form == "shortcut" else y)

@@ -316,6 +316,13 @@ def run_op(attrs=None, **change):
     ({}, dict(pad=(1, 2 ** 40)), "kernel/stride/pad must be 'K' or '(K1, K2)'"),
     ({}, dict(pad=(60000, 60000)), "needs planes of more than 2147483647 floats per image"),
     ({}, dict(num_filter=2 ** 31 - 1), "num_filter 2147483647 is above 16777216"),
+    # a transposed dictionary: fully connected layers only, (m, k), on a 1x1 input
+    ({}, dict(dictionary_layout="mk"), "'mk' is for fully connected layers only"),
+    ({}, dict(dictionary_layout="MK"), "dictionary_layout must be 'km' or 'mk'"),
+    (dict(data=mx.nd.ones((1, 4, 1, 1)), indices=mx.nd.array([0, 1], dtype="int32")),
+     dict(kernel=(1, 1), pad=(0, 0), dictionary_layout="mk"), "dictionary must be (m, k), dictionary_layout 'mk'"),
+    (dict(dictionary=mx.nd.ones((4, 2)), indices=mx.nd.array([0, 1], dtype="int32")),
+     dict(kernel=(1, 1), pad=(0, 0), dictionary_layout="mk"), "'mk' needs an input of 1x1"),
 ])
 def test_bad_input_is_an_error_not_a_crash(lcnn_ops, change, attrs, message):
     with pytest.raises(mx.base.MXNetError, match=re.escape(message)):

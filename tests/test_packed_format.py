@@ -20,38 +20,46 @@ def test_python_and_cpp_name_the_same_fields():
 
 
 @st.composite
-def layers(draw):
-    """A random lookup layer and input: shapes, density (0 = an all-zero layer), empty rows."""
+def layers(draw, transposed=False):
+    """A random lookup layer and input: shapes, density (0 = an all-zero layer), empty rows.
+    ``transposed``: a fully connected layer with its dictionary transposed (wider: a register's
+    lanes and more), on an input with zeros."""
     m, n, k = draw(st.integers(1, 6)), draw(st.integers(1, 7)), draw(st.integers(1, 5))
-    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    fc = draw(st.booleans())  # a kernel covering the whole input (fully connected layers)
+    if transposed:
+        m, k = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    kh, kw = (1, 1) if transposed else (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    fc = transposed or draw(st.booleans())  # a kernel covering the whole input (fully connected layers)
     sh, sw = (1, 1) if fc else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     ph, pw = (0, 0) if fc else (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     h = kh if fc else draw(st.integers(max(1, kh - 2 * ph), kh + 9))
     w = kw if fc else draw(st.integers(max(1, kw - 2 * pw), kw + 9))
-    batch = draw(st.sampled_from([0, 1, 2]))
-    density = draw(st.sampled_from([0.0, 0.05, 0.3, 1.0]))
+    # (hypothesis draws the first choices most: for a transposed dictionary, batch 1 with entries)
+    batch = draw(st.sampled_from([1, 2, 0] if transposed else [0, 1, 2]))
+    density = draw(st.sampled_from([0.3, 1.0, 0.05, 0.0] if transposed else [0.0, 0.05, 0.3, 1.0]))
     seed = draw(st.integers(0, 2 ** 16))
     rng = np.random.RandomState(seed)
     p = rng.standard_normal((n, k, kh, kw)).astype(np.float32) * (rng.random_sample((n, k, kh, kw)) < density)
     if n > 1 and draw(st.booleans()):
         p[rng.randint(n)] = 0  # an output channel without entries
+    x = rng.standard_normal((batch, m, h, w)).astype(np.float32)
+    if transposed:
+        x *= rng.random_sample(x.shape) < draw(st.sampled_from([0.5, 1.0, 0.0]))  # inputs kept
     return dict(p=p, d=rng.standard_normal((k, m)).astype(np.float32),
-                bias=rng.standard_normal(n).astype(np.float32),
-                x=rng.standard_normal((batch, m, h, w)).astype(np.float32),
-                kernel=(kh, kw), stride=(sh, sw), pad=(ph, pw))
+                bias=rng.standard_normal(n).astype(np.float32), x=x,
+                kernel=(kh, kw), stride=(sh, sw), pad=(ph, pw), dictionary_layout="mk" if transposed else "km")
 
 
 def run_packed(layer, layout):
-    arrays = layout.arrays()
+    arrays = layout.arrays(layer["dictionary_layout"])
     return mx.nd.lcnn_lookup_conv(mx.nd.array(layer["x"]), *(mx.nd.array(arrays[name], dtype=arrays[name].dtype)
                                                              for name in packed.PACKED),
                                   kernel=layer["kernel"], stride=layer["stride"], pad=layer["pad"],
-                                  num_filter=layer["p"].shape[0])
+                                  num_filter=layer["p"].shape[0],
+                                  dictionary_layout=layer["dictionary_layout"])
 
 
 @SETTINGS
-@given(layers())
+@given(st.one_of(layers(), layers(transposed=True)))
 def test_operator_equals_the_dense_layer(lcnn_ops, layer):
     layout = packed.PackedLookup.pack(layer["p"], layer["d"], layer["bias"])
     np.testing.assert_array_equal(layout.lookup(), layer["p"])  # the packing loses nothing
@@ -79,7 +87,7 @@ CORRUPTIONS = {
 
 
 @SETTINGS
-@given(layers(), st.sampled_from(sorted(CORRUPTIONS)))
+@given(st.one_of(layers(), layers(transposed=True)), st.sampled_from(sorted(CORRUPTIONS)))
 def test_malformed_packed_input_is_an_error(lcnn_ops, layer, corruption):
     layer["p"][0, 0, 0, 0] = 1.0  # at least one entry
     if layer["x"].shape[0] == 0:
@@ -97,7 +105,7 @@ def test_wrong_lengths_are_errors(lcnn_ops):
     rng = np.random.RandomState(0)
     layer = dict(p=rng.standard_normal((3, 2, 3, 3)).astype(np.float32), d=np.ones((2, 4), np.float32),
                  bias=np.zeros(3, np.float32), x=np.ones((1, 4, 6, 6), np.float32), kernel=(3, 3),
-                 stride=(1, 1), pad=(1, 1))
+                 stride=(1, 1), pad=(1, 1), dictionary_layout="km")
     layout = packed.PackedLookup.pack(layer["p"], layer["d"], layer["bias"])
     for field, value, message in (("coefs", layout.coefs[:-1], "indices and coefs must be 1-D of the same length"),
                                   ("indptr", layout.indptr[:-1], "indptr must have num_filter \\+ 1"),

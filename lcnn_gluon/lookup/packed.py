@@ -17,7 +17,10 @@ import numpy as np
 
 INPUTS = ("data", "dictionary", "indptr", "indices", "coefs", "bias", "residual")
 ATTRIBUTES = ("kernel", "stride", "pad", "num_filter", "act", "pool_kernel", "pool_stride", "pool_pad",
-              "residual")
+              "residual", "dictionary_layout")
+# dictionary_layout: D as (k, m), or transposed (m, k) for a fully connected layer, whose
+# product then reads only the rows of its non-zero inputs at batch 1
+DICTIONARY_LAYOUTS = ("km", "mk")
 PACKED = INPUTS[1:6]  # what a packed layer holds (the parameters of the operator)
 FORMAT_HEADER = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                              "operators", "lookup_conv_format.h")
@@ -66,9 +69,15 @@ class PackedLookup:
         return cls(dictionary.reshape(k, -1).astype(np.float32), indptr, cols.astype(np.int32),
                    coefs.astype(np.float32), bias.astype(np.float32), kernel)
 
-    def arrays(self) -> dict:
-        """The packed arrays by input name, in the operator's order."""
-        return {name: getattr(self, name) for name in PACKED}
+    def arrays(self, dictionary_layout: str = "km") -> dict:
+        """The packed arrays by input name, in the operator's order, the dictionary in
+        ``dictionary_layout`` (one of ``DICTIONARY_LAYOUTS``)."""
+        if dictionary_layout not in DICTIONARY_LAYOUTS:
+            raise ValueError(f"dictionary_layout must be one of {DICTIONARY_LAYOUTS}, got {dictionary_layout!r}")
+        arrays = {name: getattr(self, name) for name in PACKED}
+        if dictionary_layout == "mk":
+            arrays["dictionary"] = np.ascontiguousarray(self.dictionary.T)
+        return arrays
 
     def lookup(self) -> np.ndarray:
         """The dense P ``(n, k, kh, kw)`` these arrays hold (coefficients of repeated indices add)."""
