@@ -293,7 +293,8 @@ class LookupConv : public CustomStatefulOp {
     if (params_.transposed_dictionary) {
       // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
       // once as D is otherwise; then S = S' transposed, image-innermost
-      const Product product{t.x, &prep_->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
+      Product product{t.x, &prep_->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
+      product.x_larger = true;
       DictionaryProduct<I>(product, threads, ws->packed.data());
       float* s = prep_->batch_s.data();
 #pragma omp parallel for num_threads(threads)
