@@ -202,7 +202,7 @@ struct Product {
   // x is the larger operand (a fully connected layer's transposed dictionary, its images as the
   // rows): the threads split x's columns, never the panels, so that each reads half of x. AlexNet's
   // classifier alone at batch 16, two threads, medians of 40 calls in one process against its
-  // dictionary untransposed: panels split (12 and 4 images) 0.88-1.50 ms against 0.52-0.57;
+  // dictionary untransposed: panels split (12 and 4 images) 0.54-1.50 ms against 0.52-0.57;
   // columns split 0.56-0.65 against 0.55-0.59.
   bool x_larger = false;
 };
