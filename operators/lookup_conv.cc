@@ -162,7 +162,7 @@ class LookupConv : public CustomStatefulOp {
         plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s;
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
-    } else if (params_.transposed_dictionary) {  // fully connected: the rows of non-zero inputs
+    } else if (plan().sparse_input) {  // fully connected: the rows of non-zero inputs
       SparseInputProduct<I>(t.dictionary, g.m, g.k, x, ws->input_rows.data(), ws->input_values.data(), ws->s, threads);
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);

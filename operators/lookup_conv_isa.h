@@ -23,7 +23,7 @@
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each),
 //   kMatVecRows: rows of D a one-column product (a matrix-vector product) reads side by side,
 //   kSparseInputVectors: registers of accumulators across a row of a transposed dictionary
-//   (SparseInputProduct, lookup_conv_stages.h).
+//   (SparseInputProduct, lookup_conv_sparse_input.h).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -45,7 +45,7 @@ struct Avx2 {
   // 8 accumulators + x + a load. D comes from memory, and 8 rows read side by side keep more
   // line fetches in flight than OpenBLAS's matrix-vector product did (lookup_conv_stages.h).
   static constexpr int kMatVecRows = 8;
-  // 8 of the 16 registers (256 bytes of a row a pass); 12 measured the same (lookup_conv_stages.h).
+  // 8 of the 16 registers (256 bytes of a row a pass); 12 measured the same (lookup_conv_sparse_input.h).
   static constexpr int kSparseInputVectors = 8;
   // None: with S in L1, loads at whole registers were only 8% faster than at any offset on AVX2
   // (benchmarks/lookup_ceiling.cc, Zen 5), against 1.7x on AVX-512; class tiles not tried.
@@ -89,7 +89,7 @@ struct Avx512 {
   // 5-25% faster than with 6 rows (fewer passes over each strip of x).
   static constexpr int kPanelRows = 12;
   static constexpr int kMatVecRows = 8;  // as Avx2's
-  // 16 of the 32 registers: 1 KB of a row a pass; 8 were 10-15% slower (lookup_conv_stages.h).
+  // 16 of the 32 registers: 1 KB of a row a pass; 8 were 10-15% slower (lookup_conv_sparse_input.h).
   static constexpr int kSparseInputVectors = 16;
   // V + 1 accumulators and a broadcast of the 32 registers, two spare: alone in C++ with S in L1,
   // 5 classes, 16 entries a tile, tiles of 14, 22 and 28 registers did 133, 133 and 141 useful

@@ -144,6 +144,9 @@ struct Plan {
   int lanes = 8, tile_rows = 1, tile_vectors = 1, row_segments = 1;
   int64_t tiles = 0, tile_span = 0;
   bool only_needed = false;         // compute only the S values P reads
+  // A transposed dictionary (fully connected), one image: S from the rows of the non-zero inputs
+  // (SparseInputProduct); in a batch it takes batched_few_outputs
+  bool sparse_input = false;
   bool tile_major = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
   // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
@@ -416,6 +419,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
+  plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
                       !p.transposed_dictionary &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;

@@ -51,7 +51,7 @@ struct Workspace {
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
   std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
   std::vector<float> packed;      // the dictionary product's packed strips of x
-  std::vector<int> input_rows;    // a transposed dictionary: the non-zero inputs (SparseInputProduct)
+  std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
 };
 
@@ -114,9 +114,8 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
     ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
-    const bool sparse_input = p.transposed_dictionary && plan.batch == 1;
-    ws.input_rows.assign(sparse_input ? g.m : 0, 0);
-    ws.input_values.assign(sparse_input ? g.m : 0, 0.f);
+    ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
+    ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
