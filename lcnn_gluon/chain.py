@@ -1,5 +1,5 @@
 """Runs of lookup layers in an exported symbol, rewritten as one ``lcnn_lookup_chain`` operator
-each (``operators/lookup_chain.cc``, which describes the operator's attributes and inputs).
+each (``operators/lookup_chain.cc``; its attributes and inputs are described in ``lookup_chain_attrs.h``).
 
 A run is a sequence of ``lcnn_lookup_conv`` nodes, in the symbol's order, whose inputs and
 shortcuts are the run's first input or outputs of earlier nodes of the run (ResNet's stages

@@ -2,10 +2,12 @@
 // custom-operator library (lib_api). Its inputs, output and attributes are the contract of
 // lookup_conv_format.h; attributes and sizes are checked in lookup_conv_attrs.h; every
 // decision for an input shape and packed content is in the Plan (lookup_conv_plan.h), kept
-// with the buffers it sizes (lookup_conv_prepared.h); the stages and vector kernels are in
-// lookup_conv_stages.h, lookup_conv_interleaved.h, lookup_conv_kernels.h (the lookups),
-// lookup_conv_gemm.h (the dictionary product) and lookup_conv_epilogue.h (shortcut, pooling); the
-// operator is registered in lookup_conv_register.cc. This file is the operator's state:
+// with the buffers it sizes (lookup_conv_prepared.h); the paths over several images at once are
+// in lookup_conv_batch.h; the stages and vector kernels are in lookup_conv_stages.h,
+// lookup_conv_interleaved.h, lookup_conv_kernels.h (the lookups), lookup_conv_gemm.h (the
+// dictionary product), lookup_conv_sparse_input.h (fully connected layers at batch 1) and
+// lookup_conv_epilogue.h (shortcut, pooling); the operator is registered in
+// lookup_conv_register.cc. This file is the operator's state and its path for one image:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -32,8 +34,8 @@
 #include <vector>
 
 #include "lookup_conv_attrs.h"
+#include "lookup_conv_batch.h"
 #include "lookup_conv_epilogue.h"
-#include "lookup_conv_interleaved.h"
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
@@ -51,10 +53,6 @@
 namespace LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA) {
 
 using I = LCNN_KERNEL_ISA;
-// A batched fully connected layer's input is laid out image-innermost in blocks of channels of
-// at most 16 KB (a third of Zen 5's L1, half of Zen 3's), each filled image by image.
-static const int64_t kTransposeBlockFloats = 4096;
-
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
 using PreparedPool = StatePool<Prepared, I>;
 
@@ -74,17 +72,18 @@ class LookupConv : public CustomStatefulOp {
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads);
     if (plan().batched_few_outputs) {
-      BatchedFewOutputs(t, threads);
+      BatchedFewOutputs<I>(params_, prep_.get(), t, threads);
       return MX_SUCCESS;
     }
     if (plan().interleave > 1) {
-      for (int64_t b0 = 0; b0 < plan().batch; b0 += plan().interleave) InterleavedGroup(t, b0, threads);
+      for (int64_t b0 = 0; b0 < plan().batch; b0 += plan().interleave)
+        InterleavedGroup<I>(params_, prep_.get(), t, b0, threads);
       return MX_SUCCESS;
     }
     const int64_t group = plan().batched_product ? plan().product_images : plan().batch;
     for (int64_t b0 = 0; b0 < plan().batch; b0 += group) {  // images [b0, b1): one product, or one each
       const int64_t b1 = std::min(plan().batch, b0 + group);
-      if (plan().batched_product) BatchedProduct(t, b0, b1, threads);
+      if (plan().batched_product) BatchedProduct<I>(params_, prep_.get(), t, b0, b1, threads);
       if (plan().images_in_parallel) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
         for (int64_t b = b0; b < b1; ++b) Image(t, b, &prep_->spaces[omp_get_thread_num()], 1);
@@ -96,13 +95,6 @@ class LookupConv : public CustomStatefulOp {
   }
 
  private:
-  struct Tensors {
-    const float *x, *dictionary;
-    const int* indptr;
-    const float *coefs, *bias, *residual;
-    float* y;
-  };
-
   // The plan for this input shape, thread count and packed content: rebuilt only on change.
   MXReturnValue Prepare(std::vector<MXTensor>& in, int threads) {
     const auto& xs = in[kData].shape;
@@ -209,61 +201,12 @@ class LookupConv : public CustomStatefulOp {
         }
     }
     if (plan().one_output) return OneOutputChannels(s, t, y, threads);
-    ChannelRanges(threads, [&](int f0, int f1, int thread) {
+    ChannelRanges(plan(), params_.num_filter, threads, [&](int f0, int f1, int thread) {
       float* own = ws->channel.data() + thread * prep_->channel_scratch;
       for (int f = f0; f < f1; ++f)
         Channel(s, f, t, plan().tile_major ? ChannelExt(ws, f) : own, own + prep_->ext_alloc,
                 residual ? residual + f * out_plane : nullptr, y + f * out_plane);
     });
-  }
-
-  // run(f0, f1, thread) over the channels of the lookup stage: all of them at one thread (no
-  // parallel region), else the plan's ranges (plan.channel_split), one a thread of the team.
-  template <class Run>
-  void ChannelRanges(int threads, const Run& run) const {
-    if (threads == 1) return run(0, params_.num_filter, 0);
-    const std::vector<int>& split = plan().channel_split;
-    const int ranges = static_cast<int>(split.size()) - 1;
-#pragma omp parallel num_threads(threads)
-    {
-      const int me = omp_get_thread_num(), team = omp_get_num_threads();  // (a team may be smaller)
-      for (int range = me; range < ranges; range += team) run(split[range], split[range + 1], me);
-    }
-  }
-
-  // Images [b0, b0 + interleave) interleaved (plan.interleave, lookup_conv_interleaved.h): their
-  // x side by side in each pixel, one product into the interleaved S, the lookups over all the
-  // images at once, then each image's outputs with the shortcut and act. Images past the batch:
-  // zero inputs, unused lanes.
-  void InterleavedGroup(const Tensors& t, int64_t b0, int threads) {
-    const Geometry& g = plan().geometry;
-    const int64_t L = plan().interleave, n = std::min(L, plan().batch - b0), pixels = g.h * g.w;
-    InterleaveImages(t.x, g.m, pixels, b0, n, L, prep_->group_x, threads);
-    Product product{t.dictionary, &plan().rows, g.m, prep_->group_x, pixels * L, pixels * L,
-                    prep_->group_s + (params_.ph * g.wq + params_.pw) * L, g.cols * L, g.w * L, g.wq * L};
-    product.deep = true;  // (the plan interleaves only layers with dictionary rows)
-    DictionaryProduct<I>(product, threads, prep_->spaces[0].packed.data());
-    InterleavedLookups<I>(plan(), params_.num_filter, t.indptr, t.coefs, t.bias, prep_->group_s, prep_->group_y,
-                          threads);
-    DeinterleaveOutputs(params_, plan(), t.indptr, t.bias, prep_->group_y, t.residual, b0, n, t.y, threads);
-  }
-
-  // S of images [b0, b1) in one product (plan.batched_product): x of the images side by side
-  // (row c holds channel c of each), S into each image's padded planes, one image's S after the
-  // other.
-  void BatchedProduct(const Tensors& t, int64_t b0, int64_t b1, int threads) {
-    const Geometry& g = plan().geometry;
-    const int64_t n = b1 - b0, pixels = g.h * g.w;
-    float* xs = prep_->batch_input.data();
-#pragma omp parallel for collapse(2) num_threads(threads)
-    for (int64_t c = 0; c < g.m; ++c)
-      for (int64_t b = 0; b < n; ++b)
-        std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
-    Product product{t.dictionary, &plan().rows, g.m, xs, n * pixels, n * pixels,
-                    prep_->batch_s.data() + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
-    product.image_cols = pixels, product.image_pitch = plan().s_floats;
-    product.deep = true;
-    DictionaryProduct<I>(product, threads, prep_->spaces[0].packed.data());
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
@@ -281,63 +224,6 @@ class LookupConv : public CustomStatefulOp {
       const int64_t o = plan().needed[i];
       ws->s[o] = Dot<I>(d + plan().rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
     }
-  }
-
-  // A fully connected layer over the batch: X of all images as one (m x cols*N) matrix (columns
-  // image-innermost), S = D x X in one product, each output gathered for all images at once.
-  void BatchedFewOutputs(const Tensors& t, int threads) {
-    const Geometry& g = plan().geometry;
-    const int64_t n = plan().batch;
-    Workspace* ws = &prep_->spaces[0];
-    float* xs = prep_->batch_input.data();
-    if (params_.transposed_dictionary) {
-      // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
-      // once as D is otherwise; then S = S' transposed, image-innermost
-      Product product{t.x, &prep_->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
-      product.x_larger = true;
-      DictionaryProduct<I>(product, threads, ws->packed.data());
-      float* s = prep_->batch_s.data();
-#pragma omp parallel for num_threads(threads)
-      for (int64_t d = 0; d < g.k; ++d)
-        for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
-    } else if (params_.sh == 1 && params_.sw == 1) {  // one phase: each input value to its padded position
-      // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
-      // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
-      const int64_t pixels = g.h * g.w, block = std::max<int64_t>(1, kTransposeBlockFloats / (g.cols * n));
-#pragma omp parallel for num_threads(threads)
-      for (int64_t c0 = 0; c0 < g.m; c0 += block)
-        for (int64_t b = 0; b < n; ++b)
-          for (int64_t c = c0; c < std::min(g.m, c0 + block); ++c) {
-            const float* src = t.x + (b * g.m + c) * pixels;
-            float* dst = xs + (c * g.cols + params_.ph * g.wq + params_.pw) * n + b;
-            for (int64_t yi = 0; yi < g.h; ++yi)
-              for (int64_t xi = 0; xi < g.w; ++xi) dst[(yi * g.wq + xi) * n] = src[yi * g.w + xi];
-          }
-    } else {
-      for (int64_t b = 0; b < n; ++b) {
-        SplitPhases(params_, g, t.x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
-#pragma omp parallel for num_threads(threads)
-        for (int64_t c = 0; c < g.m; ++c)
-          for (int64_t pos = 0; pos < g.cols; ++pos) xs[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
-      }
-    }
-    if (!params_.transposed_dictionary) {
-      const Product product{t.dictionary, &plan().rows, g.m, xs, g.cols * n, g.cols * n, prep_->batch_s.data(),
-                            g.cols * n};
-      DictionaryProduct<I>(product, threads, ws->packed.data());
-    }
-    const int64_t out_plane = g.yo * g.xo;
-    ChannelRanges(threads, [&](int f0, int f1, int) {
-      for (int f = f0; f < f1; ++f) {
-        const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
-        int64_t o = 0;  // the output's index in its plane
-        ForEachOutput(g, [&](int64_t e) {
-          GatherImages<I>(prep_->batch_s.data(), plan().entry_offsets.data() + start, t.coefs + start, nnz,
-                          static_cast<int>(e), static_cast<int>(n), t.bias[f], params_.relu,
-                          t.y + f * out_plane + o++, params_.num_filter * out_plane);
-        });
-      }
-    });
   }
 
   // Every channel's only output (a fully connected layer at batch 1: its entries gathered at

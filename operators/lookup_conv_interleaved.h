@@ -1,5 +1,5 @@
 // The stages of lcnn_lookup_conv on a group of interleaved images (plan.interleave > 1; the
-// rule and its measurements are in lookup_conv_plan.h): the images' inputs side by side in
+// rule and its measurements are in lookup_conv_thresholds.h): the images' inputs side by side in
 // each pixel, the lookups over all of them at once, and each image's outputs taken back out.
 // lookup_conv.cc runs the product between the first two. In the interleaved layouts a pixel
 // (of x, S or the outputs) holds the value of every image of the group: `lanes` floats, one

@@ -1,0 +1,156 @@
+// The paths of lcnn_lookup_conv that take several images of a batch at once (the plan says which:
+// lookup_conv_plan.h): fully connected layers over the whole batch (plan.batched_few_outputs),
+// small maps with their images interleaved (plan.interleave), and the dictionary product of a
+// group of images in one pass (plan.batched_product). lookup_conv.cc calls them; the kernels they
+// run are in lookup_conv_stages.h, lookup_conv_interleaved.h and lookup_conv_kernels.h.
+#ifndef LCNN_LOOKUP_CONV_BATCH_H_
+#define LCNN_LOOKUP_CONV_BATCH_H_
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "lookup_conv_attrs.h"
+#include "lookup_conv_interleaved.h"
+#include "lookup_conv_kernels.h"
+#include "lookup_conv_plan.h"
+#include "lookup_conv_prepared.h"
+#include "lookup_conv_stages.h"
+
+// A batched fully connected layer's input is laid out image-innermost in blocks of channels of
+// at most 16 KB (a third of Zen 5's L1, half of Zen 3's), each filled image by image.
+static const int64_t kTransposeBlockFloats = 4096;
+
+// The tensors of one call (lookup_conv_format.h's inputs and output); residual is null without
+// a shortcut.
+struct Tensors {
+  const float *x, *dictionary;
+  const int* indptr;
+  const float *coefs, *bias, *residual;
+  float* y;
+};
+
+// run(f0, f1, thread) over the channels [0, filters) of the lookup stage: all of them at one
+// thread (no parallel region), else the plan's ranges (plan.channel_split), one a thread of the team.
+template <class Run>
+static inline void ChannelRanges(const Plan& plan, int filters, int threads, const Run& run) {
+  if (threads == 1) return run(0, filters, 0);
+  const std::vector<int>& split = plan.channel_split;
+  const int ranges = static_cast<int>(split.size()) - 1;
+#pragma omp parallel num_threads(threads)
+  {
+    const int me = omp_get_thread_num(), team = omp_get_num_threads();  // (a team may be smaller)
+    for (int range = me; range < ranges; range += team) run(split[range], split[range + 1], me);
+  }
+}
+
+// Images [b0, b0 + interleave) interleaved (plan.interleave, lookup_conv_interleaved.h): their
+// x side by side in each pixel, one product into the interleaved S, the lookups over all the
+// images at once, then each image's outputs with the shortcut and act. Images past the batch:
+// zero inputs, unused lanes.
+template <class I>
+static inline void InterleavedGroup(const Params& p, Prepared* prep, const Tensors& t, int64_t b0, int threads) {
+  const Plan& plan = prep->plan;
+  const Geometry& g = plan.geometry;
+  const int64_t L = plan.interleave, n = std::min(L, plan.batch - b0), pixels = g.h * g.w;
+  InterleaveImages(t.x, g.m, pixels, b0, n, L, prep->group_x, threads);
+  Product product{t.dictionary, &plan.rows, g.m, prep->group_x, pixels * L, pixels * L,
+                  prep->group_s + (p.ph * g.wq + p.pw) * L, g.cols * L, g.w * L, g.wq * L};
+  product.deep = true;  // (the plan interleaves only layers with dictionary rows)
+  DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
+  InterleavedLookups<I>(plan, p.num_filter, t.indptr, t.coefs, t.bias, prep->group_s, prep->group_y, threads);
+  DeinterleaveOutputs(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
+}
+
+// S of images [b0, b1) in one product (plan.batched_product): x of the images side by side
+// (row c holds channel c of each), S into each image's padded planes, one image's S after the
+// other.
+template <class I>
+static inline void BatchedProduct(const Params& p, Prepared* prep, const Tensors& t, int64_t b0, int64_t b1,
+                                  int threads) {
+  const Plan& plan = prep->plan;
+  const Geometry& g = plan.geometry;
+  const int64_t n = b1 - b0, pixels = g.h * g.w;
+  float* xs = prep->batch_input.data();
+#pragma omp parallel for collapse(2) num_threads(threads)
+  for (int64_t c = 0; c < g.m; ++c)
+    for (int64_t b = 0; b < n; ++b)
+      std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
+  Product product{t.dictionary, &plan.rows, g.m, xs, n * pixels, n * pixels,
+                  prep->batch_s.data() + p.ph * g.wq + p.pw, g.cols, g.w, g.wq};
+  product.image_cols = pixels, product.image_pitch = plan.s_floats;
+  product.deep = true;
+  DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
+}
+
+// A fully connected layer's input over the batch (plan.batched_few_outputs), as one (m x cols*N)
+// matrix of columns image-innermost, into prep's batch_input (`xs`).
+static inline void GatherBatchInput(const Params& p, Prepared* prep, const float* x, float* xs, int threads) {
+  const Geometry& g = prep->plan.geometry;
+  const int64_t n = prep->plan.batch;
+  Workspace* ws = &prep->spaces[0];
+  if (p.sh == 1 && p.sw == 1) {  // one phase: each input value to its padded position
+    // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
+    // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
+    const int64_t pixels = g.h * g.w, block = std::max<int64_t>(1, kTransposeBlockFloats / (g.cols * n));
+#pragma omp parallel for num_threads(threads)
+    for (int64_t c0 = 0; c0 < g.m; c0 += block)
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t c = c0; c < std::min(g.m, c0 + block); ++c) {
+          const float* src = x + (b * g.m + c) * pixels;
+          float* dst = xs + (c * g.cols + p.ph * g.wq + p.pw) * n + b;
+          for (int64_t yi = 0; yi < g.h; ++yi)
+            for (int64_t xi = 0; xi < g.w; ++xi) dst[(yi * g.wq + xi) * n] = src[yi * g.w + xi];
+        }
+    return;
+  }
+  for (int64_t b = 0; b < n; ++b) {
+    SplitPhases(p, g, x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
+#pragma omp parallel for num_threads(threads)
+    for (int64_t c = 0; c < g.m; ++c)
+      for (int64_t pos = 0; pos < g.cols; ++pos) xs[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
+  }
+}
+
+// A fully connected layer over the batch: S = D x X in one product over all images (X as
+// GatherBatchInput lays it out), or with the dictionary transposed S' = X D' (the images as
+// the product's rows) then transposed; each output gathered for all images at once.
+template <class I>
+static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tensors& t, int threads) {
+  const Plan& plan = prep->plan;
+  const Geometry& g = plan.geometry;
+  const int64_t n = plan.batch;
+  Workspace* ws = &prep->spaces[0];
+  float* xs = prep->batch_input.data();
+  float* s = prep->batch_s.data();
+  if (p.transposed_dictionary) {
+    // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
+    // once as D is otherwise; then S = S' transposed, image-innermost
+    Product product{t.x, &prep->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
+    product.x_larger = true;
+    DictionaryProduct<I>(product, threads, ws->packed.data());
+#pragma omp parallel for num_threads(threads)
+    for (int64_t d = 0; d < g.k; ++d)
+      for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
+  } else {
+    GatherBatchInput(p, prep, t.x, xs, threads);
+    const Product product{t.dictionary, &plan.rows, g.m, xs, g.cols * n, g.cols * n, s, g.cols * n};
+    DictionaryProduct<I>(product, threads, ws->packed.data());
+  }
+  const int64_t out_plane = g.yo * g.xo;
+  ChannelRanges(plan, p.num_filter, threads, [&](int f0, int f1, int) {
+    for (int f = f0; f < f1; ++f) {
+      const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;
+      int64_t o = 0;  // the output's index in its plane
+      ForEachOutput(g, [&](int64_t e) {
+        GatherImages<I>(s, plan.entry_offsets.data() + start, t.coefs + start, nnz, static_cast<int>(e),
+                        static_cast<int>(n), t.bias[f], p.relu, t.y + f * out_plane + o++, p.num_filter * out_plane);
+      });
+    }
+  });
+}
+
+#endif  // LCNN_LOOKUP_CONV_BATCH_H_
