@@ -18,6 +18,7 @@
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_prepared.h"
+#include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 
 // A batched fully connected layer's input is laid out image-innermost in blocks of channels of
@@ -129,9 +130,13 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
   if (p.transposed_dictionary) {
     // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
     // once as D is otherwise; then S = S' transposed, image-innermost
-    Product product{t.x, &prep->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
-    product.x_larger = true;
-    DictionaryProduct<I>(product, threads, ws->packed.data());
+    if (plan.images_panel) {
+      ImagesPanelProduct<I>(t.x, static_cast<int>(n), g.m, t.dictionary, g.k, xs, ws->packed.data(), threads);
+    } else {
+      Product product{t.x, &prep->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
+      product.x_larger = true;
+      DictionaryProduct<I>(product, threads, ws->packed.data());
+    }
 #pragma omp parallel for num_threads(threads)
     for (int64_t d = 0; d < g.k; ++d)
       for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];

@@ -23,7 +23,9 @@
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each),
 //   kMatVecRows: rows of D a one-column product (a matrix-vector product) reads side by side,
 //   kSparseInputVectors: registers of accumulators across a row of a transposed dictionary
-//   (SparseInputProduct, lookup_conv_sparse_input.h).
+//   (SparseInputProduct, lookup_conv_sparse_input.h),
+//   kImagesPanelRows: the most images of a batch whose transposed dictionary's product takes them
+//   all in one panel, one register of accumulators each (ImagesPanelProduct there; 0: none).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -47,6 +49,9 @@ struct Avx2 {
   static constexpr int kMatVecRows = 8;
   // 8 of the 16 registers (256 bytes of a row a pass); 12 measured the same (lookup_conv_sparse_input.h).
   static constexpr int kSparseInputVectors = 8;
+  // None: a register is half a cache line, and 12 images on one register were slower than the
+  // general product's panels (lookup_conv_sparse_input.h).
+  static constexpr int kImagesPanelRows = 0;
   // None: with S in L1, loads at whole registers were only 8% faster than at any offset on AVX2
   // (benchmarks/lookup_ceiling.cc, Zen 5), against 1.7x on AVX-512; class tiles not tried.
   static constexpr int kClassTileVectors = 0;
@@ -91,6 +96,8 @@ struct Avx512 {
   static constexpr int kMatVecRows = 8;  // as Avx2's
   // 16 of the 32 registers: 1 KB of a row a pass; 8 were 10-15% slower (lookup_conv_sparse_input.h).
   static constexpr int kSparseInputVectors = 16;
+  // 16 accumulators + a load + a broadcast: a batch of 16 in one panel (lookup_conv_sparse_input.h).
+  static constexpr int kImagesPanelRows = 16;
   // V + 1 accumulators and a broadcast of the 32 registers, two spare: alone in C++ with S in L1,
   // 5 classes, 16 entries a tile, tiles of 14, 22 and 28 registers did 133, 133 and 141 useful
   // GFLOP/s (30: 137).
@@ -133,6 +140,7 @@ struct Avx2Pair {
   static constexpr int kPanelRows = 6;
   static constexpr int kMatVecRows = 4;  // 8 registers of accumulators, as Avx2's 8 rows
   static constexpr int kSparseInputVectors = 4;  // 8 registers, as Avx2's
+  static constexpr int kImagesPanelRows = 16;  // Avx512's, whose logic this set stands for (they spill)
   static constexpr int kClassTileVectors = 28;  // Avx512's logic, checked on AVX2 hosts
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }

@@ -56,8 +56,11 @@ struct Plan {
   int64_t tiles = 0, tile_span = 0;
   bool only_needed = false;         // compute only the S values P reads
   // A transposed dictionary (fully connected), one image: S from the rows of the non-zero inputs
-  // (SparseInputProduct); in a batch it takes batched_few_outputs
+  // (SparseInputProduct); in a batch it takes batched_few_outputs, its product all images in
+  // one panel on one register of columns (ImagesPanelProduct) when the kernel set's registers
+  // hold that many images' accumulators (TileRegisters::images_panel), else the general product
   bool sparse_input = false;
+  bool images_panel = false;
   bool tile_major = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
   // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
@@ -94,9 +97,9 @@ static inline void PlanChannelSplit(int filters, const int* indptr, bool uniform
 }
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
-// no class tiles).
+// no class tiles), images per panel of a transposed dictionary's product (0: none).
 struct TileRegisters {
-  int lanes, flat, row, class_tile;
+  int lanes, flat, row, class_tile, images_panel;
 };
 
 // Runs per block of a tile-major plan, and the starts of channel f's runs in block blk.
@@ -331,6 +334,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;
+  plan->images_panel = p.transposed_dictionary && plan->batched_few_outputs && batch <= regs.images_panel;
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
                       !p.transposed_dictionary &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;

@@ -15,6 +15,7 @@
 #include "lookup_conv_epilogue.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
+#include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 
 // Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
@@ -113,7 +114,8 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
     ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
-    ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
+    ws.packed.assign(threads * std::max(PackedFloats<I>(g.m, deep), plan.images_panel ? ImagesPanelScratch<I>() : 0),
+                     0.f);  // for every thread
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }

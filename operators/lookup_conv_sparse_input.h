@@ -1,9 +1,11 @@
-// The dictionary product of a fully connected layer at batch 1 with its dictionary transposed
-// (dictionary_layout "mk", lookup_conv_format.h): S = D x, read as the sum over the inputs j
-// with x[j] != 0 of x[j] times row j of D's transpose (m x k). A layer after a ReLU has about
-// half of its inputs at zero (AlexNet-fast's fc7 and classifier at the grid's densities: 50% and
-// 68%), and the rows of those inputs are never read; D's rows (k x m) cannot skip them, as each
-// of their cache lines holds 16 inputs. The result is exact: only zero products are left out.
+// The dictionary product of a fully connected layer with its dictionary transposed
+// (dictionary_layout "mk", lookup_conv_format.h): D' = D's transpose (m x k).
+//
+// At batch 1 (SparseInputProduct): S = D x, read as the sum over the inputs j with x[j] != 0 of
+// x[j] times row j of D'. A layer after a ReLU has about half of its inputs at zero (AlexNet-fast's
+// fc7 and classifier at the grid's densities: 50% and 68%), and the rows of those inputs are never
+// read; D's rows (k x m) cannot skip them, as each of their cache lines holds 16 inputs. The
+// result is exact: only zero products are left out.
 //
 // Alone in C++ on Zen 5, AlexNet-fast's fc7 dictionary (4096 x 512) and classifier (4096 x
 // 1000) with 50% and 68% of the inputs zero, plus 1.3 MB of other weights, medians of 300 calls
@@ -11,6 +13,28 @@
 // here, two threads 162-234 against 74-79. Without the prefetch below 176-181 and 98-101; with
 // 8 registers across a row instead of 16 (AVX-512), 155-165 and 85-88; AVX2 kernels 8 registers
 // (12 measured the same), 167-169 and 89-91.
+//
+// In a batch of at most I::kImagesPanelRows images (ImagesPanelProduct): S' = X D' (images x k)
+// with all the images one panel of rows, on one register of D' columns: each strip of D' (a
+// cache line of each of its rows, on 16 lanes) streams from memory once, for all the images. The
+// general product (DictionaryProduct) takes panels of 12 images on two registers, then the rest.
+// Alone in C++ on Zen 5, one thread, AlexNet's classifier (4096 x 1000), medians of 40 calls:
+//
+//   | images | caches flushed before each call: general, here (us) | D' in cache: general, here |
+//   | 8      | 1246-1306, 579-591                                     | 418-475, 543-546           |
+//   | 12     | 1426-1443, 706-726                                     | 528-561, 649-654           |
+//   | 16     | 1635-1717, 865-922                                     | 761-774, 838-866           |
+//
+// fc7's dictionary (4096 x 512) at 16 images, flushed: 752-781 against 542-566. D' in cache it
+// loses 10-30%; in a network it is not in cache (AlexNet's weights are 26 MB a call, its
+// activations at batch 16 more), and AlexNet-fast's whole export at batch 16 (lcnn-predict, six
+// rounds alternating) took 10.66-11.11 ms against 11.13-11.72 at one thread, 6.62-7.28 against
+// 6.91-7.80 at two. The general product's strips taken one by one for both of its panels (D'
+// read once) took 1436-1460 us at 16 images, flushed: reading D' twice is not what it loses.
+// AVX2's registers are half a cache line: 12 images on one register took 1150-1176 us against the
+// general product's 940-1008 (its panels of 6 images on two), so that set keeps the general one.
+// More images than one panel (two panels a strip at 32 images) lost 33% in cache and were not
+// measured flushed: they take the general product.
 #ifndef LCNN_LOOKUP_CONV_SPARSE_INPUT_H_
 #define LCNN_LOOKUP_CONV_SPARSE_INPUT_H_
 
@@ -19,6 +43,9 @@
 
 #include <algorithm>
 #include <cstdint>
+
+#include "lookup_conv_gemm.h"
+#include "lookup_conv_stages.h"
 
 // The rows of this many non-zero inputs ahead are prefetched: a row's piece is 256 bytes to 1
 // KB at a position the hardware prefetchers cannot guess (rows are skipped). 2 and 8 measured
@@ -70,6 +97,49 @@ static inline void SparseInputProduct(const float* dt, int64_t m, int64_t k, con
     const int64_t c0 = b * W, width = std::min(W, k - c0);
     if (width == W) SparseInputColumns<I, V, false>(dt, k, row, value, n, c0, width, s);
     else SparseInputColumns<I, V, true>(dt, k, row, value, n, c0, width, s);
+  }
+}
+
+// Rows of D' a pass of ImagesPanelProduct covers: 16 images' 512 inputs are 32 KB, which stay in
+// L1 (48 KB on Zen 5, 32 KB on Zen 3 and 4) while D' streams by. 256 and 1024 measured the same
+// within the noise (the classifier alone as above, flushed: 877-980 us).
+static const int kImagesPanelDepth = 512;
+
+// Floats of scratch ImagesPanelProduct needs per thread: a strip narrower than a register,
+// packed (a register's loads of it in place would read past D').
+template <class I>
+constexpr int64_t ImagesPanelScratch() { return int64_t{kImagesPanelDepth} * I::kLanes; }
+
+// out (n x k, rows k apart) = x (n x m: the images' inputs) dt (D', m x k) for n <=
+// I::kImagesPanelRows, all n rows one panel over strips of one register of columns, each thread a
+// share of the strips. scratch: threads x ImagesPanelScratch floats.
+template <class I>
+static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const float* dt, int64_t k, float* out,
+                                      float* scratch, int threads) {
+  const int64_t L = I::kLanes, strips = (k + L - 1) / L;
+#pragma omp parallel num_threads(threads)
+  {
+    const int me = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t s0 = strips * me / team, s1 = strips * (me + 1) / team;
+    float* own = scratch + me * ImagesPanelScratch<I>();
+    for (int64_t c0 = 0; c0 < m; c0 += kImagesPanelDepth) {
+      const int depth = static_cast<int>(std::min<int64_t>(kImagesPanelDepth, m - c0));
+      const float* a = x + c0;
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t j = s * L, width = std::min(L, k - j);
+        const float* b = dt + c0 * k + j;
+        int64_t ldb = k;
+        if (width < L) {  // the last columns, packed with zeros past them
+          for (int c = 0; c < depth; ++c) {
+            std::copy(b + c * k, b + c * k + width, own + c * L);
+            std::fill(own + c * L + width, own + (c + 1) * L, 0.f);
+          }
+          b = own, ldb = L;
+        }
+        const StripAhead ahead{s + 1 < s1 ? dt + c0 * k + j + L : b, depth, nullptr};  // the next strip
+        StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, ldb, ahead, c0 > 0, width, out + j, k);
+      }
+    }
   }
 }
 
