@@ -65,6 +65,7 @@ struct Prepared {
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
   std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
+  std::vector<float> batch_y;                // batched_few_outputs of one output a channel: Y channel-major
   std::vector<int> images;                   // a transposed dictionary in a batch: 0 .. batch-1, the
                                              // rows of its product S' = X D' (batch_input holds S')
   // plan.interleave > 1: a group's interleaved x (m x pixels x images), S (rows x cols x images)
@@ -122,6 +123,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
   prep->batch_input.clear(), prep->batch_s.clear();
+  prep->batch_y.assign(plan.batched_few_outputs && g.yo * g.xo == 1 ? p.num_filter * plan.batch : 0, 0.f);
   prep->images.clear();
   if (plan.batched_few_outputs && p.transposed_dictionary) {
     prep->batch_input.assign(plan.batch * g.k, 0.f);
