@@ -161,9 +161,14 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
   if (p.transposed_dictionary) {
     // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
     // once as D is otherwise; then S = S' transposed, image-innermost
-    if (plan.images_panel) {
-      ImagesPanelProduct<I>(t.x, static_cast<int>(n), g.m, t.dictionary, g.k, xs, ws->packed.data(), threads);
-    } else {
+    bool panel = false;
+    if constexpr (I::kImagesPanelRows > 0) {  // (only sets that take it compile it)
+      if (plan.images_panel) {
+        ImagesPanelProduct<I>(t.x, static_cast<int>(n), g.m, t.dictionary, g.k, xs, ws->packed.data(), threads);
+        panel = true;
+      }
+    }
+    if (!panel) {
       Product product{t.x, &prep->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
       product.x_larger = true;
       DictionaryProduct<I>(product, threads, ws->packed.data());
