@@ -2,7 +2,8 @@
 // lookup_conv_plan.h): fully connected layers over the whole batch (plan.batched_few_outputs),
 // small maps with their images interleaved (plan.interleave), and the dictionary product of a
 // group of images in one pass (plan.batched_product). lookup_conv.cc calls them; the kernels they
-// run are in lookup_conv_stages.h, lookup_conv_interleaved.h and lookup_conv_kernels.h.
+// run are in lookup_conv_stages.h, lookup_conv_interleaved.h, lookup_conv_sparse_input.h and
+// lookup_conv_kernels.h.
 #ifndef LCNN_LOOKUP_CONV_BATCH_H_
 #define LCNN_LOOKUP_CONV_BATCH_H_
 
@@ -134,15 +135,15 @@ static inline void OneOutputImages(const Params& p, Prepared* prep, const Tensor
   const float* s = prep->batch_s.data();
   float* yt = prep->batch_y.data();
   ChannelRanges(plan, filters, threads, [&](int f0, int f1, int) {
-    for (int b0 = f0; b0 < f1; b0 += kOutputBlockChannels) {
-      const int b1 = std::min(f1, b0 + kOutputBlockChannels);
-      for (int f = b0; f < b1; ++f) {
+    for (int first = f0; first < f1; first += kOutputBlockChannels) {  // a block of channels
+      const int end = std::min(f1, first + kOutputBlockChannels);
+      for (int f = first; f < end; ++f) {
         const int start = t.indptr[f];
         GatherImages<I>(s, plan.entry_offsets.data() + start, t.coefs + start, t.indptr[f + 1] - start, 0, n,
                         t.bias[f], p.relu, yt + int64_t{f} * n, 1);
       }
       for (int b = 0; b < n; ++b)
-        for (int f = b0; f < b1; ++f) t.y[int64_t{b} * filters + f] = yt[int64_t{f} * n + b];
+        for (int f = first; f < end; ++f) t.y[int64_t{b} * filters + f] = yt[int64_t{f} * n + b];
     }
   });
 }
@@ -181,8 +182,8 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
     const Product product{t.dictionary, &plan.rows, g.m, xs, g.cols * n, g.cols * n, s, g.cols * n};
     DictionaryProduct<I>(product, threads, ws->packed.data());
   }
+  if (plan.one_output) return OneOutputImages<I>(p, prep, t, threads);
   const int64_t out_plane = g.yo * g.xo;
-  if (out_plane == 1) return OneOutputImages<I>(p, prep, t, threads);
   ChannelRanges(plan, p.num_filter, threads, [&](int f0, int f1, int) {
     for (int f = f0; f < f1; ++f) {
       const int start = t.indptr[f], nnz = t.indptr[f + 1] - start;

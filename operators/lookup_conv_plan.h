@@ -44,8 +44,8 @@ struct Plan {
   // runs of consecutive phases: (first phase, phases).
   std::vector<std::pair<int, int>> phase_runs;
   bool few_outputs = false;         // ext < kFewOutputs: outputs gathered one by one, no tiles
-  // ... and only one a channel, without pooling or shortcut (fully connected at batch 1): every
-  // channel's gather in one loop (OneOutputChannels)
+  // ... and only one a channel, without pooling or shortcut (fully connected): every channel's
+  // gather in one loop (OneOutputChannels); over a batch, stored in blocks (OneOutputImages)
   bool one_output = false;
   // Output tiles of the lookup stage (PlanTiles): row tiles of tile_rows rows x tile_vectors
   // registers (row_segments of them across a row), stored straight into the output with the

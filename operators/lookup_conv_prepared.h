@@ -123,7 +123,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
   prep->batch_input.clear(), prep->batch_s.clear();
-  prep->batch_y.assign(plan.batched_few_outputs && g.yo * g.xo == 1 ? p.num_filter * plan.batch : 0, 0.f);
+  prep->batch_y.assign(plan.batched_few_outputs && plan.one_output ? p.num_filter * plan.batch : 0, 0.f);
   prep->images.clear();
   if (plan.batched_few_outputs && p.transposed_dictionary) {
     prep->batch_input.assign(plan.batch * g.k, 0.f);
