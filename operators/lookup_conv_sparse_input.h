@@ -130,13 +130,10 @@ static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const fl
         const float* b = dt + c0 * k + j;
         int64_t ldb = k;
         if (width < L) {  // the last columns, packed with zeros past them
-          for (int c = 0; c < depth; ++c) {
-            std::copy(b + c * k, b + c * k + width, own + c * L);
-            std::fill(own + c * L + width, own + (c + 1) * L, 0.f);
-          }
+          PackStrips<I>(dt, k, k, c0, depth, s, s + 1, own, L);
           b = own, ldb = L;
         }
-        const StripAhead ahead{s + 1 < s1 ? dt + c0 * k + j + L : b, depth, nullptr};  // the next strip
+        const StripAhead ahead{s + 1 < s1 ? b + L : b, depth, nullptr};  // the next strip
         StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, ldb, ahead, c0 > 0, width, out + j, k);
       }
     }

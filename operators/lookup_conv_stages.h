@@ -155,12 +155,12 @@ static inline void ProductSplitRows(const Params& p, const Geometry& g, const fl
   }
 }
 
-// packed (depth x StripFloats per strip, strips after one another) = rows [c0, c0 + depth) of
-// x (rows ldx apart) for strips [s0, s1); the last strip's columns past `cols` are zero.
+// packed (depth x W per strip, strips after one another) = rows [c0, c0 + depth) of x (rows ldx
+// apart) for strips [s0, s1) of W floats (the product's two registers, or one); the last strip's
+// columns past `cols` are zero.
 template <class I>
 static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t c0, int depth, int64_t s0, int64_t s1,
-                              float* packed) {
-  const int64_t W = StripFloats<I>();
+                              float* packed, int64_t W = StripFloats<I>()) {
   for (int c = 0; c < depth; ++c) {  // row by row: x is read in order (the prefetchers follow)
     const float* src = x + (c0 + c) * ldx;
     for (int64_t s = s0; s < s1; ++s) {
