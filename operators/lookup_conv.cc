@@ -5,9 +5,10 @@
 // with the buffers it sizes (lookup_conv_prepared.h); the paths over several images at once are
 // in lookup_conv_batch.h; the stages and vector kernels are in lookup_conv_stages.h,
 // lookup_conv_interleaved.h, lookup_conv_kernels.h (the lookups), lookup_conv_gemm.h (the
-// dictionary product), lookup_conv_sparse_input.h (fully connected layers at batch 1) and
-// lookup_conv_epilogue.h (shortcut, pooling); the operator is registered in
-// lookup_conv_register.cc. This file is the operator's state and its path for one image:
+// dictionary product), lookup_conv_sparse_input.h (fully connected layers at batch 1),
+// lookup_conv_epilogue.h (shortcut, pooling) and lookup_conv_pooled.h (pooling in registers);
+// the operator is registered in lookup_conv_register.cc. This file is the operator's state and
+// its path for one image:
 //
 //   S = D x pad(X)   (the dictionary product, over stride-phase planes)
 //   Y[f] = pool(act(bias[f] + sum over P[f]'s entries of coef * (S[d] shifted by (r, c))))
@@ -40,6 +41,7 @@
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_pool.h"
+#include "lookup_conv_pooled.h"
 #include "lookup_conv_prepared.h"
 #include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
@@ -124,7 +126,7 @@ class LookupConv : public CustomStatefulOp {
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
-    NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1);
+    NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows);
     return MX_SUCCESS;
   }
 
@@ -182,6 +184,7 @@ class LookupConv : public CustomStatefulOp {
     const int64_t out_plane = g.yo * g.xo;
     float* y = t.y + b * params_.num_filter * out_plane;
     const float* residual = t.residual ? t.residual + b * params_.num_filter * out_plane : nullptr;
+    if (plan().pooled_rows) return PooledImage(s, t, y, ws, threads);
     if (plan().tile_major) {  // tile by tile over all channels, S's rows in L1-sized blocks
       const int64_t tiles = plan().tiles;
       const int blocks = plan().row_blocks, filters = params_.num_filter;
@@ -208,6 +211,18 @@ class LookupConv : public CustomStatefulOp {
         Channel(s, f, t, plan().tile_major ? ChannelExt(ws, f) : own, own + prep_->ext_alloc,
                 residual ? residual + f * out_plane : nullptr, y + f * out_plane);
     });
+  }
+
+  // The lookups of a layer whose pooling is taken in registers: the threads share the pooled rows.
+  void PooledImage(const float* s, const Tensors& t, float* y, Workspace* ws, int threads) const {
+    const Geometry& g = plan().geometry;
+    const int64_t carry = params_.num_filter * PooledCarryFloats<I>(g);
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
+      PooledRows<I>(params_, g, s, t.indptr, plan().entry_offsets.data(), t.coefs, t.bias, g.yo * i / n,
+                    g.yo * (i + 1) / n, ws->pooled_carry.data() + i * carry, y);
+    }
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.

@@ -15,9 +15,11 @@
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
 //   Sum(v): the sum of the lanes,
-//   kClassTileVectors: registers per class tile of the lookup stage (lookup_conv_plan.h; 0: the
-//   set takes none), and if it takes them,
+//   Keep(mask, v): v's lanes in mask, -inf in the others,
+//   EvenLanes(a, b) / OddLanes(a, b): the even / odd lanes of a followed by b,
 //   ShiftIn<N>(lo, hi): lanes [N, N + kLanes) of lo followed by hi (0 <= N < kLanes),
+//   kClassTileVectors: registers per class tile of the lookup stage (lookup_conv_plan.h; 0: the
+//   set takes none),
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
 //   kRowTileVectors: at most as many per row tile (rows x registers per row),
 //   kPanelRows: rows of D per panel of the dictionary product (2 registers of accumulators each),
@@ -78,6 +80,25 @@ struct Avx2 {
     const __m128 pair = _mm_add_ps(half, _mm_movehl_ps(half, half));
     return _mm_cvtss_f32(_mm_add_ss(pair, _mm_movehdup_ps(pair)));
   }
+  static Vec Keep(Mask m, Vec v) {
+    return _mm256_blendv_ps(Set(-__builtin_inff()), v, _mm256_castsi256_ps(m));
+  }
+  // (a0 a2 a4 a6 b0 b2 b4 b6) and (a1 a3 a5 a7 b1 b3 b5 b7)
+  static Vec EvenLanes(Vec a, Vec b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  }
+  static Vec OddLanes(Vec a, Vec b) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+  }
+  // the middle 8 of lo's and hi's 16 lanes, then a byte shift within each 128-bit half
+  template <int N>
+  static Vec ShiftIn(Vec lo, Vec hi) {
+    if constexpr (N == 0) return lo;
+    const __m256i mid = _mm256_castps_si256(_mm256_permute2f128_ps(lo, hi, 0x21));
+    if constexpr (N < 4) return _mm256_castsi256_ps(_mm256_alignr_epi8(mid, _mm256_castps_si256(lo), 4 * N));
+    else if constexpr (N == 4) return _mm256_castsi256_ps(mid);
+    else return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(hi), mid, 4 * (N - 4)));
+  }
 };
 
 #ifdef __AVX512F__
@@ -121,6 +142,13 @@ struct Avx512 {
     return _mm512_i32gather_ps(i, base, 4);
   }
   static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
+  static Vec Keep(Mask m, Vec v) { return _mm512_mask_mov_ps(Set(-__builtin_inff()), m, v); }
+  static Vec EvenLanes(Vec a, Vec b) {
+    return _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  }
+  static Vec OddLanes(Vec a, Vec b) {
+    return _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+  }
   template <int N>
   static Vec ShiftIn(Vec lo, Vec hi) {
     const __m512i l = _mm512_castps_si512(lo), h = _mm512_castps_si512(hi);
@@ -160,6 +188,9 @@ struct Avx2Pair {
     return {Avx2::Gather(base, idx, shift), Avx2::Gather(base, idx + 8, shift)};
   }
   static float Sum(Vec v) { return Avx2::Sum(Avx2::Add(v.lo, v.hi)); }
+  static Vec Keep(Mask m, Vec v) { return {Avx2::Keep(m.lo, v.lo), Avx2::Keep(m.hi, v.hi)}; }
+  static Vec EvenLanes(Vec a, Vec b) { return {Avx2::EvenLanes(a.lo, a.hi), Avx2::EvenLanes(b.lo, b.hi)}; }
+  static Vec OddLanes(Vec a, Vec b) { return {Avx2::OddLanes(a.lo, a.hi), Avx2::OddLanes(b.lo, b.hi)}; }
   template <int N>
   static Vec ShiftIn(Vec lo, Vec hi) {
     alignas(32) float lanes[2 * kLanes];

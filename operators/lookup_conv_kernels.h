@@ -267,14 +267,6 @@ static inline void MaxOfRows(const Source& src, int64_t count, int64_t n, float*
 
 // Stride-phase splitting, AVX2 on every path (AVX-512 CPUs have AVX2; the split is a small
 // part of the work).
-// Even and odd lanes of a, b: (a0 a2 a4 a6 b0 b2 b4 b6) and (a1 a3 a5 a7 b1 b3 b5 b7).
-static inline __m256 EvenLanes(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
-}
-static inline __m256 OddLanes(__m256 a, __m256 b) {
-  return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
-}
-
 // out[p * stride + j] = in[4 * j + p] for p < 4, j < 8 * blocks: a 4x4 transpose in each
 // 128-bit lane, then the lanes' halves put back in order.
 static inline void Deinterleave4(const float* in, int blocks, float* out, int64_t stride) {
@@ -310,8 +302,8 @@ static inline void CopyFloats(const float* src, int64_t n, float* dst) {
 static inline void Deinterleave2(const float* in, int blocks, float* out, int64_t stride) {
   for (int b = 0; b < blocks; ++b, in += 16, out += 8) {
     const __m256 v0 = _mm256_loadu_ps(in), v1 = _mm256_loadu_ps(in + 8);
-    _mm256_storeu_ps(out, EvenLanes(v0, v1));
-    _mm256_storeu_ps(out + stride, OddLanes(v0, v1));
+    _mm256_storeu_ps(out, Avx2::EvenLanes(v0, v1));
+    _mm256_storeu_ps(out + stride, Avx2::OddLanes(v0, v1));
   }
 }
 
@@ -342,7 +334,8 @@ static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t
       a = _mm256_max_ps(a, _mm256_loadu_ps(row)), b = _mm256_max_ps(b, _mm256_loadu_ps(row + 8));
       c = _mm256_max_ps(c, _mm256_loadu_ps(row + 2)), d = _mm256_max_ps(d, _mm256_loadu_ps(row + 10));
     }
-    _mm256_storeu_ps(out + x0, _mm256_max_ps(_mm256_max_ps(EvenLanes(a, b), OddLanes(a, b)), EvenLanes(c, d)));
+    const __m256 pair = _mm256_max_ps(Avx2::EvenLanes(a, b), Avx2::OddLanes(a, b));
+    _mm256_storeu_ps(out + x0, _mm256_max_ps(pair, Avx2::EvenLanes(c, d)));
   };
   // vectors of 8 from the first x whose window starts at column 0 or later to the last whose
   // columns are all valid and readable; the last one may overlap the one before it
@@ -371,14 +364,14 @@ static inline void SplitRowPadded2(const float* src, int64_t w, int64_t pw, floa
   const int64_t blocks = w / 16;
   for (int64_t b = 0; b < blocks; ++b) {
     const __m256 v0 = _mm256_loadu_ps(src + 16 * b), v1 = _mm256_loadu_ps(src + 16 * b + 8);
-    _mm256_storeu_ps(even + 8 * b, EvenLanes(v0, v1));
-    _mm256_storeu_ps(odd + 8 * b, OddLanes(v0, v1));
+    _mm256_storeu_ps(even + 8 * b, Avx2::EvenLanes(v0, v1));
+    _mm256_storeu_ps(odd + 8 * b, Avx2::OddLanes(v0, v1));
   }
   int64_t x = 16 * blocks;
   if (w - x >= 8) {  // half a block: 4 even and 4 odd columns
     const __m256 v = _mm256_loadu_ps(src + x);
-    _mm_storeu_ps(even + x / 2, _mm256_castps256_ps128(EvenLanes(v, v)));
-    _mm_storeu_ps(odd + x / 2, _mm256_castps256_ps128(OddLanes(v, v)));
+    _mm_storeu_ps(even + x / 2, _mm256_castps256_ps128(Avx2::EvenLanes(v, v)));
+    _mm_storeu_ps(odd + x / 2, _mm256_castps256_ps128(Avx2::OddLanes(v, v)));
     x += 8;
   }
   for (int64_t e = x; e < w; e += 2) even[e / 2] = src[e];

@@ -62,6 +62,9 @@ struct Plan {
   bool sparse_input = false;
   bool images_panel = false;
   bool tile_major = false;
+  // A fused 3x3, stride-2 max pooling taken in registers, the lookups pooled row by pooled row
+  // (PooledRows, lookup_conv_pooled.h; PooledRowsFit says which layers)
+  bool pooled_rows = false;
   int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
   // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
   // runs in (block, channel, class) order; channel f's run r of block b starts at
@@ -94,6 +97,18 @@ static inline void PlanChannelSplit(int filters, const int* indptr, bool uniform
     done += work(f);
     while (t < threads && done * threads >= total * t) plan->channel_split[t++] = f + 1;
   }
+}
+
+// Whether layer p's pooling can be taken in registers (PooledRows): a 3x3 window at stride 2,
+// padded by at most 1, over output rows of kPooledRowMinRegisters to `registers` registers of
+// `lanes` floats that S holds (each phase plane's spare row past the widest tap: rows wq floats
+// apart). Not for tile-major layers: their many entries a channel go to class tiles (AlexNet's
+// conv1).
+static inline bool PooledRowsFit(const Params& p, const Geometry& g, int lanes, int registers) {
+  const int64_t row_registers = (g.wo + lanes - 1) / lanes;
+  return p.pool_kh == 3 && p.pool_kw == 3 && p.pool_sh == 2 && p.pool_sw == 2 && p.pool_ph <= 1 &&
+         p.pool_pw <= 1 && !p.residual && row_registers >= kPooledRowMinRegisters && row_registers <= registers &&
+         (p.kw - 1) / p.sw + row_registers * lanes <= 2 * g.wq;
 }
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
@@ -340,6 +355,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
   plan->tile_major = !plan->few_outputs && plan->s_floats * plan->interleave > kTileMajorMinFloats &&
                      nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
+  plan->pooled_rows = !plan->few_outputs && !plan->tile_major && plan->interleave == 1 &&
+                      PooledRowsFit(p, g, regs.lanes, regs.row);
   PlanTiles(p, g, regs, plan);
   plan->classes = plan->tile_major && !plan->row_tiles && plan->interleave == 1 ? classes : 0;
   plan->entry_order.clear();

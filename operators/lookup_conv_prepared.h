@@ -15,6 +15,7 @@
 #include "lookup_conv_epilogue.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
+#include "lookup_conv_pooled.h"
 #include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 
@@ -51,6 +52,7 @@ struct Workspace {
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
   std::vector<float> all_channels;  // every channel's extended plane (tile-major accumulation)
+  std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
   std::vector<float> packed;      // the dictionary product's packed strips of x
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
@@ -113,7 +115,9 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
     ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + past_s);
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
-    ws.channel.assign(interleaved ? 0 : (plan.images_in_parallel ? 1 : threads) * prep->channel_scratch, 0.f);
+    const int64_t sharing = plan.images_in_parallel ? 1 : threads;  // threads sharing an image's workspace
+    ws.channel.assign(interleaved || plan.pooled_rows ? 0 : sharing * prep->channel_scratch, 0.f);
+    ws.pooled_carry.assign(plan.pooled_rows ? sharing * p.num_filter * PooledCarryFloats<I>(g) : 0, 0.f);
     ws.all_channels.assign(plan.tile_major && !interleaved ? p.num_filter * prep->ext_alloc : 0, 0.f);
     ws.packed.assign(threads * std::max(PackedFloats<I>(g.m, deep), plan.images_panel ? ImagesPanelScratch<I>() : 0),
                      0.f);  // for every thread

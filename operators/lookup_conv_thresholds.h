@@ -69,6 +69,12 @@ static const int64_t kTileFootprintBytes = 16 << 10;
 // was 5-10% slower blocked).
 static const int kMinBlockEntries = 16;
 
+// A fused 3x3 / stride-2 pooling is taken in registers (PooledRows) over output rows of at least
+// 4 registers: a pooled row accumulates two rows at a time, and fewer than 8 accumulators leave
+// its multiply-adds waiting on each other's latency, where flat tiles keep 16 (AlexNet's conv2,
+// 27 columns, 2 registers on AVX-512).
+static const int kPooledRowMinRegisters = 4;
+
 // Class tiles: on Zen 5 the lookup stage's loads of S are its limit, and a load at a position
 // that is not a multiple of 16 floats spans two cache lines. The tile kernel alone with S in L1
 // (16 registers, 64 entries): 98-104 useful GFLOP/s at arbitrary offsets, 163-172 at aligned

@@ -363,18 +363,37 @@ POOLS = [  # (kernel, stride, pad, map size): every column path of the pooling (
 ]
 
 
-@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no act"])
-@pytest.mark.parametrize("kernel,stride,pad,size", POOLS)
-def test_fused_max_pooling_equals_mxnet_pooling(lcnn_ops, kernel, stride, pad, size, relu):
-    layer = lnn.LookupConv2D(5, 3, 1, 1, dictionary_size=3, in_channels=4)
+def check_fused_pooling(filters, density, x, kernel, stride, pad, relu):
+    """The operator with a max pooling fused (and a ReLU before it if `relu`) against MXNet's
+    pooling of the layer's output, for a random layer of `filters` channels on x (4 channels)."""
+    layer = lnn.LookupConv2D(filters, 3, 1, 1, dictionary_size=3, in_channels=4)
     layer.initialize()
-    lnn.set_random_lookup(layer, 0.4)
-    layer.bias.set_data(mx.nd.random.normal(shape=(5,)) - 3)  # negative outputs: padding must not win
-    x = mx.nd.random.normal(shape=(2, 4, size, size))
+    lnn.set_random_lookup(layer, density)
+    layer.bias.set_data(mx.nd.random.normal(shape=(filters,)) - 3)  # negative outputs: padding must not win
     y = layer(x)
     ref = mx.nd.Pooling(mx.nd.relu(y) if relu else y, kernel=kernel, stride=stride, pad=pad, pool_type="max")
     out = export.SparseLookup(layer, None, None, relu, gluon.nn.MaxPool2D(kernel, stride, pad))(x)
     np.testing.assert_allclose(out.asnumpy(), ref.asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no act"])
+@pytest.mark.parametrize("kernel,stride,pad,size", POOLS)
+def test_fused_max_pooling_equals_mxnet_pooling(lcnn_ops, kernel, stride, pad, size, relu):
+    check_fused_pooling(5, 0.4, mx.nd.random.normal(shape=(2, 4, size, size)), kernel, stride, pad, relu)
+
+
+@pytest.mark.parametrize("relu", [True, False], ids=["relu", "no act"])
+@pytest.mark.parametrize("pad", [0, 1])
+@pytest.mark.parametrize("width,height,pooled_rows", [(64, 23, True), (75, 20, True), (40, 9, None)])
+def test_pooling_in_registers_equals_mxnet_pooling(lcnn_ops, width, height, pooled_rows, pad, relu):
+    """3x3 / stride-2 pooling over rows of 4+ registers is taken in registers (ResNet-18's conv1):
+    rows of whole registers (64), a partial last one (75, an odd count on AVX-512), and 40
+    columns (two rows at a time on AVX2; flat tiles on 16 lanes); windows cut by the last row."""
+    before = ops.plans_built("pooled rows")
+    x = mx.nd.random.normal(shape=(2, 4, height, width))
+    check_fused_pooling(6, 0.2, x, (3, 3), (2, 2), (pad, pad), relu)
+    if pooled_rows is not None:
+        assert ops.plans_built("pooled rows") == before + int(pooled_rows), ops.kernel_isa()
 
 
 def test_pool_pad_must_be_below_the_pool_kernel(lcnn_ops):
