@@ -180,6 +180,9 @@ struct Geometry {
   int64_t cols = 0;        // all phases of one S row
 };
 
+// Registers of `lanes` floats one output row (wo floats) takes: row tiles' and pooled rows'.
+static inline int64_t OutputRowRegisters(const Geometry& g, int lanes) { return (g.wo + lanes - 1) / lanes; }
+
 // visit(e) for each position e of the extended plane that holds an output (the first wo of each
 // extended row), in order; no division per position (a 64-bit modulo per output channel of a
 // fully connected layer, 4096 of them, showed in its profile).

@@ -105,7 +105,7 @@ static inline void PlanChannelSplit(int filters, const int* indptr, bool uniform
 // apart). Not for tile-major layers: their many entries a channel go to class tiles (AlexNet's
 // conv1).
 static inline bool PooledRowsFit(const Params& p, const Geometry& g, int lanes, int registers) {
-  const int64_t row_registers = (g.wo + lanes - 1) / lanes;
+  const int64_t row_registers = OutputRowRegisters(g, lanes);
   return p.pool_kh == 3 && p.pool_kw == 3 && p.pool_sh == 2 && p.pool_sw == 2 && p.pool_ph <= 1 &&
          p.pool_pw <= 1 && !p.residual && row_registers >= kPooledRowMinRegisters && row_registers <= registers &&
          (p.kw - 1) / p.sw + row_registers * lanes <= 2 * g.wq;
@@ -145,7 +145,7 @@ struct RowTile {
 // segments. Called once few_outputs and tile_major are known.
 static inline void PlanTiles(const Params& p, const Geometry& g, const TileRegisters& regs, Plan* plan) {
   const int lanes = plan->interleave > 1 ? 1 : regs.lanes;  // interleaved: a register is a pixel
-  const int64_t row_vectors = (g.wo + lanes - 1) / lanes;
+  const int64_t row_vectors = OutputRowRegisters(g, lanes);
   plan->lanes = lanes;
   plan->row_tiles = plan->interleave > 1 ||
                     (!plan->few_outputs && !p.pool_kh && !plan->tile_major && row_vectors * lanes <= g.wq);

@@ -16,15 +16,11 @@
 
 #include "lookup_conv_attrs.h"
 
-// Registers of one output row of the convolution, and floats of one channel's kept column
-// maxima (PooledRow's registers of pooled columns: one for two of the row's).
-template <class I>
-static inline int PooledRowRegisters(const Geometry& g) {
-  return static_cast<int>((g.wo + I::kLanes - 1) / I::kLanes);
-}
+// Floats of one channel's kept column maxima (PooledRow's registers of pooled columns: one for
+// two of the convolution row's).
 template <class I>
 static inline int64_t PooledCarryFloats(const Geometry& g) {
-  return (PooledRowRegisters<I>(g) + 1) / 2 * I::kLanes;
+  return (OutputRowRegisters(g, I::kLanes) + 1) / 2 * I::kLanes;
 }
 
 // Rows [row, row + R) of the convolution (`base` at the first, rows wq floats apart),
@@ -127,7 +123,7 @@ template <class I>
 static inline void PooledRows(const Params& p, const Geometry& g, const float* s, const int* indptr, const int* off,
                               const float* coefs, const float* bias, int64_t py0, int64_t py1, float* carry,
                               float* y) {
-  const int registers = PooledRowRegisters<I>(g);
+  const int registers = static_cast<int>(OutputRowRegisters(g, I::kLanes));
   const int64_t carry_floats = PooledCarryFloats<I>(g), plane = g.yo * g.xo;
   const auto first_row = [&](int64_t py) { return std::max<int64_t>(0, py * 2 - p.pool_ph); };
   const auto end_row = [&](int64_t py) { return std::min<int64_t>(g.ho, py * 2 - p.pool_ph + 3); };
