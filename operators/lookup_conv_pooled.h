@@ -6,8 +6,9 @@
 // Pooled row py takes the convolution's rows [2 py - pool_ph, 2 py - pool_ph + 3) within
 // [0, ho); the last of them is the first of row py + 1's, so its column maxima are kept
 // (`carry`) and each convolution row is accumulated once. The work goes pooled row by pooled row,
-// every channel in each, so that the few rows of S a pooled row reads stay in L1 for all
-// channels (channel by channel, every channel read S from L2).
+// every channel in each, so that the channels share the few rows of S a pooled row reads while
+// they are in cache. What it waits on is its loads of S, nearly all across two cache lines
+// (benchmarks/RESULTS.md, run 48).
 #ifndef LCNN_LOOKUP_CONV_POOLED_H_
 #define LCNN_LOOKUP_CONV_POOLED_H_
 
