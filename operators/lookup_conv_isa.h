@@ -92,8 +92,7 @@ struct Avx2 {
   }
   // the middle 8 of lo's and hi's 16 lanes, then a byte shift within each 128-bit half
   template <int N>
-  static Vec ShiftIn(Vec lo, Vec hi) {
-    if constexpr (N == 0) return lo;
+  static Vec ShiftIn(Vec lo, Vec hi) {  // (N = 0: the byte shift by 0 gives lo)
     const __m256i mid = _mm256_castps_si256(_mm256_permute2f128_ps(lo, hi, 0x21));
     if constexpr (N < 4) return _mm256_castsi256_ps(_mm256_alignr_epi8(mid, _mm256_castps_si256(lo), 4 * N));
     else if constexpr (N == 4) return _mm256_castsi256_ps(mid);
