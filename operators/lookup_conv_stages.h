@@ -358,6 +358,9 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   // threads take D's panels in groups over the whole chunk instead: each reads its share of D,
   // the larger operand (ResNet-18-accurate's 2 MB at 7x7), and the uneven strips no longer
   // unbalance them. That layer alone at two threads, batch 1: medians 1.52-2.01 -> 1.32-1.64 ms.
+  // Each thread takes consecutive chunks (a band of the image's rows, which the lookups and the
+  // next layer read in order) rather than every other one: ResNet-18-fast 0.03 at two threads,
+  // batch 1, 40 alternating rounds, 0.992 of the time (31 rounds faster).
   const int64_t scratch = PackedFloats<I>(m, pr.deep), fitting = scratch / (max_depth * W);
   const bool panel_groups = threads > 1 && strips <= fitting && panels >= threads && !pr.x_larger;
   const int64_t rounds = ((strips + fitting - 1) / fitting + threads - 1) / threads;
@@ -368,7 +371,7 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   const bool pack = panels / groups >= kPackMinPanels;
   for (int64_t c0 = 0; c0 < m; c0 += max_depth) {
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
-#pragma omp parallel for collapse(2) schedule(static, 1) num_threads(threads)
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
     for (int64_t q = 0; q < chunks; ++q) {
       for (int64_t group = 0; group < groups; ++group) {
         const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
