@@ -191,18 +191,17 @@ class LookupConv : public CustomStatefulOp {
       // The channels in one group per thread, each (tile, group) a unit of work: small planes
       // have fewer tiles than threads (ResNet's 7x7 stage: one tile, so one busy thread).
       const int groups = threads;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-      for (int64_t ti = 0; ti < tiles; ++ti)
-        for (int grp = 0; grp < groups; ++grp) {
-          const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
-          for (int blk = 0; blk < blocks; ++blk)
-            for (int f = f0; f < f1; ++f) {
-              const int* runs = RunStarts(plan(), f, blk);
-              if (runs[BlockRuns(plan())] == runs[0]) continue;  // none of f's entries in this block
-              FlatTile(s, ti, f, runs, blk > plan().first_block[f], blk == plan().last_block[f],
-                       residual != nullptr, t, ChannelExt(ws, f));
-            }
-        }
+      StaticFor(tiles * groups, threads, [&](int64_t unit, int) {  // tile by tile, its groups in turn
+        const int64_t ti = unit / groups, grp = unit % groups;
+        const int f0 = static_cast<int>(filters * grp / groups), f1 = static_cast<int>(filters * (grp + 1) / groups);
+        for (int blk = 0; blk < blocks; ++blk)
+          for (int f = f0; f < f1; ++f) {
+            const int* runs = RunStarts(plan(), f, blk);
+            if (runs[BlockRuns(plan())] == runs[0]) continue;  // none of f's entries in this block
+            FlatTile(s, ti, f, runs, blk > plan().first_block[f], blk == plan().last_block[f],
+                     residual != nullptr, t, ChannelExt(ws, f));
+          }
+      });
     }
     if (plan().one_output) return OneOutputChannels(s, t, y, threads);
     ChannelRanges(plan(), params_.num_filter, threads, [&](int f0, int f1, int thread) {
@@ -218,12 +217,11 @@ class LookupConv : public CustomStatefulOp {
   void PooledImage(const float* s, const Tensors& t, float* y, Workspace* ws, int threads) const {
     const Geometry& g = plan().geometry;
     const int64_t carry = params_.num_filter * PooledCarryFloats<I>(g);
-#pragma omp parallel num_threads(threads)
-    {
-      const int64_t n = omp_get_num_threads(), i = omp_get_thread_num();
-      PooledRows<I>(params_, g, s, t.indptr, plan().entry_offsets.data(), t.coefs, t.bias, g.yo * i / n,
-                    g.yo * (i + 1) / n, ws->pooled_carry.data() + i * carry, y);
-    }
+    OnTeam(threads, [&](int i, int team) {
+      const Share rows = ShareOf(g.yo, i, team);
+      PooledRows<I>(params_, g, s, t.indptr, plan().entry_offsets.data(), t.coefs, t.bias, rows.first, rows.last,
+                    ws->pooled_carry.data() + i * carry, y);
+    });
   }
 
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
@@ -236,11 +234,10 @@ class LookupConv : public CustomStatefulOp {
       xt = ws->transposed.data();
     }
     const int64_t count = plan().needed.size();
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < count; ++i) {
+    StaticFor(count, threads, [&](int64_t i, int) {
       const int64_t o = plan().needed[i];
       ws->s[o] = Dot<I>(d + plan().rows[o / g.cols] * g.m, xt + (o % g.cols) * g.m, static_cast<int>(g.m));
-    }
+    });
   }
 
   // Every channel's only output (a fully connected layer at batch 1: its entries gathered at
@@ -249,12 +246,11 @@ class LookupConv : public CustomStatefulOp {
   // pairs: 336-393 -> 294-336 us; its gathers alone in C++ take about 60 us.
   void OneOutputChannels(const float* s, const Tensors& t, float* y, int threads) const {
     const int* off = plan().entry_offsets.data();
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int f = 0; f < params_.num_filter; ++f) {
+    StaticFor(params_.num_filter, threads, [&](int64_t f, int) {
       const int start = t.indptr[f];
       const float v = GatherDot<I>(s, off + start, t.coefs + start, t.indptr[f + 1] - start, 0) + t.bias[f];
       y[f] = params_.relu ? std::max(v, 0.f) : v;
-    }
+    });
   }
 
   // One output channel (of a plan with row tiles, only one without entries: RowTiles takes the

@@ -7,8 +7,6 @@
 #ifndef LCNN_LOOKUP_CONV_BATCH_H_
 #define LCNN_LOOKUP_CONV_BATCH_H_
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -36,17 +34,13 @@ struct Tensors {
 };
 
 // run(f0, f1, thread) over the channels [0, filters) of the lookup stage: all of them at one
-// thread (no parallel region), else the plan's ranges (plan.channel_split), one a thread of the team.
+// thread, else the plan's ranges (plan.channel_split), one a thread of the team.
 template <class Run>
 static inline void ChannelRanges(const Plan& plan, int filters, int threads, const Run& run) {
   if (threads == 1) return run(0, filters, 0);
   const std::vector<int>& split = plan.channel_split;
-  const int ranges = static_cast<int>(split.size()) - 1;
-#pragma omp parallel num_threads(threads)
-  {
-    const int me = omp_get_thread_num(), team = omp_get_num_threads();  // (a team may be smaller)
-    for (int range = me; range < ranges; range += team) run(split[range], split[range + 1], me);
-  }
+  InterleavedFor(static_cast<int64_t>(split.size()) - 1, threads,
+                 [&](int64_t range, int me) { run(split[range], split[range + 1], me); });
 }
 
 // Images [b0, b0 + interleave) interleaved (plan.interleave, lookup_conv_interleaved.h): their
@@ -77,10 +71,10 @@ static inline void BatchedProduct(const Params& p, Prepared* prep, const Tensors
   const Geometry& g = plan.geometry;
   const int64_t n = b1 - b0, pixels = g.h * g.w;
   float* xs = prep->batch_input.data();
-#pragma omp parallel for collapse(2) num_threads(threads)
-  for (int64_t c = 0; c < g.m; ++c)
-    for (int64_t b = 0; b < n; ++b)
-      std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
+  StaticFor(g.m * n, threads, [&](int64_t u, int) {  // (channel c, image b) = (u / n, u % n)
+    const int64_t c = u / n, b = u % n;
+    std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
+  });
   Product product{t.dictionary, &plan.rows, g.m, xs, n * pixels, n * pixels,
                   prep->batch_s.data() + p.ph * g.wq + p.pw, g.cols, g.w, g.wq};
   product.image_cols = pixels, product.image_pitch = plan.s_floats;
@@ -98,8 +92,8 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
     // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
     // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
     const int64_t pixels = g.h * g.w, block = std::max<int64_t>(1, kTransposeBlockFloats / (g.cols * n));
-#pragma omp parallel for num_threads(threads)
-    for (int64_t c0 = 0; c0 < g.m; c0 += block)
+    StaticFor((g.m + block - 1) / block, threads, [&](int64_t blk, int) {
+      const int64_t c0 = blk * block;
       for (int64_t b = 0; b < n; ++b)
         for (int64_t c = c0; c < std::min(g.m, c0 + block); ++c) {
           const float* src = x + (b * g.m + c) * pixels;
@@ -107,13 +101,14 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
           for (int64_t yi = 0; yi < g.h; ++yi)
             for (int64_t xi = 0; xi < g.w; ++xi) dst[(yi * g.wq + xi) * n] = src[yi * g.w + xi];
         }
+    });
     return;
   }
   for (int64_t b = 0; b < n; ++b) {
     SplitPhases(p, g, x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
-#pragma omp parallel for num_threads(threads)
-    for (int64_t c = 0; c < g.m; ++c)
+    StaticFor(g.m, threads, [&](int64_t c, int) {
       for (int64_t pos = 0; pos < g.cols; ++pos) xs[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
+    });
   }
 }
 
@@ -174,9 +169,9 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
       product.x_larger = true;
       DictionaryProduct<I>(product, threads, ws->packed.data());
     }
-#pragma omp parallel for num_threads(threads)
-    for (int64_t d = 0; d < g.k; ++d)
+    StaticFor(g.k, threads, [&](int64_t d, int) {
       for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
+    });
   } else {
     GatherBatchInput(p, prep, t.x, xs, threads);
     const Product product{t.dictionary, &plan.rows, g.m, xs, g.cols * n, g.cols * n, s, g.cols * n};

@@ -7,8 +7,6 @@
 #ifndef LCNN_LOOKUP_CONV_INTERLEAVED_H_
 #define LCNN_LOOKUP_CONV_INTERLEAVED_H_
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 
@@ -21,13 +19,12 @@
 // b0 + b; lanes from n on are zero.
 static inline void InterleaveImages(const float* x, int64_t m, int64_t pixels, int64_t b0, int64_t n,
                                     int64_t lanes, float* out, int threads) {
-#pragma omp parallel for num_threads(threads)
-  for (int64_t c = 0; c < m; ++c) {
+  StaticFor(m, threads, [&](int64_t c, int) {
     for (int64_t b = 0; b < lanes; ++b) {
       const float* src = b < n ? x + ((b0 + b) * m + c) * pixels : nullptr;
       for (int64_t q = 0; q < pixels; ++q) out[(c * pixels + q) * lanes + b] = src ? src[q] : 0.f;
     }
-  }
+  });
 }
 
 // y (filters x ho x wo x lanes) = bias + every channel's lookups in the interleaved S (rows x cols
@@ -40,26 +37,23 @@ static inline void InterleavedLookups(const Plan& plan, int filters, const int* 
   const Geometry& g = plan.geometry;
   const int64_t L = plan.interleave, out_plane = g.ho * g.wo;
   const int blocks = plan.tile_major ? plan.row_blocks : 1, groups = threads;
-#pragma omp parallel for collapse(2) schedule(static, 1) num_threads(threads)
-  for (int64_t ti = 0; ti < plan.tiles; ++ti) {
-    for (int grp = 0; grp < groups; ++grp) {
-      const RowTile rt = RowTileAt(plan, ti);
-      const int f0 = filters * grp / groups, f1 = filters * (grp + 1) / groups;
-      for (int blk = 0; blk < blocks; ++blk) {
-        for (int f = f0; f < f1; ++f) {
-          const int* starts = plan.tile_major ? RunStarts(plan, f, blk) : nullptr;  // (no classes here)
-          const int begin = plan.tile_major ? starts[0] : indptr[f];
-          const int end = plan.tile_major ? starts[1] : indptr[f + 1];
-          if (begin == end) continue;
-          AccumulateRowTile<I>(rt.rows, rt.width, s + (rt.oy * g.wq + rt.ox) * L, g.wq * L,
-                               plan.entry_offsets.data() + begin, coefs + begin, end - begin, bias[f],
-                               plan.tile_major && blk > plan.first_block[f], nullptr, 0, false,
-                               static_cast<int>(rt.width * L),
-                               y + (f * out_plane + rt.oy * g.wo + rt.ox) * L, g.wo * L);
-        }
+  InterleavedFor(plan.tiles * groups, threads, [&](int64_t unit, int) {  // tile by tile, its groups in turn
+    const int64_t ti = unit / groups, grp = unit % groups;
+    const RowTile rt = RowTileAt(plan, ti);
+    const int f0 = static_cast<int>(filters * grp / groups), f1 = static_cast<int>(filters * (grp + 1) / groups);
+    for (int blk = 0; blk < blocks; ++blk) {
+      for (int f = f0; f < f1; ++f) {
+        const int* starts = plan.tile_major ? RunStarts(plan, f, blk) : nullptr;  // (no classes here)
+        const int begin = plan.tile_major ? starts[0] : indptr[f];
+        const int end = plan.tile_major ? starts[1] : indptr[f + 1];
+        if (begin == end) continue;
+        AccumulateRowTile<I>(rt.rows, rt.width, s + (rt.oy * g.wq + rt.ox) * L, g.wq * L,
+                             plan.entry_offsets.data() + begin, coefs + begin, end - begin, bias[f],
+                             plan.tile_major && blk > plan.first_block[f], nullptr, 0, false,
+                             static_cast<int>(rt.width * L), y + (f * out_plane + rt.oy * g.wo + rt.ox) * L, g.wo * L);
       }
     }
-  }
+  });
 }
 
 // Images [b0, b0 + n) of out (batch x filters x ho x wo) = act(the interleaved y [+ residual]),
@@ -70,8 +64,7 @@ static inline void DeinterleaveOutputs(const Params& p, const Plan& plan, const 
   const Geometry& g = plan.geometry;
   const int64_t L = plan.interleave, out_plane = g.ho * g.wo;
   const int filters = p.num_filter;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int f = 0; f < filters; ++f) {
+  StaticFor(filters, threads, [&](int64_t f, int) {
     const bool lookups = indptr[f + 1] > indptr[f];
     const float* in = y + f * out_plane * L;
     for (int64_t b = 0; b < n; ++b) {
@@ -82,7 +75,7 @@ static inline void DeinterleaveOutputs(const Params& p, const Plan& plan, const 
         out[plane + q] = p.relu ? std::max(v, 0.f) : v;
       }
     }
-  }
+  });
 }
 
 #endif  // LCNN_LOOKUP_CONV_INTERLEAVED_H_

@@ -39,7 +39,6 @@
 #define LCNN_LOOKUP_CONV_SPARSE_INPUT_H_
 
 #include <immintrin.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -92,12 +91,11 @@ static inline void SparseInputProduct(const float* dt, int64_t m, int64_t k, con
   }
   constexpr int V = I::kSparseInputVectors;
   const int64_t W = int64_t{V} * I::kLanes, blocks = (k + W - 1) / W;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t b = 0; b < blocks; ++b) {
+  StaticFor(blocks, threads, [&](int64_t b, int) {
     const int64_t c0 = b * W, width = std::min(W, k - c0);
     if (width == W) SparseInputColumns<I, V, false>(dt, k, row, value, n, c0, width, s);
     else SparseInputColumns<I, V, true>(dt, k, row, value, n, c0, width, s);
-  }
+  });
 }
 
 // Rows of D' a pass of ImagesPanelProduct covers: 16 images' 512 inputs are 32 KB, which stay in
@@ -117,10 +115,9 @@ template <class I>
 static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const float* dt, int64_t k, float* out,
                                       float* scratch, int threads) {
   const int64_t L = I::kLanes, strips = (k + L - 1) / L;
-#pragma omp parallel num_threads(threads)
-  {
-    const int me = omp_get_thread_num(), team = omp_get_num_threads();
-    const int64_t s0 = strips * me / team, s1 = strips * (me + 1) / team;
+  OnTeam(threads, [&](int me, int team) {
+    const Share share = ShareOf(strips, me, team);
+    const int64_t s0 = share.first, s1 = share.last;
     float* own = scratch + me * ImagesPanelScratch<I>();
     for (int64_t c0 = 0; c0 < m; c0 += kImagesPanelDepth) {
       const int depth = static_cast<int>(std::min<int64_t>(kImagesPanelDepth, m - c0));
@@ -137,7 +134,7 @@ static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const fl
         StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, ldb, ahead, c0 > 0, width, out + j, k);
       }
     }
-  }
+  });
 }
 
 #endif  // LCNN_LOOKUP_CONV_SPARSE_INPUT_H_

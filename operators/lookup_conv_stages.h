@@ -6,8 +6,6 @@
 #ifndef LCNN_LOOKUP_CONV_STAGES_H_
 #define LCNN_LOOKUP_CONV_STAGES_H_
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -16,6 +14,7 @@
 #include "lookup_conv_gemm.h"
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
+#include "lookup_conv_team.h"
 
 // The dictionary product in the way of BLIS: x is cut into strips of two registers' width,
 // copied ("packed") so that each strip's rows are contiguous, and every panel of the set's
@@ -100,14 +99,13 @@ static inline bool RowReached(const Params& p, int64_t yi) { return (yi + p.ph) 
 // for `channels` planes of h x w. Rows of phases the kernel does not reach are skipped.
 static inline void SplitPhases(const Params& p, const Geometry& g, const float* x, int64_t channels, float* out,
                                int threads) {
-#pragma omp parallel num_threads(threads)
-  {
+  OnTeam(threads, [&](int t, int team) {
     std::vector<float> padded(p.sw == 4 ? SplitRowFloats(p, g) : 0, 0.f);  // one per thread, read at stride 4 only
-#pragma omp for
-    for (int64_t c = 0; c < channels; ++c)
+    const Share share = ShareOf(channels, t, team);
+    for (int64_t c = share.first; c < share.last; ++c)
       for (int64_t yi = 0; yi < g.h; ++yi)
         if (RowReached(p, yi)) SplitInputRow(p, g, x + (c * g.h + yi) * g.w, yi, out + c * g.cols, padded.data());
-  }
+  });
 }
 
 // Input rows ahead that ProductSplitRows fetches: the input comes from memory (a network's
@@ -121,12 +119,11 @@ template <class I>
 static inline void ProductSplitRows(const Params& p, const Geometry& g, const float* d, const std::vector<int>& rows,
                                     const float* x, float* s, int threads) {
   const int64_t k = rows.size(), L = I::kLanes;
-#pragma omp parallel num_threads(threads)
-  {
+  OnTeam(threads, [&](int t, int team) {
     std::vector<float> padded(SplitRowFloats(p, g), 0.f);
     float* product = padded.data() + p.pw;  // the row's products, where SplitInputRow reads them
-#pragma omp for schedule(static)
-    for (int64_t yi = 0; yi < g.h; ++yi) {
+    const Share share = ShareOf(g.h, t, team);
+    for (int64_t yi = share.first; yi < share.last; ++yi) {
       if (!RowReached(p, yi)) continue;
       if (yi + kRowProductPrefetchRows < g.h) {
         for (int64_t c = 0; c < g.m; ++c) {
@@ -152,7 +149,7 @@ static inline void ProductSplitRows(const Params& p, const Geometry& g, const fl
         SplitInputRow(p, g, product, yi, s + i * g.cols, padded.data());
       }
     }
-  }
+  });
 }
 
 // packed (depth x W per strip, strips after one another) = rows [c0, c0 + depth) of x (rows ldx
@@ -331,15 +328,14 @@ static inline void MatVec(const float* d, const std::vector<int>& rows, int64_t 
                           int threads) {
   constexpr int R = I::kMatVecRows;
   const int64_t k = rows.size(), groups = (k + R - 1) / R;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t grp = 0; grp < groups; ++grp) {
+  StaticFor(groups, threads, [&](int64_t grp, int) {
     const int64_t i0 = grp * R, n = std::min<int64_t>(R, k - i0);
     const float* a[R];
     for (int r = 0; r < R; ++r) a[r] = d + rows[i0 + std::min<int64_t>(r, n - 1)] * m;  // a last group repeats a row
     float dots[R];
     DotRows<I, R>(a, x, static_cast<int>(m), dots);
     std::copy(dots, dots + n, out + i0);
-  }
+  });
 }
 
 // The product pr over `threads` threads. `packed`: threads x PackedFloats(m, pr.deep) floats of
@@ -371,14 +367,12 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   const bool pack = panels / groups >= kPackMinPanels;
   for (int64_t c0 = 0; c0 < m; c0 += max_depth) {
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads)
-    for (int64_t q = 0; q < chunks; ++q) {
-      for (int64_t group = 0; group < groups; ++group) {
-        const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
-        ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), panels * group / groups,
-                       panels * (group + 1) / groups, packed + omp_get_thread_num() * scratch);
-      }
-    }
+    StaticFor(chunks * groups, threads, [&](int64_t unit, int t) {  // chunk by chunk, its groups in turn
+      const int64_t q = unit / groups, group = unit % groups;
+      const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
+      ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), panels * group / groups,
+                     panels * (group + 1) / groups, packed + t * scratch);
+    });
   }
 }
 
