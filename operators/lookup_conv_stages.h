@@ -277,19 +277,18 @@ static inline StripAhead Ahead(int64_t s, int64_t s1, int64_t first_packed, bool
 }
 
 // One unit of work of DictionaryProduct: rows [c0, c0 + depth) of x, its strips [s0, s1) and
-// the panels [p0, p1) of D. Strips from first_packed on are packed into `own` first; the
-// others are read in place.
+// the rows [r0, r1) of the product (D's listed rows), in panels of kPanelRows from r0. Strips
+// from first_packed on are packed into `own` first; the others are read in place.
 template <class I>
 static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t s0, int64_t s1, int64_t first_packed,
-                               int64_t p0, int64_t p1, float* own) {
-  const int64_t W = StripFloats<I>(), k = pr.rows->size();
+                               int64_t r0, int64_t r1, float* own) {
+  const int64_t W = StripFloats<I>();
   PackStrips<I>(pr.x, pr.ldx, pr.cols, c0, depth, first_packed, s1, own);
   const auto strip = [&](int64_t i) {  // strip i's first row
     return i < first_packed ? pr.x + c0 * pr.ldx + i * W : own + (i - first_packed) * depth * W;
   };
-  for (int64_t panel = p0; panel < p1; ++panel) {
-    const int64_t r = panel * I::kPanelRows;
-    const int count = static_cast<int>(std::min<int64_t>(I::kPanelRows, k - r));
+  for (int64_t r = r0; r < r1; r += I::kPanelRows) {
+    const int count = static_cast<int>(std::min<int64_t>(I::kPanelRows, r1 - r));
     const float* a[I::kPanelRows];
     for (int i = 0; i < count; ++i) a[i] = pr.d + (*pr.rows)[r + i] * pr.m + c0;
     const bool consecutive = (*pr.rows)[r + count - 1] - (*pr.rows)[r] == count - 1;  // (rows ascend)
@@ -299,7 +298,7 @@ static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t
       const float* b = strip(s);
       const int64_t ldb = s < first_packed ? pr.ldx : W, j0 = s * W, width = std::min(W, pr.cols - j0);
       const bool acc = c0 > 0;  // later passes add to the earlier ones
-      const StripAhead ahead = Ahead(s, s1, first_packed, panel == p0, depth, strip);
+      const StripAhead ahead = Ahead(s, s1, first_packed, r == r0, depth, strip);
       const auto run = [&](float* dst, int64_t ld) {
         if (width <= I::kLanes) StripOfPanel<I, 1>(count, a, lda, pr.m, depth, b, ldb, ahead, acc, width, dst, ld);
         else StripOfPanel<I, 2>(count, a, lda, pr.m, depth, b, ldb, ahead, acc, width, dst, ld);
@@ -349,14 +348,20 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   const int max_depth = static_cast<int>(ProductDepth<I>(m, cols, pr.deep));
   // Units of work: column chunks of at most PackedFloats, as many as give every thread the same
   // share; with fewer chunks than threads (a few columns: fully connected layers in a batch),
-  // each chunk's panels in groups, one per thread (each packing the chunk for itself). When all
+  // each chunk's rows of D in groups, one per thread (each packing the chunk for itself). When all
   // columns fit one chunk (ResNet-18's 7x7 layers: 49 columns in 3 strips and 1 column), the
-  // threads take D's panels in groups over the whole chunk instead: each reads its share of D,
+  // threads take D's rows in groups over the whole chunk instead: each reads its share of D,
   // the larger operand (ResNet-18-accurate's 2 MB at 7x7), and the uneven strips no longer
   // unbalance them. That layer alone at two threads, batch 1: medians 1.52-2.01 -> 1.32-1.64 ms.
   // Each thread takes consecutive chunks (a band of the image's rows, which the lookups and the
   // next layer read in order) rather than every other one: ResNet-18-fast 0.03 at two threads,
   // batch 1, 40 alternating rounds, 0.992 of the time (31 rounds faster).
+  // Chunks and groups are ShareOf the strips and the rows, not runs of per_chunk strips and whole
+  // panels: ResNet-18-fast's 98 strips at 56x56 went 52 / 46 to the two threads, 25 at 28x28
+  // 14 / 11 (the last half a strip), and 64 and 128 rows at 14x14 and 7x7 36 / 28 and 72 / 56.
+  // lcnn-predict at two threads, batch 1, alternating rounds, medians: ResNet-18-fast 0.03 0.945
+  // -> 0.929 ms (36 rounds), ResNet-18-accurate 0.05 6.13 -> 6.06 (10); AlexNet-fast, one thread
+  // and batches of images in parallel unchanged.
   const int64_t scratch = PackedFloats<I>(m, pr.deep), fitting = scratch / (max_depth * W);
   const bool panel_groups = threads > 1 && strips <= fitting && panels >= threads && !pr.x_larger;
   const int64_t rounds = ((strips + fitting - 1) / fitting + threads - 1) / threads;
@@ -369,9 +374,11 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
     StaticFor(chunks * groups, threads, [&](int64_t unit, int t) {  // chunk by chunk, its groups in turn
       const int64_t q = unit / groups, group = unit % groups;
-      const int64_t s0 = q * per_chunk, s1 = std::min(strips, s0 + per_chunk);
-      ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), panels * group / groups,
-                     panels * (group + 1) / groups, packed + t * scratch);
+      const Share chunk = ShareOf(strips, static_cast<int>(q), static_cast<int>(chunks));
+      const Share rows = ShareOf(pr.rows->size(), static_cast<int>(group), static_cast<int>(groups));
+      const int64_t s0 = chunk.first, s1 = chunk.last;
+      ProductUnit<I>(pr, c0, depth, s0, s1, pack ? s0 : std::max(s0, full_strips), rows.first, rows.last,
+                     packed + t * scratch);
     });
   }
 }
