@@ -2,9 +2,9 @@
 // body over one thread's share; at one thread the body runs straight on the calling thread,
 // without an OpenMP region: libgomp builds a team even for one thread (about 0.6 us a region,
 // timed around each region's body; ResNet-18-fast runs 31 regions a call at batch 1). In
-// lcnn-predict at one thread, batch 1, medians of 20-30 alternating rounds: ResNet-18-fast 0.03
-// 1.617 -> 1.599 ms, AlexNet-fast 0.740 -> 0.722; at batch 16 and at two threads no change
-// beyond the noise.
+// lcnn-predict at one thread, batch 1, AVX-512 kernels, medians of 20-30 alternating rounds:
+// ResNet-18-fast 0.03 1.617 -> 1.599 ms, AlexNet-fast 0.740 -> 0.722; at batch 16 and at two
+// threads no change beyond the noise.
 // A body never contains a worksharing construct (`omp for`): at one thread inside another
 // team's worker it would bind to that team.
 #ifndef LCNN_LOOKUP_CONV_TEAM_H_
