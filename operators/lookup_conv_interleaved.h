@@ -40,7 +40,8 @@ static inline void InterleavedLookups(const Plan& plan, int filters, const int* 
   InterleavedFor(plan.tiles * groups, threads, [&](int64_t unit, int) {  // tile by tile, its groups in turn
     const int64_t ti = unit / groups, grp = unit % groups;
     const RowTile rt = RowTileAt(plan, ti);
-    const int f0 = static_cast<int>(filters * grp / groups), f1 = static_cast<int>(filters * (grp + 1) / groups);
+    const Share channels = ShareOf(filters, static_cast<int>(grp), groups);
+    const int f0 = static_cast<int>(channels.first), f1 = static_cast<int>(channels.last);
     for (int blk = 0; blk < blocks; ++blk) {
       for (int f = f0; f < f1; ++f) {
         const int* starts = plan.tile_major ? RunStarts(plan, f, blk) : nullptr;  // (no classes here)
