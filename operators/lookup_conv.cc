@@ -145,7 +145,7 @@ class LookupConv : public CustomStatefulOp {
   }
 
   const Plan& plan() const { return prep_->plan; }
-  float* ChannelExt(Workspace* ws, int f) const { return ws->all_channels.data() + f * prep_->ext_alloc; }
+  float* ChannelExt(Workspace* ws, int f) const { return ws->all_channels + f * prep_->channel_stride; }
 
   // One image b: the dictionary product (unless BatchedProduct made it), then every channel's
   // lookups (`threads` share them).
