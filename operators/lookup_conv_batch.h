@@ -52,13 +52,13 @@ static inline void InterleavedGroup(const Params& p, Prepared* prep, const Tenso
   const Plan& plan = prep->plan;
   const Geometry& g = plan.geometry;
   const int64_t L = plan.interleave, n = std::min(L, plan.batch - b0), pixels = g.h * g.w;
-  InterleaveImages(t.x, g.m, pixels, b0, n, L, prep->group_x, threads);
+  InterleaveImages<I>(t.x, g.m, pixels, b0, n, prep->group_x, threads);
   Product product{t.dictionary, &plan.rows, g.m, prep->group_x, pixels * L, pixels * L,
                   prep->group_s + (p.ph * g.wq + p.pw) * L, g.cols * L, g.w * L, g.wq * L};
   product.deep = true;  // (the plan interleaves only layers with dictionary rows)
   DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
   InterleavedLookups<I>(plan, p.num_filter, t.indptr, t.coefs, t.bias, prep->group_s, prep->group_y, threads);
-  DeinterleaveOutputs(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
+  DeinterleaveOutputs<I>(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
 }
 
 // S of images [b0, b1) in one product (plan.batched_product): x of the images side by side

@@ -18,6 +18,8 @@
 //   Keep(mask, v): v's lanes in mask, -inf in the others,
 //   EvenLanes(a, b) / OddLanes(a, b): the even / odd lanes of a followed by b,
 //   ShiftIn<N>(lo, hi): lanes [N, N + kLanes) of lo followed by hi (0 <= N < kLanes),
+//   Transpose(r): the kLanes x kLanes floats in registers r[0 .. kLanes) transposed in place
+//   (lane j of r[i] becomes lane i of r[j]),
 //   kClassTileVectors: registers per class tile of the lookup stage (lookup_conv_plan.h; 0: the
 //   set takes none),
 //   kTileVectors: registers of accumulators per flat output tile of the lookup stage,
@@ -98,6 +100,20 @@ struct Avx2 {
     else if constexpr (N == 4) return _mm256_castsi256_ps(mid);
     else return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(hi), mid, 4 * (N - 4)));
   }
+  // pairs of rows interleaved, then 4x4 blocks within each 128-bit half, then the halves swapped
+  static void Transpose(Vec* r) {
+    Vec t[8], u[8];
+    for (int k = 0; k < 4; ++k)
+      t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]), t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    for (int k = 0; k < 2; ++k) {  // u[4k + c], half h: column 4h + c of rows 4k .. 4k + 3
+      u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+      u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+      u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+      u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c)
+      r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20), r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+  }
 };
 
 #ifdef __AVX512F__
@@ -153,6 +169,25 @@ struct Avx512 {
     const __m512i l = _mm512_castps_si512(lo), h = _mm512_castps_si512(hi);
     return _mm512_castsi512_ps(_mm512_mask_alignr_epi32(l, 0xFFFF, h, l, N));  // (the unmasked form warns in GCC 12)
   }
+  // pairs of rows interleaved, then 4x4 blocks within each 128-bit lane, then the 4x4 blocks of
+  // 128-bit lanes
+  static void Transpose(Vec* r) {
+    Vec t[16], u[16];
+    for (int k = 0; k < 8; ++k)
+      t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]), t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    for (int k = 0; k < 4; ++k) {  // u[4k + c], 128-bit lane l: column 4l + c of rows 4k .. 4k + 3
+      u[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+      u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+      u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+      u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; ++c) {  // r[4l + c]: lane l of u[c], u[4 + c], u[8 + c], u[12 + c]
+      const Vec x0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), x1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+      const Vec x2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), x3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+      r[c] = _mm512_shuffle_f32x4(x0, x2, 0x88), r[4 + c] = _mm512_shuffle_f32x4(x0, x2, 0xDD);
+      r[8 + c] = _mm512_shuffle_f32x4(x1, x3, 0x88), r[12 + c] = _mm512_shuffle_f32x4(x1, x3, 0xDD);
+    }
+  }
 };
 #endif
 
@@ -195,6 +230,13 @@ struct Avx2Pair {
     alignas(32) float lanes[2 * kLanes];
     Store(lanes, lo), Store(lanes + kLanes, hi);
     return Load(lanes + N);
+  }
+  static void Transpose(Vec* r) {  // (through memory: this set checks logic, not speed)
+    alignas(32) float in[kLanes][kLanes], out[kLanes][kLanes];
+    for (int i = 0; i < kLanes; ++i) Store(in[i], r[i]);
+    for (int i = 0; i < kLanes; ++i)
+      for (int j = 0; j < kLanes; ++j) out[j][i] = in[i][j];
+    for (int i = 0; i < kLanes; ++i) r[i] = Load(out[i]);
   }
 };
 
