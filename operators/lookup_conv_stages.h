@@ -153,8 +153,10 @@ static inline void ProductSplitRows(const Params& p, const Geometry& g, const fl
 }
 
 // packed (depth x W per strip, strips after one another) = rows [c0, c0 + depth) of x (rows ldx
-// apart) for strips [s0, s1) of W floats (the product's two registers, or one); the last strip's
-// columns past `cols` are zero.
+// apart) for strips [s0, s1) of W floats (the product's two registers, or one: whole registers);
+// the last strip's columns past `cols` are zero. Register by register, not memcpy and fill: a
+// call of each for 128 bytes was 2.5% of ResNet-18-accurate 0.01 at two threads, batch 1; one
+// thread, 8 alternating rounds, medians 7.88 -> 7.76 ms.
 template <class I>
 static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t c0, int depth, int64_t s0, int64_t s1,
                               float* packed, int64_t W = StripFloats<I>()) {
@@ -162,9 +164,12 @@ static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t
     const float* src = x + (c0 + c) * ldx;
     for (int64_t s = s0; s < s1; ++s) {
       float* dst = packed + ((s - s0) * depth + c) * W;
-      const int64_t j0 = s * W, width = std::min(W, cols - j0);
-      std::memcpy(dst, src + j0, width * sizeof(float));
-      std::fill(dst + width, dst + W, 0.f);
+      for (int64_t v = 0, j = s * W; v < W; v += I::kLanes, j += I::kLanes) {
+        const int64_t n = cols - j;  // of this register's lanes, columns of x
+        I::Store(dst + v, n >= I::kLanes ? I::Load(src + j)
+                          : n > 0        ? I::LoadFirst(src + j, I::FirstLanes(static_cast<int>(n)))
+                                         : I::Zero());
+      }
     }
   }
 }
