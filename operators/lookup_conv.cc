@@ -27,7 +27,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -293,7 +292,7 @@ class LookupConv : public CustomStatefulOp {
     } else if (params_.pool_kh) {
       MaxPool<I>(params_, g, ext, out, pool_scratch);
     } else {  // the extended rows (wq wide) hold the wo columns kept
-      for (int64_t oy = 0; oy < g.ho; ++oy) std::memcpy(out + oy * g.wo, ext + oy * g.wq, g.wo * sizeof(float));
+      for (int64_t oy = 0; oy < g.ho; ++oy) CopyFloats(ext + oy * g.wq, g.wo, out + oy * g.wo);
     }
   }
 

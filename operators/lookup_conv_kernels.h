@@ -283,7 +283,7 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
   }
 }
 
-// dst[0 .. n) = src[0 .. n) for the few floats of a strip's row (n <= 32), inline: whole
+// dst[0 .. n) = src[0 .. n) for the few floats of a strip's or a small map's row, inline: whole
 // 8-float blocks with the last one overlapping its predecessor, two 4-float blocks below 8
 // (memcpy calls, and masked stores, which AMD's CPUs microcode, cost more than the copy).
 static inline void CopyFloats(const float* src, int64_t n, float* dst) {
