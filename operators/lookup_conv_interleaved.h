@@ -30,8 +30,12 @@ static inline void InterleaveImages(const float* x, int64_t m, int64_t pixels, i
       typename I::Vec r[L];
 #pragma GCC unroll 16
       for (int b = 0; b < L; ++b) {
+        if (b >= n) {  // past the batch
+          r[b] = I::Zero();
+          continue;
+        }
         const float* src = x + ((b0 + b) * m + c) * pixels + q0;
-        r[b] = b >= n ? I::Zero() : count == L ? I::Load(src) : I::LoadFirst(src, first);
+        r[b] = count == L ? I::Load(src) : I::LoadFirst(src, first);
       }
       I::Transpose(r);
       for (int i = 0; i < count; ++i) I::Store(out + (c * pixels + q0 + i) * L, r[i]);

@@ -51,8 +51,8 @@ struct Workspace {
   float* s = nullptr;             // room for tiles reading past the end
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
-  std::vector<float> all_channels_buffer;  // every channel's extended plane (tile-major
-  float* all_channels = nullptr;           // accumulation) from `all_channels`, channel_stride apart
+  std::vector<float> all_channels_buffer;  // every channel's extended plane (tile-major accumulation):
+  float* all_channels = nullptr;           // from a line boundary in the buffer, channel_stride apart
   std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
   std::vector<float> packed;      // the dictionary product's packed strips of x
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
