@@ -58,7 +58,7 @@ static inline void InterleavedGroup(const Params& p, Prepared* prep, const Tenso
   product.deep = true;  // (the plan interleaves only layers with dictionary rows)
   DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
   InterleavedLookups<I>(plan, p.num_filter, t.indptr, t.coefs, t.bias, prep->group_s, prep->group_y, threads);
-  DeinterleaveOutputs<I>(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
+  DeinterleaveOutputs(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
 }
 
 // S of images [b0, b1) in one product (plan.batched_product): x of the images side by side

@@ -38,8 +38,8 @@ SHAPES = {
     # an S so large (1.5 MB an image) that batch 16 takes two products, or is not interleaved
     "small pooled": (32, 16, 40, 3, 1, 1, 8, "pool 1"), "small compact": (24, 2, 600, 3, 1, 1, 7, "relu"),
     "small in groups": (16, 8, 4096, 3, 1, 1, 7, "shortcut"),
-    # interleaved images' channels without entries (k = 2 at 1x1), their bias and shortcut taken
-    # out of registers transposed, 49 pixels: blocks of a register's lanes and a tail of one
+    # interleaved images' channels without entries (k = 2 at 1x1), with their bias and shortcut,
+    # 49 pixels: transposed in blocks of a register's lanes and a tail of one
     "small constant channels": (8, 16, 2, 1, 1, 0, 7, "shortcut"),
     # rows of D 4 KB apart, in L1's same sets: AVX-512's panels skewed, over two-register strips in
     # passes (fc7 above: one strip in one pass)
