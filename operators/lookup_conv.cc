@@ -167,6 +167,10 @@ class LookupConv : public CustomStatefulOp {
       DictionaryProduct<I>(product, threads, ws->packed.data());
     } else if (plan().row_product) {  // a few input channels: product and split row by row
       ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);
+    } else if (plan().gathered_input) {  // a 1x1 layer at a stride: X's pixels at that stride, gathered
+      Product product{t.dictionary, &plan().rows, g.m, x, g.ho * g.wq, g.h * g.w, ws->s, g.cols};
+      product.x_columns = plan().x_columns.data();
+      DictionaryProduct<I>(product, threads, ws->packed.data());
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
                            threads, ws->packed.data());

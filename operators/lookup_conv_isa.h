@@ -14,6 +14,7 @@
 //   FirstLanes(n): lanes [0, n) (n <= 0: none, n >= kLanes: all),
 //   LoadFirst(p, mask) / StoreFirst(p, mask, v): only those lanes are read or written,
 //   Gather(base, idx, shift): lane l = base[idx[l] + shift] for kLanes indices,
+//   GatherOrZero(base, idx): lane l = base[idx[l]] where idx[l] >= 0, else 0 (nothing read),
 //   Sum(v): the sum of the lanes,
 //   Keep(mask, v): v's lanes in mask, -inf in the others,
 //   EvenLanes(a, b) / OddLanes(a, b): the even / odd lanes of a followed by b,
@@ -76,6 +77,11 @@ struct Avx2 {
     const __m256i i = _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx)),
                                        _mm256_set1_epi32(shift));
     return _mm256_i32gather_ps(base, i, 4);
+  }
+  static Vec GatherOrZero(const float* base, const int* idx) {
+    const __m256i i = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(idx));
+    const __m256 valid = _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(-1)));
+    return _mm256_mask_i32gather_ps(Zero(), base, i, valid, 4);
   }
   static float Sum(Vec v) {
     const __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -156,6 +162,10 @@ struct Avx512 {
     const __m512i i = _mm512_add_epi32(_mm512_loadu_si512(idx), _mm512_set1_epi32(shift));
     return _mm512_i32gather_ps(i, base, 4);
   }
+  static Vec GatherOrZero(const float* base, const int* idx) {
+    const __m512i i = _mm512_loadu_si512(idx);
+    return _mm512_mask_i32gather_ps(Zero(), _mm512_cmpge_epi32_mask(i, _mm512_setzero_si512()), i, base, 4);
+  }
   static float Sum(Vec v) { return _mm512_reduce_add_ps(v); }
   static Vec Keep(Mask m, Vec v) { return _mm512_mask_mov_ps(Set(-__builtin_inff()), m, v); }
   static Vec EvenLanes(Vec a, Vec b) {
@@ -220,6 +230,9 @@ struct Avx2Pair {
   }
   static Vec Gather(const float* base, const int* idx, int shift) {
     return {Avx2::Gather(base, idx, shift), Avx2::Gather(base, idx + 8, shift)};
+  }
+  static Vec GatherOrZero(const float* base, const int* idx) {
+    return {Avx2::GatherOrZero(base, idx), Avx2::GatherOrZero(base, idx + 8)};
   }
   static float Sum(Vec v) { return Avx2::Sum(Avx2::Add(v.lo, v.hi)); }
   static Vec Keep(Mask m, Vec v) { return {Avx2::Keep(m.lo, v.lo), Avx2::Keep(m.hi, v.hi)}; }

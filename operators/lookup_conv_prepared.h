@@ -117,8 +117,8 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   const bool interleaved = plan.interleave > 1, deep = plan.batched_product || interleaved;
   prep->spaces.assign(plan.images_in_parallel ? threads : 1, Workspace());
   for (Workspace& ws : prep->spaces) {
-    const bool split_input =
-        plan.few_outputs || (!plan.product_then_split && !plan.product_into_s && !plan.row_product);
+    const bool split_input = plan.few_outputs || (!plan.product_then_split && !plan.product_into_s &&
+                                                  !plan.row_product && !plan.gathered_input);
     ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
     ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
     ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + past_s);

@@ -156,19 +156,26 @@ static inline void ProductSplitRows(const Params& p, const Geometry& g, const fl
 // apart) for strips [s0, s1) of W floats (the product's two registers, or one: whole registers);
 // the last strip's columns past `cols` are zero. Register by register, not memcpy and fill: a
 // call of each for 128 bytes was 2.5% of ResNet-18-accurate 0.01 at two threads, batch 1; one
-// thread, 8 alternating rounds, medians 7.88 -> 7.76 ms.
+// thread, 8 alternating rounds, medians 7.88 -> 7.76 ms. With x_columns, column j of x is the
+// row's float x_columns[j], or 0 where that is negative (Product::x_columns), gathered.
 template <class I>
 static inline void PackStrips(const float* x, int64_t ldx, int64_t cols, int64_t c0, int depth, int64_t s0, int64_t s1,
-                              float* packed, int64_t W = StripFloats<I>()) {
+                              float* packed, int64_t W = StripFloats<I>(), const int* x_columns = nullptr) {
   for (int c = 0; c < depth; ++c) {  // row by row: x is read in order (the prefetchers follow)
     const float* src = x + (c0 + c) * ldx;
     for (int64_t s = s0; s < s1; ++s) {
       float* dst = packed + ((s - s0) * depth + c) * W;
       for (int64_t v = 0, j = s * W; v < W; v += I::kLanes, j += I::kLanes) {
         const int64_t n = cols - j;  // of this register's lanes, columns of x
-        I::Store(dst + v, n >= I::kLanes ? I::Load(src + j)
-                          : n > 0        ? I::LoadFirst(src + j, I::FirstLanes(static_cast<int>(n)))
-                                         : I::Zero());
+        if (x_columns && n < I::kLanes) {  // (a table has no entries past cols to gather by)
+          for (int64_t l = 0; l < I::kLanes; ++l)
+            dst[v + l] = l < n && x_columns[j + l] >= 0 ? src[x_columns[j + l]] : 0.f;
+          continue;
+        }
+        I::Store(dst + v, x_columns        ? I::GatherOrZero(src, x_columns + j)
+                          : n >= I::kLanes ? I::Load(src + j)
+                          : n > 0          ? I::LoadFirst(src + j, I::FirstLanes(static_cast<int>(n)))
+                                           : I::Zero());
       }
     }
   }
@@ -207,6 +214,10 @@ struct Product {
   // dictionary untransposed: panels split (12 and 4 images) 0.54-1.50 ms against 0.52-0.57;
   // columns split 0.56-0.65 against 0.55-0.59.
   bool x_larger = false;
+  // Column j of x is not x's column j but the float x_columns[j] of each row of x, or 0 where
+  // that is negative (cols of them): a 1x1 layer at a stride reads X's pixels at that stride
+  // (Plan::gathered_input). Its strips are always packed, gathered from x as they are.
+  const int* x_columns = nullptr;
 };
 
 // out's column for the product's column j
@@ -288,7 +299,7 @@ template <class I>
 static inline void ProductUnit(const Product& pr, int64_t c0, int depth, int64_t s0, int64_t s1, int64_t first_packed,
                                int64_t r0, int64_t r1, float* own) {
   const int64_t W = StripFloats<I>();
-  PackStrips<I>(pr.x, pr.ldx, pr.cols, c0, depth, first_packed, s1, own);
+  PackStrips<I>(pr.x, pr.ldx, pr.cols, c0, depth, first_packed, s1, own, W, pr.x_columns);
   const auto strip = [&](int64_t i) {  // strip i's first row
     return i < first_packed ? pr.x + c0 * pr.ldx + i * W : own + (i - first_packed) * depth * W;
   };
@@ -374,7 +385,7 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   const int64_t chunks = (strips + per_chunk - 1) / per_chunk;
   const int64_t groups =
       panel_groups ? threads : std::max<int64_t>(1, std::min<int64_t>(panels, threads / chunks));
-  const bool pack = panels / groups >= kPackMinPanels;
+  const bool pack = panels / groups >= kPackMinPanels || pr.x_columns;  // (gathered columns: no x to read in place)
   for (int64_t c0 = 0; c0 < m; c0 += max_depth) {
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
     StaticFor(chunks * groups, threads, [&](int64_t unit, int t) {  // chunk by chunk, its groups in turn

@@ -28,6 +28,9 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     (3, 8, 4, 11, 4, 2, 99), (3, 8, 4, 7, 2, 3, 61), (2, 6, 5, 3, 3, 1, 14), (4, 5, 3, 2, 3, 0, 17),
     (1, 4, 2, 5, 4, 1, 30),
     (8, 12, 64, 3, 1, 1, 40),  # S over 256 KB, 16+ entries a channel: tile position by position
+    # 1x1 at a stride, unpadded (ResNet's shortcuts): the product gathers X's pixels at the stride,
+    # on odd maps (a last pixel of each row), rows wider than a register, strides 2 and 3
+    (8, 12, 6, 1, 2, 0, 13), (6, 9, 40, 1, 2, 0, 40), (5, 7, 4, 1, 3, 0, 17),
 ]
 # Shapes whose S rows the kernel sets with class tiles (avx512, avx2pair) align to registers, and
 # whether they then take class tiles (docs/design.md):
@@ -40,6 +43,7 @@ ALIGNED_SHAPES = [
     ((4, 6, 80, 11, 1, 5, 21), True),   # 11 classes (10 shifts), rows of 31 -> 32, two tiles of 21
     ((8, 12, 400, 3, 1, 1, 13), True),  # a 13x13 map: the plane in one tile, rows of 15 -> 16
     ((8, 12, 4, 3, 1, 1, 56), False),   # few entries a channel: row tiles on rows of 58 -> 64
+    ((8, 12, 512, 1, 2, 0, 60), True),  # a 1x1 shortcut's gathered pixels on rows of 30 -> 32
 ]
 SHAPES += [shape for shape, _ in ALIGNED_SHAPES]
 
