@@ -113,7 +113,7 @@ class LookupConv : public CustomStatefulOp {
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
     const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTileVectors,
-                             I::kImagesPanelRows};
+                             I::kImagesPanelRows, I::kTransposedPixels};
     if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
       return MX_FAIL;
     const RowAlignment a = AlignmentFor(params_, g, regs, plan());
@@ -161,6 +161,9 @@ class LookupConv : public CustomStatefulOp {
     } else if (plan().only_needed) {  // few outputs: only the S values read below
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
       NeededValues(t.dictionary, ws, threads);
+    } else if (plan().transposed_product) {  // stride 1, a few columns a row: the product transposed
+      TransposedProduct<I>(t.dictionary, plan().rows, g.m, x, g.h, g.w, ws->s + params_.ph * g.wq + params_.pw,
+                           g.cols, g.wq, ws->transposed_dictionary, threads);
     } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
       const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
                             ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};

@@ -30,7 +30,9 @@
 //   kSparseInputVectors: registers of accumulators across a row of a transposed dictionary
 //   (SparseInputProduct, lookup_conv_sparse_input.h),
 //   kImagesPanelRows: the most images of a batch whose transposed dictionary's product takes them
-//   all in one panel, one register of accumulators each (ImagesPanelProduct there; 0: none).
+//   all in one panel, one register of accumulators each (ImagesPanelProduct there; 0: none),
+//   kTransposedPixels: pixels of a row per kernel of the transposed product (lookup_conv_transposed.h;
+//   0: the set takes none).
 // Only translation units compiled with the set's flags may include this header.
 #ifndef LCNN_LOOKUP_CONV_ISA_H_
 #define LCNN_LOOKUP_CONV_ISA_H_
@@ -57,6 +59,7 @@ struct Avx2 {
   // None: a register is half a cache line, and 12 images on one register were slower than the
   // general product's panels (lookup_conv_sparse_input.h).
   static constexpr int kImagesPanelRows = 0;
+  static constexpr int kTransposedPixels = 0;  // (16 registers: 4 x 7 accumulators do not fit)
   // None: with S in L1, loads at whole registers were only 8% faster than at any offset on AVX2
   // (benchmarks/lookup_ceiling.cc, Zen 5), against 1.7x on AVX-512; class tiles not tried.
   static constexpr int kClassTileVectors = 0;
@@ -140,6 +143,7 @@ struct Avx512 {
   static constexpr int kSparseInputVectors = 16;
   // 16 accumulators + a load + a broadcast: a batch of 16 in one panel (lookup_conv_sparse_input.h).
   static constexpr int kImagesPanelRows = 16;
+  static constexpr int kTransposedPixels = 7;
   // V + 1 accumulators and a broadcast of the 32 registers, two spare: alone in C++ with S in L1,
   // 5 classes, 16 entries a tile, tiles of 14, 22 and 28 registers did 133, 133 and 141 useful
   // GFLOP/s (30: 137).
@@ -213,6 +217,7 @@ struct Avx2Pair {
   static constexpr int kMatVecRows = 4;  // 8 registers of accumulators, as Avx2's 8 rows
   static constexpr int kSparseInputVectors = 4;  // 8 registers, as Avx2's
   static constexpr int kImagesPanelRows = 16;  // Avx512's, whose logic this set stands for (they spill)
+  static constexpr int kTransposedPixels = 7;  // Avx512's logic, checked on AVX2 hosts
   static constexpr int kClassTileVectors = 28;  // Avx512's logic, checked on AVX2 hosts
   static Vec Zero() { return {Avx2::Zero(), Avx2::Zero()}; }
   static Vec Set(float v) { return {Avx2::Set(v), Avx2::Set(v)}; }

@@ -39,6 +39,9 @@ struct Plan {
   // product 166 -> 138-140 µs (56x56 -> 28x28) and 151 -> 108-112 (28x28 -> 14x14); the whole
   // call (lcnn-predict, 8 alternating pairs, medians) 3.23 -> 3.14 ms, two threads unchanged.
   bool gathered_input = false;
+  // Stride 1 on maps of a few columns a row, with many dictionary rows: S = D x X transposed
+  // (lookup_conv_transposed.h; kTransposedProductMaxWidth), stored into S's padded rows.
+  bool transposed_product = false;
   std::vector<int> x_columns;
   // Stride 1, in a batch of small images (kBatchedProductMaxPixels): S = D x X for groups of
   // product_images images in one product, into one buffer holding each image's S after the other.
@@ -121,9 +124,10 @@ static inline bool PooledRowsFit(const Params& p, const Geometry& g, int lanes, 
 }
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
-// no class tiles), images per panel of a transposed dictionary's product (0: none).
+// no class tiles), images per panel of a transposed dictionary's product (0: none), pixels per
+// kernel of the transposed product (0: none).
 struct TileRegisters {
-  int lanes, flat, row, class_tile, images_panel;
+  int lanes, flat, row, class_tile, images_panel, transposed_pixels;
 };
 
 // Runs per block of a tile-major plan, and the starts of channel f's runs in block blk.
@@ -327,6 +331,10 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->batched_product = small_maps && !interleaved;
   plan->product_images =
       plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / s_bytes, 1, batch) : 1;
+  plan->transposed_product = plan->product_into_s && !interleaved && !plan->batched_product &&
+                             regs.transposed_pixels > 0 && g.w <= kTransposedProductMaxWidth &&
+                             rows >= kTransposedProductMinRows &&
+                             rows * g.m * static_cast<int64_t>(sizeof(float)) <= kTransposedProductMaxDictionaryBytes;
   plan->entry_offsets.resize(nnz);
   for (size_t j = 0; j < nnz; ++j) {
     int d, r, c;

@@ -18,6 +18,7 @@
 #include "lookup_conv_pooled.h"
 #include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
+#include "lookup_conv_transposed.h"
 
 // Packed contents of at least this many ints (128 KB, about 10 µs for one thread) are compared
 // by all threads: one thread compared ResNet-18-accurate's stage-4 indices (236K ints at
@@ -55,6 +56,8 @@ struct Workspace {
   float* all_channels = nullptr;           // from a line boundary in the buffer, channel_stride apart
   std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
   std::vector<float> packed;      // the dictionary product's packed strips of x
+  std::vector<float> transposed_dictionary_buffer;  // plan.transposed_product: D's listed rows
+  float* transposed_dictionary = nullptr;           // transposed, from a 64-byte boundary
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
 };
@@ -130,6 +133,9 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
                                    plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0);
     ws.packed.assign(threads * std::max(PackedFloats<I>(g.m, deep), plan.images_panel ? ImagesPanelScratch<I>() : 0),
                      0.f);  // for every thread
+    ws.transposed_dictionary = AlignedZeros(
+        &ws.transposed_dictionary_buffer,
+        plan.transposed_product ? TransposedDictionaryFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m) : 0);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }

@@ -24,6 +24,19 @@ static const int64_t kSplitFloatMultiplyAdds = 16;
 // memory: AlexNet's conv1 at batch 16 (m = k = 3, stride 4) wrote an image's product (600 KB) and
 // read it back to split it, more than its 1 MB of L2 with S.
 static const int64_t kRowProductMaxChannels = 4;
+// Stride-1 layers on maps of at most 14 columns a row, with at least one block of 64
+// dictionary rows, and D (its listed rows) of at most 1 MB: the product transposed
+// (lookup_conv_transposed.h), 7 pixels of a row against 64 dictionary rows in registers, instead
+// of strips of 32 columns that leave lanes empty and cross S's rows. D is transposed on every
+// call. Each product in lcnn-predict, one thread, batch 1, Intel AVX-512 host, 1000 calls (µs,
+// with the transpose): ResNet-18-fast 0.03's 14x14 (k = 64, m = 256) 59.5 -> 45.7 and 7x7 (k =
+// 128, m = 512) 72-74 -> 61.7; ResNet-18-accurate 0.05's 14x14 (k = 512, D 512 KB) 508 -> 422,
+// but its 7x7 (k = 1024, D 2 MB, whose transpose alone takes 184-215) 658 -> 686. Wider maps
+// fill the strips; fewer rows than a block leave its lanes empty (AlexNet's 13x13 layers, 30
+// rows, ran slower).
+static const int64_t kTransposedProductMaxWidth = 14;
+static const int64_t kTransposedProductMinRows = 64;
+static const int64_t kTransposedProductMaxDictionaryBytes = 1 << 20;
 // Stride-1 layers in a batch whose images have at most this many pixels: one product over the
 // whole batch (every image's x side by side, every image's S in one buffer), so that D, read
 // once per pass over the columns, is read once a call instead of once an image, and a last

@@ -31,6 +31,9 @@ SHAPES = [  # (m, n, k, kernel, stride, pad, size)
     # 1x1 at a stride, unpadded (ResNet's shortcuts): the product gathers X's pixels at the stride,
     # on odd maps (a last pixel of each row), rows wider than a register, strides 2 and 3
     (8, 12, 6, 1, 2, 0, 13), (6, 9, 40, 1, 2, 0, 40), (5, 7, 4, 1, 3, 0, 17),
+    # stride 1 on maps of at most 14 columns with 64+ dictionary rows (the product transposed):
+    # rows of two pieces (14) and of a piece and a part (9), a last block of few rows (130), a 1x1
+    (24, 10, 80, 3, 1, 1, 14), (20, 9, 70, 3, 1, 1, 9), (12, 8, 130, 1, 1, 0, 5), (40, 6, 64, 3, 1, 1, 7),
 ]
 # Shapes whose S rows the kernel sets with class tiles (avx512, avx2pair) align to registers, and
 # whether they then take class tiles (docs/design.md):

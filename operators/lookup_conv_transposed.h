@@ -1,0 +1,128 @@
+// The dictionary product transposed, for stride-1 layers on maps of a few columns a row
+// (Plan::transposed_product: ResNet-18's 14x14 and 7x7 layers). The general product
+// (lookup_conv_stages.h) takes strips of two registers of columns: on a 7x7 map two strips cover
+// 49 columns with 64 lanes, and every strip crosses several of S's rows, so its results go
+// through a copy. Here the dictionary rows are the lanes instead: a block of
+// kTransposedVectors registers of them (D transposed, once a call) against up to
+// I::kTransposedPixels pixels of one image row, each broadcast from x; the accumulators are
+// transposed in registers at the end and stored into the pixels' places in S's padded rows.
+// Only translation units compiled for a kernel set include this header.
+#ifndef LCNN_LOOKUP_CONV_TRANSPOSED_H_
+#define LCNN_LOOKUP_CONV_TRANSPOSED_H_
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "lookup_conv_isa.h"
+#include "lookup_conv_team.h"
+
+// Registers of dictionary rows in a block. 7 pixels x 4 registers (a step: 7 broadcasts and 4
+// loads to 28 multiply-adds) ran a 7x7 product at 160-175 GFLOP/s alone, 14 pixels x 2
+// registers (16 loads to 28) at 83. Its 28 accumulators, the step's 4 registers of D and a
+// broadcast pixel are 33 of AVX-512's 32 registers, so GCC keeps one accumulator in memory: 6
+// pixels (29 registers) were no faster a pixel (167-191 GFLOP/s).
+static constexpr int kTransposedVectors = 4;
+
+// Floats of D transposed (TransposeDictionaryRows) for k listed rows of m floats.
+template <class I>
+constexpr int64_t TransposedDictionaryFloats(int64_t k, int64_t m) {
+  constexpr int64_t B = kTransposedVectors * I::kLanes;
+  return (k + B - 1) / B * B * m;
+}
+
+// dt = the listed rows of D (k x m, row rows[i] for i < rows.size()) transposed in blocks of B
+// = kTransposedVectors * kLanes rows: block b holds m steps of B floats, step c's lane i being
+// D[rows[b * B + i]][c], and 0 past the last row. This call writes rows [i0, i0 + kLanes), in
+// kLanes x kLanes tiles transposed in registers.
+template <class I>
+static inline void TransposeDictionaryRows(const float* d, const std::vector<int>& rows, int64_t m, int64_t i0,
+                                           float* dt) {
+  constexpr int L = I::kLanes;
+  constexpr int64_t B = kTransposedVectors * L;
+  const int64_t k = rows.size();
+  float* block = dt + i0 / B * m * B + i0 % B;
+  for (int64_t c0 = 0; c0 < m; c0 += L) {
+    const int n = static_cast<int>(std::min<int64_t>(L, m - c0));
+    typename I::Vec t[L];
+    for (int l = 0; l < L; ++l)
+      t[l] = i0 + l < k ? I::LoadFirst(d + static_cast<int64_t>(rows[i0 + l]) * m + c0, I::FirstLanes(n)) : I::Zero();
+    I::Transpose(t);
+    for (int j = 0; j < n; ++j) I::Store(block + (c0 + j) * B, t[j]);
+  }
+}
+
+// out (rows of S, ldo floats apart; pixel p at out[p]) = the block's first `rows` dictionary rows
+// (dt: depth steps of kTransposedVectors registers, ldt floats apart) x P pixels of x (pixel p's
+// value c at x[c * ldx + p]). Not inlined, as GemmStrip: its registers are its speed.
+template <class I, int P>
+__attribute__((noinline)) static void TransposedStrip(const float* dt, int64_t ldt, int depth, const float* x,
+                                                      int64_t ldx, int rows, float* out, int64_t ldo) {
+  using Vec = typename I::Vec;
+  constexpr int V = kTransposedVectors, L = I::kLanes;
+  Vec acc[P][V];
+#pragma GCC unroll 8
+  for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) acc[p][v] = I::Zero();
+  }
+  for (int c = 0; c < depth; ++c) {
+    Vec d[V];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) d[v] = I::Load(dt + c * ldt + v * L);
+#pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      const Vec w = I::Broadcast(x + c * ldx + p);
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) acc[p][v] = I::Fma(w, d[v], acc[p][v]);
+    }
+  }
+  const typename I::Mask pixels = I::FirstLanes(P);
+#pragma GCC unroll 4
+  for (int v = 0; v < V; ++v) {
+    if (v * L >= rows) break;
+    Vec t[L];  // lane i of t[p]: row v * L + i at pixel p; transposed: lane p of t[i]
+#pragma GCC unroll 16
+    for (int p = 0; p < L; ++p) t[p] = p < P ? acc[p < P ? p : 0][v] : I::Zero();
+    I::Transpose(t);
+    const int n = std::min(L, rows - v * L);
+    for (int i = 0; i < n; ++i) I::StoreFirst(out + (v * L + i) * ldo, pixels, t[i]);
+  }
+}
+
+// TransposedStrip for `pixels` (1 .. I::kTransposedPixels), picked at compile time.
+template <class I, int P = I::kTransposedPixels>
+static inline void TransposedStripOf(int pixels, const float* dt, int64_t ldt, int depth, const float* x, int64_t ldx,
+                                     int rows, float* out, int64_t ldo) {
+  if constexpr (P >= 1) {
+    if constexpr (P > 1) {
+      if (pixels < P) return TransposedStripOf<I, P - 1>(pixels, dt, ldt, depth, x, ldx, rows, out, ldo);
+    }
+    TransposedStrip<I, P>(dt, ldt, depth, x, ldx, rows, out, ldo);
+  }
+}
+
+// S = the listed rows of D (k x m) x X (m channels of h x w) for a stride-1 layer, each image row
+// of S stored into its padded row: pixel (y, x) of S row i at out[i * ldo + y * pitch + x]. dt:
+// TransposedDictionaryFloats of scratch. The threads share (block, image row, piece of a row)
+// units.
+template <class I>
+static inline void TransposedProduct(const float* d, const std::vector<int>& rows, int64_t m, const float* x, int64_t h,
+                                     int64_t w, float* out, int64_t ldo, int64_t pitch, float* dt, int threads) {
+  constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
+  if constexpr (P >= 1) {  // (a set without the kernel never plans it)
+    const int64_t k = rows.size(), blocks = (k + B - 1) / B, pieces = (w + P - 1) / P;
+    // D transposed on every call (the operator reads D as it comes), by all threads: ResNet-18-fast's
+    // 7x7 layer's 256 KB 12 µs with D in L2, 25 from L3
+    StaticFor(blocks * B / I::kLanes, threads,
+              [&](int64_t group, int) { TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, dt); });
+    StaticFor(blocks * h * pieces, threads, [&](int64_t unit, int) {
+      const int64_t b = unit / (h * pieces), y = unit / pieces % h, x0 = unit % pieces * P;
+      TransposedStripOf<I>(static_cast<int>(std::min(P, w - x0)), dt + b * m * B, B, static_cast<int>(m),
+                           x + y * w + x0, h * w, static_cast<int>(std::min(B, k - b * B)),
+                           out + b * B * ldo + y * pitch + x0, ldo);
+    });
+  }
+}
+
+#endif  // LCNN_LOOKUP_CONV_TRANSPOSED_H_
