@@ -31,9 +31,9 @@ static const int64_t kRowProductMaxChannels = 4;
 // call. Each product in lcnn-predict, one thread, batch 1, Intel AVX-512 host, 1000 calls (µs,
 // with the transpose): ResNet-18-fast 0.03's 14x14 (k = 64, m = 256) 59.5 -> 45.7 and 7x7 (k =
 // 128, m = 512) 72-74 -> 61.7; ResNet-18-accurate 0.05's 14x14 (k = 512, D 512 KB) 508 -> 422,
-// but its 7x7 (k = 1024, D 2 MB, whose transpose alone takes 184-215) 658 -> 686. Wider maps
-// fill the strips; fewer rows than a block leave its lanes empty (AlexNet's 13x13 layers, 30
-// rows, ran slower).
+// but its 7x7 (k = 1024, D 2 MB, whose transpose alone takes 184-215) 658 -> 686; AlexNet-
+// accurate's 13x13 conv3-conv5 (k = 500) 300, 393, 499 -> 220, 293, 440. Wider maps fill the
+// strips; fewer rows than a block leave its lanes empty (AlexNet-fast's 13x13 layers: 30 rows).
 static const int64_t kTransposedProductMaxWidth = 14;
 static const int64_t kTransposedProductMinRows = 64;
 static const int64_t kTransposedProductMaxDictionaryBytes = 1 << 20;
