@@ -88,9 +88,9 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool po
 
 // How many times an operator state built a plan in this process (kind 0; tests check that
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
-// registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor),
-// tile-major in several row blocks (kind 3; PlanRowBlocks) and with the pooling taken in
-// registers (kind 4; PooledRowsFit).
+// registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor), in
+// several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch) and
+// with the pooling taken in registers (kind 4; PooledRowsFit).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {

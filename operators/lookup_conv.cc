@@ -153,7 +153,7 @@ class LookupConv : public CustomStatefulOp {
     const float* x = t.x + b * g.m * g.h * g.w;
     const int64_t rows = plan().rows.size();
     const float* s =
-        plan().batched_product ? prep_->batch_s.data() + b % plan().product_images * plan().s_floats : ws->s;
+        plan().batched_product ? prep_->batch_s + b % plan().product_images * plan().s_floats : ws->s;
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
     } else if (plan().sparse_input) {  // fully connected: the rows of non-zero inputs

@@ -76,7 +76,7 @@ static inline void BatchedProduct(const Params& p, Prepared* prep, const Tensors
     std::memcpy(xs + (c * n + b) * pixels, t.x + ((b0 + b) * g.m + c) * pixels, pixels * sizeof(float));
   });
   Product product{t.dictionary, &plan.rows, g.m, xs, n * pixels, n * pixels,
-                  prep->batch_s.data() + p.ph * g.wq + p.pw, g.cols, g.w, g.wq};
+                  prep->batch_s + p.ph * g.wq + p.pw, g.cols, g.w, g.wq};
   product.image_cols = pixels, product.image_pitch = plan.s_floats;
   product.deep = true;
   DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
@@ -121,22 +121,28 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
 static const int kOutputBlockChannels = 16;
 
 // The lookups of a fully connected layer over the batch (one output a channel, S image-innermost
-// in batch_s): each channel's outputs for all images gathered into batch_y (channel-major), then
-// stored into y (image-major) kOutputBlockChannels channels at a time.
+// in batch_s): each channel's outputs for all images gathered into batch_y (channel-major), block
+// of S rows by block (plan.row_blocks, kGatherBlockBytes: each block stays in L2 while every
+// channel of the thread's range reads it), then stored into y (image-major)
+// kOutputBlockChannels channels at a time.
 template <class I>
 static inline void OneOutputImages(const Params& p, Prepared* prep, const Tensors& t, int threads) {
   const Plan& plan = prep->plan;
-  const int n = static_cast<int>(plan.batch), filters = p.num_filter;
-  const float* s = prep->batch_s.data();
+  const int n = static_cast<int>(plan.batch), filters = p.num_filter, blocks = plan.row_blocks;
+  const float* s = prep->batch_s;
   float* yt = prep->batch_y.data();
   ChannelRanges(plan, filters, threads, [&](int f0, int f1, int) {
-    for (int first = f0; first < f1; first += kOutputBlockChannels) {  // a block of channels
-      const int end = std::min(f1, first + kOutputBlockChannels);
-      for (int f = first; f < end; ++f) {
-        const int start = t.indptr[f];
-        GatherImages<I>(s, plan.entry_offsets.data() + start, t.coefs + start, t.indptr[f + 1] - start, 0, n,
-                        t.bias[f], p.relu, yt + int64_t{f} * n, 1);
+    for (int blk = 0; blk < blocks; ++blk)
+      for (int f = f0; f < f1; ++f) {
+        // the channel's blocks with entries; a channel without any takes its bias in block 0
+        const int first = std::min(plan.first_block[f], blocks - 1), last = std::max(plan.last_block[f], first);
+        if (blk < first || blk > last) continue;
+        const int* run = RunStarts(plan, f, blk);  // (one run a block: it ends where the next starts)
+        GatherImages<I>(s, plan.entry_offsets.data() + run[0], t.coefs + run[0], run[1] - run[0], 0, n,
+                        t.bias[f], blk > first, p.relu && blk == last, yt + int64_t{f} * n, 1);
       }
+    for (int first = f0; first < f1; first += kOutputBlockChannels) {
+      const int end = std::min(f1, first + kOutputBlockChannels);
       for (int b = 0; b < n; ++b)
         for (int f = first; f < end; ++f) t.y[int64_t{b} * filters + f] = yt[int64_t{f} * n + b];
     }
@@ -153,7 +159,7 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
   const int64_t n = plan.batch;
   Workspace* ws = &prep->spaces[0];
   float* xs = prep->batch_input.data();
-  float* s = prep->batch_s.data();
+  float* s = prep->batch_s;
   if (p.transposed_dictionary) {
     // S' = X D' (batch x k): the images are the product's rows and D' (m x k) its x, read
     // once as D is otherwise; then S = S' transposed, image-innermost
@@ -185,7 +191,8 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
       int64_t o = 0;  // the output's index in its plane
       ForEachOutput(g, [&](int64_t e) {
         GatherImages<I>(s, plan.entry_offsets.data() + start, t.coefs + start, nnz, static_cast<int>(e),
-                        static_cast<int>(n), t.bias[f], p.relu, t.y + f * out_plane + o++, p.num_filter * out_plane);
+                        static_cast<int>(n), t.bias[f], false, p.relu, t.y + f * out_plane + o++,
+                        p.num_filter * out_plane);
       });
     }
   });

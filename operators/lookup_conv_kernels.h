@@ -166,22 +166,34 @@ static inline void AccumulateRowTile(int rows, int vectors, const float* s, int6
   AccumulateRowsOf<I, V>(rows, s, lds, off, coef, nnz, bias, partial, residual, ldr, relu, width, out, ldo);
 }
 
-// acc[0..count) = bias + sum over entries of coef * s[(off + e) * count + b] for b < count: one
-// output position of one channel for `count` images at once (S laid out image-innermost).
+// out[b * out_stride] = act(start + sum over entries of coef * s[(off + e) * count + b]) for
+// b < count: one output position of one channel for `count` images at once (S laid out
+// image-innermost); start is bias, or out's own values when `partial` (a sum taken block by
+// block, OneOutputImages), and act is relu when set. Even and odd entries go to two accumulators:
+// one alone waits on its multiply-add's latency at every entry.
 template <class I>
 static inline void GatherImages(const float* s, const int* off, const float* coef, int nnz, int e, int count,
-                                float bias, bool relu, float* out, int64_t out_stride) {
+                                float bias, bool partial, bool relu, float* out, int64_t out_stride) {
   for (int b0 = 0; b0 < count; b0 += I::kLanes) {
-    const typename I::Mask mask = I::FirstLanes(count - b0);
-    typename I::Vec acc = I::Set(bias);
-    for (int j = 0; j < nnz; ++j) {
-      const float* src = s + (static_cast<int64_t>(off[j]) + e) * count + b0;
-      acc = I::Fma(I::Broadcast(coef + j), I::LoadFirst(src, mask), acc);
-    }
-    if (relu) acc = I::Max(acc, I::Zero());
+    const int here = std::min(count - b0, I::kLanes);
+    const typename I::Mask mask = I::FirstLanes(here);
     float lanes[I::kLanes];
+    typename I::Vec acc = I::Set(bias), odd = I::Zero();
+    if (partial) {
+      for (int b = 0; b < here; ++b) lanes[b] = out[(b0 + b) * out_stride];
+      acc = I::LoadFirst(lanes, mask);
+    }
+    const auto src = [&](int j) { return s + (static_cast<int64_t>(off[j]) + e) * count + b0; };
+    int j = 0;
+    for (; j + 1 < nnz; j += 2) {
+      acc = I::Fma(I::Broadcast(coef + j), I::LoadFirst(src(j), mask), acc);
+      odd = I::Fma(I::Broadcast(coef + j + 1), I::LoadFirst(src(j + 1), mask), odd);
+    }
+    if (j < nnz) acc = I::Fma(I::Broadcast(coef + j), I::LoadFirst(src(j), mask), acc);
+    acc = I::Add(acc, odd);
+    if (relu) acc = I::Max(acc, I::Zero());
     I::Store(lanes, acc);
-    for (int b = b0; b < std::min(count, b0 + I::kLanes); ++b) out[b * out_stride] = lanes[b - b0];
+    for (int b = 0; b < here; ++b) out[(b0 + b) * out_stride] = lanes[b];
   }
 }
 

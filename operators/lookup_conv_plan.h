@@ -77,7 +77,7 @@ struct Plan {
   // A fused 3x3, stride-2 max pooling taken in registers, the lookups pooled row by pooled row
   // (PooledRows, lookup_conv_pooled.h; PooledRowsFit says which layers)
   bool pooled_rows = false;
-  int row_blocks = 1;               // tile_major: blocks of S rows, accumulated one after another
+  int row_blocks = 1;               // tile_major, one_output over a batch: blocks of S rows, accumulated one after another
   // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
   // runs in (block, channel, class) order; channel f's run r of block b starts at
   // RunStarts(plan, f, b)[r] and ends where the next starts (absolute entry indices)
@@ -188,7 +188,8 @@ static inline RowTile RowTileAt(const Plan& plan, int64_t ti) {
   return t;
 }
 
-// row_blocks and block_starts of a tile-major plan (one block when S's tile segments fit L1).
+// row_blocks and block_starts of a tile-major plan (one block when S's tile segments fit L1), or
+// of a fully connected layer over a batch (one block when its S fits kGatherBlockBytes).
 // With several blocks or class tiles the entries are put in block-major order (entry_order): the
 // block loop then reads each block's entries of all channels as one stream, which the hardware
 // prefetches, where in channel order it read a short run from another place of the arrays for
@@ -199,13 +200,15 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
   plan->block_starts.clear();
   plan->first_block.clear();
   plan->last_block.clear();
-  if (!plan->tile_major) return;
+  const bool gathered_batch = plan->batched_few_outputs && plan->one_output;
+  if (!plan->tile_major && !gathered_batch) return;
   const int filters = p.num_filter;
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
-  const int64_t row_bytes =
-      static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave * sizeof(float);
+  const int64_t row_bytes =  // what one S row puts in the block
+      static_cast<int64_t>(sizeof(float)) *
+      (gathered_batch ? g.cols * plan->batch : static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave);
   const int64_t rows = plan->rows.size();
-  const int64_t fitting = std::max<int64_t>(1, kTileFootprintBytes / row_bytes);  // rows whose segments fit
+  const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : kTileFootprintBytes) / row_bytes);
   const int64_t affordable = indptr[filters] / (static_cast<int64_t>(kMinBlockEntries) * filters);
   const int64_t blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
   const int per_block = static_cast<int>((rows + blocks - 1) / blocks);

@@ -71,7 +71,9 @@ struct Prepared {
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   int64_t channel_stride = 0;                // floats between channels' planes in all_channels
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
-  std::vector<float> batch_input, batch_s;   // batched_few_outputs, batched_product: X and S of the whole batch
+  std::vector<float> batch_input;            // batched_few_outputs, batched_product: X of the whole batch ...
+  float* batch_s = nullptr;                  // ... and its S, from a cache line (an image's entry reads whole lines)
+  std::vector<float> batch_s_buffer;
   std::vector<float> batch_y;                // batched_few_outputs of one output a channel: Y channel-major
   std::vector<int> images;                   // a transposed dictionary in a batch: 0 .. batch-1, the
                                              // rows of its product S' = X D' (batch_input holds S')
@@ -141,20 +143,22 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   }
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
-  prep->batch_input.clear(), prep->batch_s.clear();
+  prep->batch_input.clear();
+  int64_t batch_s_floats = 0;
   prep->batch_y.assign(plan.batched_few_outputs && plan.one_output ? p.num_filter * plan.batch : 0, 0.f);
   prep->images.clear();
   if (plan.batched_few_outputs && p.transposed_dictionary) {
     prep->batch_input.assign(plan.batch * g.k, 0.f);
     for (int b = 0; b < plan.batch; ++b) prep->images.push_back(b);
-    prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
+    batch_s_floats = plan.s_floats * plan.batch;
   } else if (plan.batched_few_outputs) {
     prep->batch_input.assign(g.m * g.cols * plan.batch, 0.f);
-    prep->batch_s.assign(plan.s_floats * plan.batch, 0.f);
+    batch_s_floats = plan.s_floats * plan.batch;
   } else if (plan.batched_product) {  // S's padding stays zero: the product writes inside it
     prep->batch_input.assign(g.m * g.h * g.w * plan.product_images, 0.f);
-    prep->batch_s.assign(plan.s_floats * plan.product_images + past_s, 0.f);
+    batch_s_floats = plan.s_floats * plan.product_images + past_s;
   }
+  prep->batch_s = AlignedZeros(&prep->batch_s_buffer, batch_s_floats);
   const int64_t lanes = interleaved ? plan.interleave : 0;  // nothing when not interleaved
   prep->group_x = AlignedZeros(&prep->group_buffers[0], g.m * g.h * g.w * lanes);
   prep->group_s = AlignedZeros(&prep->group_buffers[1], plan.s_floats * lanes);

@@ -132,6 +132,33 @@ def test_entries_in_any_order_give_the_same_output(lcnn_ops, k, size):
     np.testing.assert_allclose(run(packed.indices[order], packed.coefs[order]), ordered, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("batch", [8, 3])
+def test_a_fully_connected_batch_in_row_blocks(lcnn_ops, batch):
+    """fc6-style (a 6x6 kernel on a 6x6 map) over a batch whose S, the images side by side,
+    exceeds one block of rows (kGatherBlockBytes, 512 KB): each channel's sum is taken block by
+    block, the entries regrouped by block whatever their packed order, into the same output."""
+    k, n = 720, 10
+    layer = lnn.LookupConv2D(n, 6, 1, 0, dictionary_size=k, in_channels=4)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.3, seed=batch)
+    packed = PackedLookup.pack(layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy(),
+                               np.random.RandomState(1).normal(size=n).astype(np.float32))
+    x = mx.nd.random.normal(shape=(batch, 4, 6, 6))
+
+    def run(indices, coefs):
+        args = [mx.nd.array(a, dtype=a.dtype) for a in (packed.dictionary, packed.indptr, indices, coefs, packed.bias)]
+        return mx.nd.lcnn_lookup_conv(x, *args, kernel=(6, 6), num_filter=n, act="relu").asnumpy()
+
+    blocked = ops.plans_built("row blocks")
+    ordered = run(packed.indices, packed.coefs)
+    assert ops.plans_built("row blocks") == blocked + (1 if k * 36 * batch * 4 > 512 << 10 else 0)
+    ref = mx.nd.relu(layer(x) + mx.nd.array(packed.bias).reshape((1, -1, 1, 1))).asnumpy()
+    np.testing.assert_allclose(ordered, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    order = np.concatenate([np.random.RandomState(f).permutation(np.arange(a, b))
+                            for f, (a, b) in enumerate(zip(packed.indptr[:-1], packed.indptr[1:]))])
+    np.testing.assert_allclose(run(packed.indices[order], packed.coefs[order]), ordered, rtol=1e-5, atol=1e-5)
+
+
 def test_new_coefficients_of_the_same_entries_are_used(lcnn_ops):
     """A plan that reads the coefficients in an order of its own (row blocks) gathers them again
     only when they change: new values for the same entries, all of them or only the last one, set
