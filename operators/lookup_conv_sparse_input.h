@@ -98,10 +98,17 @@ static inline void SparseInputProduct(const float* dt, int64_t m, int64_t k, con
   });
 }
 
-// Rows of D' a pass of ImagesPanelProduct covers: 16 images' 512 inputs are 32 KB, which stay in
-// L1 (48 KB on Zen 5, 32 KB on Zen 3 and 4) while D' streams by. 256 and 1024 measured the same
-// within the noise (the classifier alone as above, flushed: 877-980 us).
-static const int kImagesPanelDepth = 512;
+// Rows of D' a pass of ImagesPanelProduct covers (16 images' inputs of them: 8 KB, in L1), and
+// what its strips fetch ahead: rows kImagesPanelAheadRows further down the strip into L1, and
+// the next strip's row into L2. Each row of a strip is one cache line of D', and its rows are
+// k floats apart, a page apart or more, where no hardware prefetcher follows. With 512 rows a
+// pass and the next strip fetched into L1 (its 512 lines, 32 KB, went out of L1 before they were
+// read), AlexNet's fc7 dictionary (4096 x 1024) alone at 16 images, one thread, Intel Xeon,
+// medians of 30-40 calls: 3.36 ms (D' from L3, 5 GB/s); now 1.99-2.05. The classifier (4096 x
+// 1000) 1.97 -> 1.77-1.84 ms, AlexNet-fast's fc7 dictionary (4096 x 512) 1.22 -> 0.95-0.98.
+// 64 and 256 rows measured the same as 128, 8 rows ahead as 16.
+static const int kImagesPanelDepth = 128;
+static const int kImagesPanelAheadRows = 16;
 
 // Floats of scratch ImagesPanelProduct needs per thread: a strip narrower than a register,
 // packed (a register's loads of it in place would read past D').
@@ -130,7 +137,8 @@ static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const fl
           PackStrips<I>(dt, k, k, c0, depth, s, s + 1, own, L);
           b = own, ldb = L;
         }
-        const StripAhead ahead{s + 1 < s1 ? b + L : b, depth, nullptr};  // the next strip
+        const float* next = s + 1 < s1 ? b + L : b;
+        const StripAhead ahead{next, kImagesPanelAheadRows, s + 1 < s1 && width == L ? next : nullptr};
         StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, ldb, ahead, c0 > 0, width, out + j, k);
       }
     }
