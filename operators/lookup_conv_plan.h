@@ -77,7 +77,8 @@ struct Plan {
   // A fused 3x3, stride-2 max pooling taken in registers, the lookups pooled row by pooled row
   // (PooledRows, lookup_conv_pooled.h; PooledRowsFit says which layers)
   bool pooled_rows = false;
-  int row_blocks = 1;               // tile_major, one_output over a batch: blocks of S rows, accumulated one after another
+  // tile_major, or one_output over a batch: blocks of S rows, accumulated one after another
+  int row_blocks = 1;
   // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
   // runs in (block, channel, class) order; channel f's run r of block b starts at
   // RunStarts(plan, f, b)[r] and ends where the next starts (absolute entry indices)
@@ -204,9 +205,10 @@ static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* 
   if (!plan->tile_major && !gathered_batch) return;
   const int filters = p.num_filter;
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
-  const int64_t row_bytes =  // what one S row puts in the block
-      static_cast<int64_t>(sizeof(float)) *
-      (gathered_batch ? g.cols * plan->batch : static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave);
+  const int64_t row_floats =  // what one S row puts in the block
+      gathered_batch ? g.cols * plan->batch
+                     : static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave;
+  const int64_t row_bytes = row_floats * static_cast<int64_t>(sizeof(float));
   const int64_t rows = plan->rows.size();
   const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : kTileFootprintBytes) / row_bytes);
   const int64_t affordable = indptr[filters] / (static_cast<int64_t>(kMinBlockEntries) * filters);
