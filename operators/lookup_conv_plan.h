@@ -79,11 +79,11 @@ struct Plan {
   bool pooled_rows = false;
   // tile_major, or one_output over a batch: blocks of S rows, accumulated one after another
   int row_blocks = 1;
-  // tile_major: each block's entries of a channel in BlockRuns runs (one per class, or one), the
+  // row blocks: each block's entries of a channel in BlockRuns runs (one per class, or one), the
   // runs in (block, channel, class) order; channel f's run r of block b starts at
   // RunStarts(plan, f, b)[r] and ends where the next starts (absolute entry indices)
   std::vector<int> block_starts;
-  std::vector<int> first_block, last_block;  // tile_major: channel f's first and last block with entries
+  std::vector<int> first_block, last_block;  // row blocks: channel f's first and last block with entries
   int classes = 0;                  // class tiles of this many classes (0: none)
   // tile_major in several blocks, or class tiles: the plan's entry i is the packed entry
   // entry_order[i], in block-major order (block by block, each block's runs channel by channel;
