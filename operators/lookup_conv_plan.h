@@ -85,7 +85,7 @@ struct Plan {
   std::vector<int> block_starts;
   std::vector<int> first_block, last_block;  // row blocks: channel f's first and last block with entries
   int classes = 0;                  // class tiles of this many classes (0: none)
-  // tile_major in several blocks, or class tiles: the plan's entry i is the packed entry
+  // several row blocks, or class tiles: the plan's entry i is the packed entry
   // entry_order[i], in block-major order (block by block, each block's runs channel by channel;
   // PlanRowBlocks says why)
   std::vector<int> entry_order;
