@@ -131,15 +131,16 @@ def kernel_isa() -> str:
     return library.lcnn_kernel_isa().decode()
 
 
-PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows")
+PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed per thread")
 
 
 def plans_built(kind: str = "any") -> int:
     """How many execution plans the operator has built in this process: one per layer, input
     shape and packed content, however often MXNet re-creates the operator's state. ``kind``
     counts only those whose S rows are aligned to registers, only those with class tiles, only
-    those accumulating S's rows in several blocks, or only those taking a fused 3x3 / stride-2
-    max pooling in registers (docs/design.md)."""
+    those accumulating S's rows in several blocks, only those taking a fused 3x3 / stride-2
+    max pooling in registers, or only those whose threads each transpose D for themselves
+    (docs/design.md)."""
     if kind not in PLAN_KINDS:
         raise ValueError(f"plans_built: kind must be one of {PLAN_KINDS}, got {kind!r}")
     library = _loaded_library()

@@ -75,22 +75,25 @@ CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p)
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
-// any, on aligned rows, with class tiles, in row blocks, pooled in registers (lcnn_gluon.ops.PLAN_KINDS)
-static const int kPlanKinds = 5;
+// any, on aligned rows, with class tiles, in row blocks, pooled in registers, transposed per
+// thread (lcnn_gluon.ops.PLAN_KINDS)
+static const int kPlanKinds = 6;
 static std::atomic<int64_t> plans_built[kPlanKinds] = {};
-void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows) {
+void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_per_thread) {
   ++plans_built[0];
   if (aligned_rows) ++plans_built[1];
   if (class_tiles) ++plans_built[2];
   if (row_blocks) ++plans_built[3];
   if (pooled_rows) ++plans_built[4];
+  if (transposed_per_thread) ++plans_built[5];
 }
 
 // How many times an operator state built a plan in this process (kind 0; tests check that
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
 // registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor), in
-// several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch) and
-// with the pooling taken in registers (kind 4; PooledRowsFit).
+// several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch), with
+// the pooling taken in registers (kind 4; PooledRowsFit) and with D transposed by each thread for
+// itself (kind 5; kPerThreadTransposeMaxBytes).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {

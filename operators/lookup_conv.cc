@@ -125,7 +125,8 @@ class LookupConv : public CustomStatefulOp {
     prep_->indptr.assign(ptr, ptr + n1);
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
-    NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows);
+    NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows,
+                  plan().transposed_per_thread);
     return MX_SUCCESS;
   }
 
@@ -163,7 +164,7 @@ class LookupConv : public CustomStatefulOp {
       NeededValues(t.dictionary, ws, threads);
     } else if (plan().transposed_product) {  // stride 1, a few columns a row: the product transposed
       TransposedProduct<I>(t.dictionary, plan().rows, g.m, x, g.h, g.w, ws->s + params_.ph * g.wq + params_.pw,
-                           g.cols, g.wq, ws->transposed_dictionary, threads);
+                           g.cols, g.wq, ws->transposed_dictionary, plan().transposed_per_thread, threads);
     } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
       const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
                             ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};

@@ -255,6 +255,6 @@ MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::st
                                    std::vector<std::vector<unsigned int>>* out);
 // Counts the plans built in this process, and those on aligned rows and with class tiles
 // (library_init.cc; lcnn_plans_built() reads them).
-void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows);
+void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_per_thread);
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

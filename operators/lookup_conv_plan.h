@@ -42,6 +42,8 @@ struct Plan {
   // Stride 1 on maps of a few columns a row, with many dictionary rows: S = D x X transposed
   // (lookup_conv_transposed.h; kTransposedProductMaxWidth), stored into S's padded rows.
   bool transposed_product = false;
+  // ... each thread sharing the image transposing D for itself (kPerThreadTransposeMaxBytes)
+  bool transposed_per_thread = false;
   std::vector<int> x_columns;
   // Stride 1, in a batch of small images (kBatchedProductMaxPixels): S = D x X for groups of
   // product_images images in one product, into one buffer holding each image's S after the other.
@@ -375,6 +377,9 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
   plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
+  plan->transposed_per_thread =
+      plan->transposed_product && threads > 1 && !plan->images_in_parallel &&
+      static_cast<int64_t>(plan->rows.size()) * g.m * static_cast<int64_t>(sizeof(float)) <= kPerThreadTransposeMaxBytes;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;

@@ -137,7 +137,9 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
                      0.f);  // for every thread
     ws.transposed_dictionary = AlignedZeros(
         &ws.transposed_dictionary_buffer,
-        plan.transposed_product ? TransposedDictionaryFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m) : 0);
+        plan.transposed_product ? TransposedScratchFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m,
+                                                              plan.transposed_per_thread, threads)
+                                : 0);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }

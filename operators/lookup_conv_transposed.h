@@ -102,26 +102,44 @@ static inline void TransposedStripOf(int pixels, const float* dt, int64_t ldt, i
   }
 }
 
+// Floats of TransposedProduct's scratch: D transposed once, or once for each of `threads`
+// threads (per_thread, Plan::transposed_per_thread).
+template <class I>
+constexpr int64_t TransposedScratchFloats(int64_t k, int64_t m, bool per_thread, int threads) {
+  return TransposedDictionaryFloats<I>(k, m) * (per_thread ? threads : 1);
+}
+
 // S = the listed rows of D (k x m) x X (m channels of h x w) for a stride-1 layer, each image row
 // of S stored into its padded row: pixel (y, x) of S row i at out[i * ldo + y * pitch + x]. dt:
-// TransposedDictionaryFloats of scratch. The threads share (block, image row, piece of a row)
-// units.
+// TransposedScratchFloats of scratch. The threads share (block, image row, piece of a row) units;
+// D is transposed by all of them together, or (per_thread) by each for itself, in the region that
+// then takes its units.
 template <class I>
 static inline void TransposedProduct(const float* d, const std::vector<int>& rows, int64_t m, const float* x, int64_t h,
-                                     int64_t w, float* out, int64_t ldo, int64_t pitch, float* dt, int threads) {
+                                     int64_t w, float* out, int64_t ldo, int64_t pitch, float* dt, bool per_thread,
+                                     int threads) {
   constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
   if constexpr (P >= 1) {  // (a set without the kernel never plans it)
-    const int64_t k = rows.size(), blocks = (k + B - 1) / B, pieces = (w + P - 1) / P;
-    // D transposed on every call (the operator reads D as it comes), by all threads: ResNet-18-fast's
-    // 7x7 layer's 256 KB 12 µs with D in L2, 25 from L3
-    StaticFor(blocks * B / I::kLanes, threads,
-              [&](int64_t group, int) { TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, dt); });
-    StaticFor(blocks * h * pieces, threads, [&](int64_t unit, int) {
+    const int64_t k = rows.size(), blocks = (k + B - 1) / B, pieces = (w + P - 1) / P, groups = blocks * B / I::kLanes;
+    const auto unit_of = [&](const float* dt_used, int64_t unit) {
       const int64_t b = unit / (h * pieces), y = unit / pieces % h, x0 = unit % pieces * P;
-      TransposedStripOf<I>(static_cast<int>(std::min(P, w - x0)), dt + b * m * B, B, static_cast<int>(m),
+      TransposedStripOf<I>(static_cast<int>(std::min(P, w - x0)), dt_used + b * m * B, B, static_cast<int>(m),
                            x + y * w + x0, h * w, static_cast<int>(std::min(B, k - b * B)),
                            out + b * B * ldo + y * pitch + x0, ldo);
-    });
+    };
+    if (per_thread) {
+      OnTeam(threads, [&](int t, int team) {
+        float* own = dt + t * TransposedDictionaryFloats<I>(k, m);
+        for (int64_t group = 0; group < groups; ++group) TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, own);
+        const Share share = ShareOf(blocks * h * pieces, t, team);
+        for (int64_t unit = share.first; unit < share.last; ++unit) unit_of(own, unit);
+      });
+      return;
+    }
+    // D transposed on every call (the operator reads D as it comes), by all threads: ResNet-18-fast's
+    // 7x7 layer's 256 KB 12 µs with D in L2, 25 from L3
+    StaticFor(groups, threads, [&](int64_t group, int) { TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, dt); });
+    StaticFor(blocks * h * pieces, threads, [&](int64_t unit, int) { unit_of(dt, unit); });
   }
 }
 

@@ -3,6 +3,7 @@ shape of the four presets, batch 1 and 16, 1 and 2 threads, every kernel set thi
 fresh process per thread count and set: OpenMP reads the count at start, the library chooses
 its kernels when it loads)."""
 import json
+import re
 import textwrap
 
 import pytest
@@ -31,6 +32,9 @@ SHAPES = {
     "resnet stage2 stride accurate": (64, 48, 128, 3, 2, 1, 56, "relu"),
     "resnet stage2": (128, 48, 32, 3, 1, 1, 28, "shortcut"),
     "resnet stage3 accurate": (256, 48, 512, 3, 1, 1, 14, "shortcut"),
+    # the fast preset's D there (64 x 256, 64 KB) is transposed by each thread for itself at
+    # batch 1 (the accurate one's, 512 KB, once for both)
+    "resnet stage3": (256, 48, 64, 3, 1, 1, 14, "shortcut"),
     "resnet stage4": (512, 48, 128, 3, 1, 1, 7, "shortcut"),
     # kernels narrower than their stride reach only some phases: the export's 1x1 shortcut
     # (one phase), and a 2x2 kernel of stride 3 (two runs of two phases)
@@ -125,6 +129,7 @@ SCRIPT = textwrap.dedent("""
         getattr(op, name).set_data(getattr(moved, name).data())
     ref = layer(x).asnumpy()
     errors["new content"] = float(np.abs(op(x).asnumpy() - ref).max() / np.abs(ref).max())
+    print("transposed per thread", ops.plans_built("transposed per thread"))
     print(json.dumps(errors))
 """)
 
@@ -135,6 +140,10 @@ def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads, isa
     out = run(PY, "-c", SCRIPT, json.dumps(SHAPES), str(SMALL_MAP), env={"OMP_NUM_THREADS": threads, "LCNN_ISA": isa},
               timeout=900).stdout
     assert f"kernels {isa}" in out
+    # threads sharing an image transpose a small D each for themselves, where the set has the
+    # transposed product (kTransposedPixels)
+    per_thread = int(re.search(r"transposed per thread (\d+)", out).group(1))
+    assert (per_thread > 0) == (threads == "2" and isa != "avx2"), per_thread
     errors = json.loads(out.strip().splitlines()[-1])
     small = sum(shape[6] <= SMALL_MAP for shape in SHAPES.values())
     assert len(errors) == 2 * len(SHAPES) + small + 1
