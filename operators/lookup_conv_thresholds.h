@@ -40,12 +40,11 @@ static const int64_t kTransposedProductMaxDictionaryBytes = 1 << 20;
 // Threads sharing one image's transposed product each transpose D (its listed rows) for
 // themselves, into scratch of their own, when it is at most 128 KB: transposed once and shared,
 // every call each thread reads the lines the other one wrote, and the next call's transpose
-// takes them back, a line at a time from the other core. Each product alone in C++ at two
-// threads (medians of 1000-3000 calls, Intel AVX-512 host, µs, shared -> each its own):
-// ResNet-18-fast's 14x14 layer (k = 64, m = 256, 64 KB) 50 -> 34; the same product on 13x13
-// maps with 30 rows (m = 192 and 384, 23 and 45 KB) 36 -> 20 and 63 -> 41. Larger ones lose
-// the transpose done twice: ResNet-18-fast's 7x7 (256 KB) 38 -> 44, ResNet-18-accurate's 14x14
-// (512 KB) 223 -> 288.
+// takes them back, a line at a time from the other core. benchmarks/transpose_sharing.cc, two
+// threads, Intel AVX-512 host, µs, shared -> each its own: ResNet-18-fast's 14x14 layer (k = 64,
+// m = 256, 64 KB) 40-41 -> 28-29; a 13x13 map, m = 384, k = 64 (96 KB) 54-56 -> 37-39. Larger
+// ones lose the transpose done twice: ResNet-18-fast's 7x7 (256 KB) 1.14x the time,
+// ResNet-18-accurate's 14x14 (512 KB) 1.05x, its 7x7 (2 MB) 1.5x.
 static const int64_t kPerThreadTransposeMaxBytes = 128 << 10;
 // Stride-1 layers in a batch whose images have at most this many pixels: one product over the
 // whole batch (every image's x side by side, every image's S in one buffer), so that D, read
