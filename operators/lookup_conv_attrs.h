@@ -253,8 +253,8 @@ MXReturnValue LookupConvInferType(const std::unordered_map<std::string, std::str
 MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::string>& attrs,
                                    std::vector<std::vector<unsigned int>>* in,
                                    std::vector<std::vector<unsigned int>>* out);
-// Counts the plans built in this process, and those on aligned rows and with class tiles
-// (library_init.cc; lcnn_plans_built() reads them).
+// Counts the plans built in this process, and those of each kind flagged (library_init.cc;
+// lcnn_plans_built() reads them).
 void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_per_thread);
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_
