@@ -338,10 +338,11 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->batched_product = small_maps && !interleaved;
   plan->product_images =
       plan->batched_product ? std::clamp<int64_t>(kBatchedProductMaxBytes / s_bytes, 1, batch) : 1;
+  const int64_t listed_dictionary_bytes = rows * g.m * static_cast<int64_t>(sizeof(float));  // D's listed rows
   plan->transposed_product = plan->product_into_s && !interleaved && !plan->batched_product &&
                              regs.transposed_pixels > 0 && g.w <= kTransposedProductMaxWidth &&
                              rows >= kTransposedProductMinRows &&
-                             rows * g.m * static_cast<int64_t>(sizeof(float)) <= kTransposedProductMaxDictionaryBytes;
+                             listed_dictionary_bytes <= kTransposedProductMaxDictionaryBytes;
   plan->entry_offsets.resize(nnz);
   for (size_t j = 0; j < nnz; ++j) {
     int d, r, c;
@@ -377,9 +378,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
   plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
-  plan->transposed_per_thread =
-      plan->transposed_product && threads > 1 && !plan->images_in_parallel &&
-      static_cast<int64_t>(plan->rows.size()) * g.m * static_cast<int64_t>(sizeof(float)) <= kPerThreadTransposeMaxBytes;
+  plan->transposed_per_thread = plan->transposed_product && threads > 1 && !plan->images_in_parallel &&
+                                listed_dictionary_bytes <= kPerThreadTransposeMaxBytes;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;
