@@ -7,15 +7,15 @@
 //
 //   MX=$(python -c "import os, mxnet; print(os.path.dirname(mxnet.__file__))")
 //   g++ -std=c++17 -O3 -fopenmp -mavx2 -mfma -mavx512f -DLCNN_KERNEL_ISA=Avx512 -I operators
-//       -I $MX/include -o /tmp/transpose_sharing benchmarks/transpose_sharing.cc && /tmp/transpose_sharing
+//       -I benchmarks -I $MX/include -o /tmp/transpose_sharing benchmarks/transpose_sharing.cc && /tmp/transpose_sharing
 // (one command; an AVX-512 host)
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <vector>
 
+#include "alternating_medians.h"
 #include "lookup_conv_transposed.h"
 
 using I = LCNN_KERNEL_ISA;
@@ -33,20 +33,9 @@ static std::vector<double> Measure(int64_t m, int64_t h, int64_t k) {
   std::vector<int> rows(k);
   for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
   float* scratch = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(dt.data()) + 63) & ~uintptr_t(63));
-  std::vector<std::vector<double>> times(2);
-  for (int group = 0; group < kGroups; ++group)
-    for (int way = 0; way < 2; ++way)
-      for (int call = 0; call < kCallsPerGroup; ++call) {
-        const auto start = std::chrono::steady_clock::now();
-        TransposedProduct<I>(d.data(), rows, m, x.data(), h, h, s.data() + wq + 1, ldo, wq, scratch, way == 1, kThreads);
-        times[way].push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count());
-      }
-  std::vector<double> medians;
-  for (auto& t : times) {
-    std::sort(t.begin(), t.end());
-    medians.push_back(t[t.size() / 2]);
-  }
-  return medians;
+  return AlternatingMedians(2, kGroups, kCallsPerGroup, [&](int way) {
+    TransposedProduct<I>(d.data(), rows, m, x.data(), h, h, s.data() + wq + 1, ldo, wq, scratch, way == 1, kThreads);
+  }, [](int) {});
 }
 
 int main() {

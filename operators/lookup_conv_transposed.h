@@ -102,6 +102,22 @@ static inline void TransposedStripOf(int pixels, const float* dt, int64_t ldt, i
   }
 }
 
+// One unit of the transposed product: dictionary block b, image row y and its piece of up to
+// I::kTransposedPixels pixels from column x0 (unit = (b * h + y) * pieces + x0 / P). dt: D^T in
+// blocks of B rows, block b at dt + b * block_floats, its depth steps ldt floats apart.
+template <class I>
+static inline void TransposedUnit(const float* dt, int64_t ldt, int64_t block_floats, int64_t k, int64_t m,
+                                  const float* x, int64_t h, int64_t w, float* out, int64_t ldo, int64_t pitch,
+                                  int64_t unit) {
+  constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
+  if constexpr (P >= 1) {
+    const int64_t pieces = (w + P - 1) / P, b = unit / (h * pieces), y = unit / pieces % h, x0 = unit % pieces * P;
+    TransposedStripOf<I>(static_cast<int>(std::min(P, w - x0)), dt + b * block_floats, ldt, static_cast<int>(m),
+                         x + y * w + x0, h * w, static_cast<int>(std::min(B, k - b * B)),
+                         out + b * B * ldo + y * pitch + x0, ldo);
+  }
+}
+
 // Floats of TransposedProduct's scratch: D transposed once, or once for each of `threads`
 // threads (per_thread, Plan::transposed_per_thread).
 template <class I>
@@ -122,10 +138,7 @@ static inline void TransposedProduct(const float* d, const std::vector<int>& row
   if constexpr (P >= 1) {  // (a set without the kernel never plans it)
     const int64_t k = rows.size(), blocks = (k + B - 1) / B, pieces = (w + P - 1) / P, groups = blocks * B / I::kLanes;
     const auto unit_of = [&](const float* dt_used, int64_t unit) {
-      const int64_t b = unit / (h * pieces), y = unit / pieces % h, x0 = unit % pieces * P;
-      TransposedStripOf<I>(static_cast<int>(std::min(P, w - x0)), dt_used + b * m * B, B, static_cast<int>(m),
-                           x + y * w + x0, h * w, static_cast<int>(std::min(B, k - b * B)),
-                           out + b * B * ldo + y * pitch + x0, ldo);
+      TransposedUnit<I>(dt_used, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
     };
     if (per_thread) {
       OnTeam(threads, [&](int t, int team) {

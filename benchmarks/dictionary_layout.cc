@@ -1,0 +1,105 @@
+// What a dictionary delivered transposed would save the transposed product (the operator's own
+// TransposedProduct and TransposedUnit, operators/lookup_conv_transposed.h), one thread, one
+// image. The operator reads D (k x m) as it comes and transposes it into blocks of B rows on
+// every call; ResNet-18-accurate's 7x7 layers (k = 1024, D 2 MB) do not take this product at all,
+// as the transpose costs more than it saves (kTransposedProductMaxDictionaryBytes). Ways, per
+// shape (ResNet-18's 14x14 and 7x7 layers, both presets), median microseconds:
+//   transpose + strips  TransposedProduct as the operator runs it;
+//   blocks              the strips alone, over D^T transposed into its blocks once (a layout an
+//                       export could deliver);
+//   mk, rows +0 / +16   the strips reading D given as m x k in place (rows k or k + 16 floats
+//                       apart; the padding moves rows 4 KB apart out of L1's same sets).
+// Each way's calls run warm (operands left in cache by the call before) and with the caches
+// flushed before each call (as in a network, where other layers ran in between).
+//
+//   MX=$(python -c "import os, mxnet; print(os.path.dirname(mxnet.__file__))")
+//   g++ -std=c++17 -O3 -fopenmp -mavx2 -mfma -mavx512f -DLCNN_KERNEL_ISA=Avx512 -I operators
+//       -I benchmarks -I $MX/include -o /tmp/dictionary_layout benchmarks/dictionary_layout.cc && /tmp/dictionary_layout
+// (one command; an AVX-512 host)
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "alternating_medians.h"
+#include "lookup_conv_transposed.h"
+
+using I = LCNN_KERNEL_ISA;
+static const int kCallsPerGroup = 100;
+static const int kGroups = 5;                  // per way, alternating
+static const int64_t kFlushBytes = 32 << 20;  // more than L2 and this host's share of L3
+static const int64_t kMkPadding = 16;          // floats added to each row of D (m x k) in the padded way
+static const int kWays = 4;
+static const char* const kWayNames[kWays] = {"transpose + strips", "blocks", "mk, rows +0", "mk, rows +16"};
+
+// The first 64-byte boundary in v (which holds 16 floats more than it is used for), as the
+// operator's scratch is aligned.
+static float* Aligned(std::vector<float>* v) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v->data()) + 63) & ~uintptr_t(63));
+}
+
+static void Flush(std::vector<char>* buffer) {
+  for (size_t i = 0; i < buffer->size(); i += 64) (*buffer)[i]++;
+}
+
+// Median microseconds of each way for D (k x m) over an h x h map; flush: caches flushed per call.
+static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, bool flush, std::vector<char>* flush_buffer) {
+  constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
+  const int64_t wq = h + 2, ldo = (h + 2) * wq, units = (k + B - 1) / B * h * ((h + P - 1) / P);
+  std::vector<float> x(m * h * h), d(k * m), s(k * ldo), expected;
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f;
+  for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
+  std::vector<int> rows(k);
+  for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
+  std::vector<float> scratch_store(TransposedScratchFloats<I>(k, m, false, 1) + 16), blocks_store(scratch_store.size());
+  float *scratch = Aligned(&scratch_store), *blocks = Aligned(&blocks_store);
+  for (int64_t group = 0; group < (k + B - 1) / B * B / I::kLanes; ++group)
+    TransposeDictionaryRows<I>(d.data(), rows, m, group * I::kLanes, blocks);
+  std::vector<std::vector<float>> mk_store(2);
+  float* mk[2];
+  for (int padded = 0; padded < 2; ++padded) {
+    const int64_t ldk = k + padded * kMkPadding;
+    mk_store[padded].assign(m * ldk + B + 16, 0.0f);  // + B: the last row's block reads a whole block
+    mk[padded] = Aligned(&mk_store[padded]);
+    for (int64_t r = 0; r < k; ++r)
+      for (int64_t c = 0; c < m; ++c) mk[padded][c * ldk + r] = d[r * m + c];
+  }
+  float* out = s.data() + wq + 1;
+  const auto call = [&](int way) {
+    if (way == 0) {
+      TransposedProduct<I>(d.data(), rows, m, x.data(), h, h, out, ldo, wq, scratch, false, 1);
+    } else {
+      const float* dt = way == 1 ? blocks : mk[way - 2];
+      const int64_t ldt = way == 1 ? B : k + (way - 2) * kMkPadding, block_floats = way == 1 ? m * B : B;
+      for (int64_t unit = 0; unit < units; ++unit) TransposedUnit<I>(dt, ldt, block_floats, k, m, x.data(), h, h, out, ldo, wq, unit);
+    }
+  };
+  for (int way = 0; way < kWays; ++way) {  // every way computes the same S
+    call(way);
+    if (way == 0) expected = s;
+    for (size_t i = 0; i < s.size(); ++i)
+      if (std::abs(s[i] - expected[i]) > 1e-3f * std::max(1.0f, std::abs(expected[i]))) {
+        fprintf(stderr, "%s: S differs at %zu\n", kWayNames[way], i);
+        std::exit(1);
+      }
+  }
+  return AlternatingMedians(kWays, kGroups, kCallsPerGroup, call, [&](int) {
+    if (flush) Flush(flush_buffer);
+  });
+}
+
+int main() {
+  const int64_t shapes[][3] = {{512, 7, 1024}, {256, 14, 512}, {512, 7, 128}, {256, 14, 64}};
+  std::vector<char> flush_buffer(kFlushBytes);
+  printf("m x h x h, k, D KB | caches: %s, %s, %s, %s (us, one thread)\n", kWayNames[0], kWayNames[1], kWayNames[2],
+         kWayNames[3]);
+  for (const auto& sh : shapes)
+    for (int flush = 0; flush < 2; ++flush) {
+      const std::vector<double> t = Measure(sh[0], sh[1], sh[2], flush, &flush_buffer);
+      printf("%4ld x %2ld x %2ld, k %4ld, %4ld KB | %-7s: %7.1f %7.1f %7.1f %7.1f\n", static_cast<long>(sh[0]),
+             static_cast<long>(sh[1]), static_cast<long>(sh[1]), static_cast<long>(sh[2]),
+             static_cast<long>(sh[0] * sh[2] * 4 / 1024), flush ? "flushed" : "warm", t[0], t[1], t[2], t[3]);
+    }
+}
