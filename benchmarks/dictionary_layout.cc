@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "alternating_medians.h"
+#include "lookup_conv_prepared.h"
 #include "lookup_conv_transposed.h"
 
 using I = LCNN_KERNEL_ISA;
@@ -33,12 +34,6 @@ static const int64_t kFlushBytes = 32 << 20;  // more than L2 and this host's sh
 static const int64_t kMkPadding = 16;          // floats added to each row of D (m x k) in the padded way
 static const int kWays = 4;
 static const char* const kWayNames[kWays] = {"transpose + strips", "blocks", "mk, rows +0", "mk, rows +16"};
-
-// The first 64-byte boundary in v (which holds 16 floats more than it is used for), as the
-// operator's scratch is aligned.
-static float* Aligned(std::vector<float>* v) {
-  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(v->data()) + 63) & ~uintptr_t(63));
-}
 
 static void Flush(std::vector<char>* buffer) {
   for (size_t i = 0; i < buffer->size(); i += 64) (*buffer)[i]++;
@@ -53,16 +48,16 @@ static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, bool flush, 
   for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
   std::vector<int> rows(k);
   for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
-  std::vector<float> scratch_store(TransposedScratchFloats<I>(k, m, false, 1) + 16), blocks_store(scratch_store.size());
-  float *scratch = Aligned(&scratch_store), *blocks = Aligned(&blocks_store);
+  std::vector<float> scratch_store, blocks_store;  // aligned as the operator's scratch
+  float* scratch = AlignedZeros(&scratch_store, TransposedScratchFloats<I>(k, m, false, 1));
+  float* blocks = AlignedZeros(&blocks_store, TransposedScratchFloats<I>(k, m, false, 1));
   for (int64_t group = 0; group < (k + B - 1) / B * B / I::kLanes; ++group)
     TransposeDictionaryRows<I>(d.data(), rows, m, group * I::kLanes, blocks);
   std::vector<std::vector<float>> mk_store(2);
   float* mk[2];
   for (int padded = 0; padded < 2; ++padded) {
     const int64_t ldk = k + padded * kMkPadding;
-    mk_store[padded].assign(m * ldk + B + 16, 0.0f);  // + B: the last row's block reads a whole block
-    mk[padded] = Aligned(&mk_store[padded]);
+    mk[padded] = AlignedZeros(&mk_store[padded], m * ldk + B);  // + B: the last row's block reads a whole block
     for (int64_t r = 0; r < k; ++r)
       for (int64_t c = 0; c < m; ++c) mk[padded][c * ldk + r] = d[r * m + c];
   }

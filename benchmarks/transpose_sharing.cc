@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "alternating_medians.h"
+#include "lookup_conv_prepared.h"
 #include "lookup_conv_transposed.h"
 
 using I = LCNN_KERNEL_ISA;
@@ -27,12 +28,12 @@ static const int kGroups = 5;  // per way, alternating
 static std::vector<double> Measure(int64_t m, int64_t h, int64_t k) {
   const int64_t wq = h + 2, ldo = (h + 2) * wq;
   std::vector<float> x(m * h * h), d(k * m), s(k * ldo);
-  std::vector<float> dt(TransposedScratchFloats<I>(k, m, true, kThreads) + 64);
+  std::vector<float> dt;
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f;
   for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
   std::vector<int> rows(k);
   for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
-  float* scratch = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(dt.data()) + 63) & ~uintptr_t(63));
+  float* scratch = AlignedZeros(&dt, TransposedScratchFloats<I>(k, m, true, kThreads));  // as the operator's
   return AlternatingMedians(2, kGroups, kCallsPerGroup, [&](int way) {
     TransposedProduct<I>(d.data(), rows, m, x.data(), h, h, s.data() + wq + 1, ldo, wq, scratch, way == 1, kThreads);
   }, [](int) {});
