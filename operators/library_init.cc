@@ -92,8 +92,8 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool po
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
 // registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor), in
 // several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch), with
-// the pooling taken in registers (kind 4; PooledRowsFit) and with D transposed by each thread for
-// itself (kind 5; kPerThreadTransposeMaxBytes).
+// the pooling taken in registers (kind 4; PooledRowsFit) and with all of D transposed by each
+// thread for itself (kind 5; Plan::transposed_per_thread).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {

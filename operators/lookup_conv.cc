@@ -113,7 +113,7 @@ class LookupConv : public CustomStatefulOp {
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
     const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTileVectors,
-                             I::kImagesPanelRows, I::kTransposedPixels};
+                             I::kImagesPanelRows, I::kTransposedPixels, kTransposedVectors * I::kLanes};
     if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
       return MX_FAIL;
     const RowAlignment a = AlignmentFor(params_, g, regs, plan());

@@ -42,7 +42,8 @@ struct Plan {
   // Stride 1 on maps of a few columns a row, with many dictionary rows: S = D x X transposed
   // (lookup_conv_transposed.h; kTransposedProductMaxWidth), stored into S's padded rows.
   bool transposed_product = false;
-  // ... each thread sharing the image transposing D for itself (kPerThreadTransposeMaxBytes)
+  // ... each thread transposing all of D for itself, when the threads sharing the image outnumber
+  // its blocks of rows (else each transposes its share of the blocks: TransposedProduct)
   bool transposed_per_thread = false;
   std::vector<int> x_columns;
   // Stride 1, in a batch of small images (kBatchedProductMaxPixels): S = D x X for groups of
@@ -128,9 +129,9 @@ static inline bool PooledRowsFit(const Params& p, const Geometry& g, int lanes, 
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
 // no class tiles), images per panel of a transposed dictionary's product (0: none), pixels per
-// kernel of the transposed product (0: none).
+// kernel of the transposed product (0: none) and dictionary rows per block of it.
 struct TileRegisters {
-  int lanes, flat, row, class_tile, images_panel, transposed_pixels;
+  int lanes, flat, row, class_tile, images_panel, transposed_pixels, transposed_rows;
 };
 
 // Runs per block of a tile-major plan, and the starts of channel f's runs in block blk.
@@ -378,8 +379,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
   plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
-  plan->transposed_per_thread = plan->transposed_product && threads > 1 && !plan->images_in_parallel &&
-                                listed_dictionary_bytes <= kPerThreadTransposeMaxBytes;
+  plan->transposed_per_thread = plan->transposed_product && !plan->images_in_parallel &&
+                                (rows + regs.transposed_rows - 1) / regs.transposed_rows < threads;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;

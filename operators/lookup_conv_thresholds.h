@@ -25,27 +25,22 @@ static const int64_t kSplitFloatMultiplyAdds = 16;
 // read it back to split it, more than its 1 MB of L2 with S.
 static const int64_t kRowProductMaxChannels = 4;
 // Stride-1 layers on maps of at most 14 columns a row, with at least one block of 64
-// dictionary rows, and D (its listed rows) of at most 1 MB: the product transposed
+// dictionary rows, and D (its listed rows) of at most 2 MB: the product transposed
 // (lookup_conv_transposed.h), 7 pixels of a row against 64 dictionary rows in registers, instead
 // of strips of 32 columns that leave lanes empty and cross S's rows. D is transposed on every
-// call. Each product in lcnn-predict, one thread, batch 1, Intel AVX-512 host, 1000 calls (µs,
-// with the transpose): ResNet-18-fast 0.03's 14x14 (k = 64, m = 256) 59.5 -> 45.7 and 7x7 (k =
-// 128, m = 512) 72-74 -> 61.7; ResNet-18-accurate 0.05's 14x14 (k = 512, D 512 KB) 508 -> 422,
-// but its 7x7 (k = 1024, D 2 MB, whose transpose alone takes 184-215) 658 -> 686; AlexNet-
-// accurate's 13x13 conv3-conv5 (k = 500) 300, 393, 499 -> 220, 293, 440. Wider maps fill the
-// strips; fewer rows than a block leave its lanes empty (AlexNet-fast's 13x13 layers: 30 rows).
+// call, block by block right before the block's strips. Each product in lcnn-predict, one
+// thread, batch 1, Intel AVX-512 host, 1000 calls (µs, with the transpose): ResNet-18-fast
+// 0.03's 14x14 (k = 64, m = 256) 59.5 -> 45.7 and 7x7 (k = 128, m = 512) 72-74 -> 61.7;
+// ResNet-18-accurate 0.05's 14x14 (k = 512, D 512 KB) 508 -> 422; AlexNet-accurate's 13x13
+// conv3-conv5 (k = 500) 300, 393, 499 -> 220, 293, 440. ResNet-18-accurate's 7x7 (k = 1024, D
+// 2 MB) lost with all of D transposed first (658 -> 686: D^T then came back from L3), and gains
+// block by block (735-740 -> 638-646 µs a call, two threads 379-387 -> 334-337, medians of 600
+// calls in lcnn-predict builds with a clock around each stage). Larger D were not measured.
+// Wider maps fill the strips; fewer rows than a block leave its lanes empty (AlexNet-fast's
+// 13x13 layers: 30 rows).
 static const int64_t kTransposedProductMaxWidth = 14;
 static const int64_t kTransposedProductMinRows = 64;
-static const int64_t kTransposedProductMaxDictionaryBytes = 1 << 20;
-// Threads sharing one image's transposed product each transpose D (its listed rows) for
-// themselves, into scratch of their own, when it is at most 128 KB: transposed once and shared,
-// every call each thread reads the lines the other one wrote, and the next call's transpose
-// takes them back, a line at a time from the other core. benchmarks/transpose_sharing.cc, two
-// threads, Intel AVX-512 host, µs, shared -> each its own: ResNet-18-fast's 14x14 layer (k = 64,
-// m = 256, 64 KB) 40-41 -> 28-29; a 13x13 map, m = 384, k = 64 (96 KB) 54-56 -> 37-39. Larger
-// ones lose the transpose done twice: ResNet-18-fast's 7x7 (256 KB) 1.14x the time,
-// ResNet-18-accurate's 14x14 (512 KB) 1.05x, its 7x7 (2 MB) 1.5x.
-static const int64_t kPerThreadTransposeMaxBytes = 128 << 10;
+static const int64_t kTransposedProductMaxDictionaryBytes = 2 << 20;
 // Stride-1 layers in a batch whose images have at most this many pixels: one product over the
 // whole batch (every image's x side by side, every image's S in one buffer), so that D, read
 // once per pass over the columns, is read once a call instead of once an image, and a last

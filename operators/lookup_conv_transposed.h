@@ -3,7 +3,7 @@
 // (lookup_conv_stages.h) takes strips of two registers of columns: on a 7x7 map two strips cover
 // 49 columns with 64 lanes, and every strip crosses several of S's rows, so its results go
 // through a copy. Here the dictionary rows are the lanes instead: a block of
-// kTransposedVectors registers of them (D transposed, once a call) against up to
+// kTransposedVectors registers of them (D transposed on every call) against up to
 // I::kTransposedPixels pixels of one image row, each broadcast from x; the accumulators are
 // transposed in registers at the end and stored into the pixels' places in S's padded rows.
 // Only translation units compiled for a kernel set include this header.
@@ -31,17 +31,17 @@ constexpr int64_t TransposedDictionaryFloats(int64_t k, int64_t m) {
   return (k + B - 1) / B * B * m;
 }
 
-// dt = the listed rows of D (k x m, row rows[i] for i < rows.size()) transposed in blocks of B
-// = kTransposedVectors * kLanes rows: block b holds m steps of B floats, step c's lane i being
-// D[rows[b * B + i]][c], and 0 past the last row. This call writes rows [i0, i0 + kLanes), in
-// kLanes x kLanes tiles transposed in registers.
+// The listed rows of D (k x m, row rows[i] for i < rows.size()) transposed in blocks of B =
+// kTransposedVectors * kLanes rows: block b holds m steps of B floats, step c's lane i being
+// D[rows[b * B + i]][c], and 0 past the last row. This call writes rows [i0, i0 + kLanes) into
+// their block, at `block` (m * B floats), in kLanes x kLanes tiles transposed in registers.
 template <class I>
 static inline void TransposeDictionaryRows(const float* d, const std::vector<int>& rows, int64_t m, int64_t i0,
-                                           float* dt) {
+                                           float* block_of_i0) {
   constexpr int L = I::kLanes;
   constexpr int64_t B = kTransposedVectors * L;
   const int64_t k = rows.size();
-  float* block = dt + i0 / B * m * B + i0 % B;
+  float* block = block_of_i0 + i0 % B;
   for (int64_t c0 = 0; c0 < m; c0 += L) {
     const int n = static_cast<int>(std::min<int64_t>(L, m - c0));
     typename I::Vec t[L];
@@ -104,7 +104,8 @@ static inline void TransposedStripOf(int pixels, const float* dt, int64_t ldt, i
 
 // One unit of the transposed product: dictionary block b, image row y and its piece of up to
 // I::kTransposedPixels pixels from column x0 (unit = (b * h + y) * pieces + x0 / P). dt: D^T in
-// blocks of B rows, block b at dt + b * block_floats, its depth steps ldt floats apart.
+// blocks of B rows, block b at dt + b * block_floats (0: the one block at dt is block b), its
+// depth steps ldt floats apart.
 template <class I>
 static inline void TransposedUnit(const float* dt, int64_t ldt, int64_t block_floats, int64_t k, int64_t m,
                                   const float* x, int64_t h, int64_t w, float* out, int64_t ldo, int64_t pitch,
@@ -118,41 +119,55 @@ static inline void TransposedUnit(const float* dt, int64_t ldt, int64_t block_fl
   }
 }
 
-// Floats of TransposedProduct's scratch: D transposed once, or once for each of `threads`
-// threads (per_thread, Plan::transposed_per_thread).
+// Floats of TransposedProduct's scratch for `threads` threads: one block of D^T each, or (per_thread,
+// Plan::transposed_per_thread) all of D's k listed rows each.
 template <class I>
 constexpr int64_t TransposedScratchFloats(int64_t k, int64_t m, bool per_thread, int threads) {
-  return TransposedDictionaryFloats<I>(k, m) * (per_thread ? threads : 1);
+  return (per_thread ? TransposedDictionaryFloats<I>(k, m) : kTransposedVectors * I::kLanes * m) * threads;
 }
 
 // S = the listed rows of D (k x m) x X (m channels of h x w) for a stride-1 layer, each image row
 // of S stored into its padded row: pixel (y, x) of S row i at out[i * ldo + y * pitch + x]. dt:
-// TransposedScratchFloats of scratch. The threads share (block, image row, piece of a row) units;
-// D is transposed by all of them together, or (per_thread) by each for itself, in the region that
-// then takes its units.
+// TransposedScratchFloats of scratch, from a 64-byte boundary. D is transposed on every call (the
+// operator reads D as it comes), by each thread into scratch of its own: each thread takes its
+// share of the blocks, and transposes a block right before the units that read it, while it is
+// in its cache; or, when the threads outnumber the blocks (per_thread,
+// Plan::transposed_per_thread), each transposes all of D and takes its share of the units.
+// benchmarks/transpose_sharing.cc, Intel AVX-512 host, caches flushed before each call, µs,
+// all of D transposed first -> block by block: one thread, 14x14, k = 512, 370 -> 345 and
+// 7x7, k = 1024 (2 MB), 573 -> 440 (the general product 496); two threads 219 -> 200 and 360 ->
+// 239 (general 254). With one block (k = 64) at two threads, one thread would take it all:
+// 52 block by block against 43 each transposing all of D. Threads that shared one transposed
+// D read the lines the other one wrote, a line at a time from the other core (run 55: 14x14,
+// k = 64, two threads, 40-41 -> 28-29 each its own).
 template <class I>
 static inline void TransposedProduct(const float* d, const std::vector<int>& rows, int64_t m, const float* x, int64_t h,
                                      int64_t w, float* out, int64_t ldo, int64_t pitch, float* dt, bool per_thread,
                                      int threads) {
   constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
   if constexpr (P >= 1) {  // (a set without the kernel never plans it)
-    const int64_t k = rows.size(), blocks = (k + B - 1) / B, pieces = (w + P - 1) / P, groups = blocks * B / I::kLanes;
-    const auto unit_of = [&](const float* dt_used, int64_t unit) {
-      TransposedUnit<I>(dt_used, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
-    };
-    if (per_thread) {
-      OnTeam(threads, [&](int t, int team) {
-        float* own = dt + t * TransposedDictionaryFloats<I>(k, m);
-        for (int64_t group = 0; group < groups; ++group) TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, own);
-        const Share share = ShareOf(blocks * h * pieces, t, team);
-        for (int64_t unit = share.first; unit < share.last; ++unit) unit_of(own, unit);
-      });
-      return;
-    }
-    // D transposed on every call (the operator reads D as it comes), by all threads: ResNet-18-fast's
-    // 7x7 layer's 256 KB 12 µs with D in L2, 25 from L3
-    StaticFor(groups, threads, [&](int64_t group, int) { TransposeDictionaryRows<I>(d, rows, m, group * I::kLanes, dt); });
-    StaticFor(blocks * h * pieces, threads, [&](int64_t unit, int) { unit_of(dt, unit); });
+    const int64_t k = rows.size(), blocks = (k + B - 1) / B, units_a_block = h * ((w + P - 1) / P);
+    const int64_t groups_a_block = B / I::kLanes;
+    OnTeam(threads, [&](int t, int team) {
+      float* own = dt + t * TransposedScratchFloats<I>(k, m, per_thread, 1);
+      if (per_thread) {
+        for (int64_t group = 0; group < blocks * groups_a_block; ++group) {
+          const int64_t i0 = group * I::kLanes;
+          TransposeDictionaryRows<I>(d, rows, m, i0, own + i0 / B * m * B);
+        }
+        const Share share = ShareOf(blocks * units_a_block, t, team);
+        for (int64_t unit = share.first; unit < share.last; ++unit)
+          TransposedUnit<I>(own, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
+        return;
+      }
+      const Share share = ShareOf(blocks, t, team);
+      for (int64_t b = share.first; b < share.last; ++b) {
+        for (int64_t group = 0; group < groups_a_block; ++group)
+          TransposeDictionaryRows<I>(d, rows, m, b * B + group * I::kLanes, own);
+        for (int64_t unit = b * units_a_block; unit < (b + 1) * units_a_block; ++unit)
+          TransposedUnit<I>(own, B, 0, k, m, x, h, w, out, ldo, pitch, unit);  // (block b at own)
+      }
+    });
   }
 }
 

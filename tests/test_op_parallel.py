@@ -32,9 +32,11 @@ SHAPES = {
     "resnet stage2 stride accurate": (64, 48, 128, 3, 2, 1, 56, "relu"),
     "resnet stage2": (128, 48, 32, 3, 1, 1, 28, "shortcut"),
     "resnet stage3 accurate": (256, 48, 512, 3, 1, 1, 14, "shortcut"),
-    # the fast preset's D there (64 x 256, 64 KB) is transposed by each thread for itself at
-    # batch 1 (the accurate one's, 512 KB, once for both)
+    # the fast preset's D there (64 rows: one block of the transposed product) is transposed by
+    # each thread for itself at batch 1 (the accurate one's 8 blocks: each thread its 4)
     "resnet stage3": (256, 48, 64, 3, 1, 1, 14, "shortcut"),
+    # the transposed product's 3 blocks, the last of 22 rows: 2 and 1 to the two threads
+    "transposed blocks uneven": (32, 16, 150, 3, 1, 1, 9, "relu"),
     "resnet stage4": (512, 48, 128, 3, 1, 1, 7, "shortcut"),
     # kernels narrower than their stride reach only some phases: the export's 1x1 shortcut
     # (one phase), and a 2x2 kernel of stride 3 (two runs of two phases)
