@@ -60,9 +60,13 @@ static inline int64_t ProductDepth(int64_t m, int64_t cols, bool deep) {
 
 // Strips are packed when at least this many panels pass over each: packing costs about one
 // pass over x. Unpacked strips are read in place, walking down x by whole rows (lines split,
-// pages crossed); measured on ResNet-18's and AlexNet's shapes, packing gained 10-25% from
-// about 20 panels on, nothing at 11, and lost 10-30% at 3-6.
-static const int kPackMinPanels = 10;
+// pages crossed); measured on ResNet-18's and AlexNet's shapes (Zen 3), packing gained 10-25%
+// from about 20 panels on and lost 10-30% at 3-6. At 11 panels (AVX-512's 12-row panels over
+// ResNet-18-accurate's k = 128) it loses: Zen 5 3-8%; Intel AVX-512 host, lcnn-predict with a
+// clock around each stage, its four 56x56 products 617-657 -> 494-506 µs a call at one thread,
+// batch 1 (two threads 277-307 -> 238-242; batch 16 497-508 -> 405-411 an image). The AVX2
+// kernels (6-row panels) on the same host, alone: k = 64 (11 panels) 4-12% faster in place.
+static const int kPackMinPanels = 12;
 
 // Floats of the scratch row SplitInputRow needs (stride 4: the padded row, for a vector
 // deinterleave).
