@@ -1,9 +1,9 @@
 // What a dictionary delivered transposed would save the transposed product (the operator's own
 // TransposedProduct and TransposedUnit, operators/lookup_conv_transposed.h), one thread, one
 // image. The operator reads D (k x m) as it comes and transposes it into blocks of B rows on
-// every call; ResNet-18-accurate's 7x7 layers (k = 1024, D 2 MB) do not take this product at all,
-// as the transpose costs more than it saves (kTransposedProductMaxDictionaryBytes). Ways, per
-// shape (ResNet-18's 14x14 and 7x7 layers, both presets), median microseconds:
+// every call, each block right before its strips (since run 57; run 56's figures were of all of
+// D transposed first). Ways, per shape (ResNet-18's 14x14 and 7x7 layers, both presets), median
+// microseconds:
 //   transpose + strips  TransposedProduct as the operator runs it;
 //   blocks              the strips alone, over D^T transposed into its blocks once (a layout an
 //                       export could deliver);
