@@ -134,9 +134,9 @@ constexpr int64_t TransposedScratchFloats(int64_t k, int64_t m, bool per_thread,
 // in its cache; or, when the threads outnumber the blocks (per_thread,
 // Plan::transposed_per_thread), each transposes all of D and takes its share of the units.
 // benchmarks/transpose_sharing.cc, Intel AVX-512 host, caches flushed before each call, µs,
-// all of D transposed first -> block by block: one thread, 14x14, k = 512, 370 -> 345 and
+// each thread all of D first -> block by block: one thread, 14x14, k = 512, 370 -> 345 and
 // 7x7, k = 1024 (2 MB), 573 -> 440 (the general product 496); two threads 219 -> 200 and 360 ->
-// 239 (general 254). With one block (k = 64) at two threads, one thread would take it all:
+// 239 (general 254; all of D transposed once and shared 206 and 273-280). With one block (k = 64) at two threads, one thread would take it all:
 // 52 block by block against 43 each transposing all of D. Threads that shared one transposed
 // D read the lines the other one wrote, a line at a time from the other core (run 55: 14x14,
 // k = 64, two threads, 40-41 -> 28-29 each its own).

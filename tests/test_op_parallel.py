@@ -35,7 +35,8 @@ SHAPES = {
     # the fast preset's D there (64 rows: one block of the transposed product) is transposed by
     # each thread for itself at batch 1 (the accurate one's 8 blocks: each thread its 4)
     "resnet stage3": (256, 48, 64, 3, 1, 1, 14, "shortcut"),
-    # the transposed product's 3 blocks, the last of 22 rows: 2 and 1 to the two threads
+    # the transposed product's 3 blocks, the last of 22 rows: one to the first of two threads, two to
+    # the second
     "transposed blocks uneven": (32, 16, 150, 3, 1, 1, 9, "relu"),
     "resnet stage4": (512, 48, 128, 3, 1, 1, 7, "shortcut"),
     # kernels narrower than their stride reach only some phases: the export's 1x1 shortcut
