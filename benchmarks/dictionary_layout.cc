@@ -17,10 +17,8 @@
 //       -I benchmarks -I $MX/include -o /tmp/dictionary_layout benchmarks/dictionary_layout.cc && /tmp/dictionary_layout
 // (one command; an AVX-512 host)
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <vector>
 
 #include "alternating_medians.h"
@@ -30,29 +28,23 @@
 using I = LCNN_KERNEL_ISA;
 static const int kCallsPerGroup = 100;
 static const int kGroups = 5;                  // per way, alternating
-static const int64_t kFlushBytes = 32 << 20;  // more than L2 and this host's share of L3
 static const int64_t kMkPadding = 16;          // floats added to each row of D (m x k) in the padded way
 static const int kWays = 4;
 static const char* const kWayNames[kWays] = {"transpose + strips", "blocks", "mk, rows +0", "mk, rows +16"};
-
-static void Flush(std::vector<char>* buffer) {
-  for (size_t i = 0; i < buffer->size(); i += 64) (*buffer)[i]++;
-}
 
 // Median microseconds of each way for D (k x m) over an h x h map; flush: caches flushed per call.
 static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, bool flush, std::vector<char>* flush_buffer) {
   constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
   const int64_t wq = h + 2, ldo = (h + 2) * wq, units = (k + B - 1) / B * h * ((h + P - 1) / P);
-  std::vector<float> x(m * h * h), d(k * m), s(k * ldo), expected;
+  std::vector<float> x(m * h * h), d(k * m), s(k * ldo);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f;
   for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
   std::vector<int> rows(k);
   for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
   std::vector<float> scratch_store, blocks_store;  // aligned as the operator's scratch
   float* scratch = AlignedZeros(&scratch_store, TransposedScratchFloats<I>(k, m, false, 1));
-  float* blocks = AlignedZeros(&blocks_store, TransposedScratchFloats<I>(k, m, false, 1));
-  for (int64_t group = 0; group < (k + B - 1) / B * B / I::kLanes; ++group)
-    TransposeDictionaryRows<I>(d.data(), rows, m, group * I::kLanes, blocks);
+  float* blocks = AlignedZeros(&blocks_store, TransposedDictionaryFloats<I>(k, m));
+  TransposeDictionary<I>(d.data(), rows, m, blocks);
   std::vector<std::vector<float>> mk_store(2);
   float* mk[2];
   for (int padded = 0; padded < 2; ++padded) {
@@ -71,17 +63,9 @@ static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, bool flush, 
       for (int64_t unit = 0; unit < units; ++unit) TransposedUnit<I>(dt, ldt, block_floats, k, m, x.data(), h, h, out, ldo, wq, unit);
     }
   };
-  for (int way = 0; way < kWays; ++way) {  // every way computes the same S
-    call(way);
-    if (way == 0) expected = s;
-    for (size_t i = 0; i < s.size(); ++i)
-      if (std::abs(s[i] - expected[i]) > 1e-3f * std::max(1.0f, std::abs(expected[i]))) {
-        fprintf(stderr, "%s: S differs at %zu\n", kWayNames[way], i);
-        std::exit(1);
-      }
-  }
+  CheckWaysAgree(kWays, kWayNames, call, s);
   return AlternatingMedians(kWays, kGroups, kCallsPerGroup, call, [&](int) {
-    if (flush) Flush(flush_buffer);
+    if (flush) FlushCaches(flush_buffer);
   });
 }
 

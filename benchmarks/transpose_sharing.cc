@@ -18,9 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <vector>
 
 #include "alternating_medians.h"
@@ -32,19 +30,14 @@ using I = LCNN_KERNEL_ISA;
 static const int kMaxThreads = 2;
 static const int kCallsPerGroup = 100;
 static const int kGroups = 5;                  // per way, alternating
-static const int64_t kFlushBytes = 32 << 20;  // more than L2 and this host's share of L3
 static const int kWays = 3;
 static const char* const kWayNames[kWays] = {"blocks", "each all", "general"};
-
-static void Flush(std::vector<char>* buffer) {
-  for (size_t i = 0; i < buffer->size(); i += 64) (*buffer)[i]++;
-}
 
 // Median microseconds of each way for D (k x m) over an h x h map at `threads` threads.
 static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, int threads, bool flush,
                                    std::vector<char>* flush_buffer) {
   const int64_t wq = h + 2, ldo = (h + 2) * wq;
-  std::vector<float> x(m * h * h), d(k * m), s(k * ldo), expected;
+  std::vector<float> x(m * h * h), d(k * m), s(k * ldo);
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f;
   for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
   std::vector<int> rows(k);
@@ -56,17 +49,9 @@ static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, int threads,
     if (way < 2) return TransposedProduct<I>(d.data(), rows, m, x.data(), h, h, out, ldo, wq, scratch, way == 1, threads);
     DictionaryProduct<I>({d.data(), &rows, m, x.data(), h * h, h * h, out, ldo, h, wq}, threads, packed.data());
   };
-  for (int way = 0; way < kWays; ++way) {  // every way computes the same S
-    call(way);
-    if (way == 0) expected = s;
-    for (size_t i = 0; i < s.size(); ++i)
-      if (std::abs(s[i] - expected[i]) > 1e-3f * std::max(1.0f, std::abs(expected[i]))) {
-        fprintf(stderr, "%s: S differs at %zu\n", kWayNames[way], i);
-        std::exit(1);
-      }
-  }
+  CheckWaysAgree(kWays, kWayNames, call, s);
   return AlternatingMedians(kWays, kGroups, kCallsPerGroup, call, [&](int) {
-    if (flush) Flush(flush_buffer);
+    if (flush) FlushCaches(flush_buffer);
   });
 }
 

@@ -34,7 +34,7 @@ constexpr int64_t TransposedDictionaryFloats(int64_t k, int64_t m) {
 // The listed rows of D (k x m, row rows[i] for i < rows.size()) transposed in blocks of B =
 // kTransposedVectors * kLanes rows: block b holds m steps of B floats, step c's lane i being
 // D[rows[b * B + i]][c], and 0 past the last row. This call writes rows [i0, i0 + kLanes) into
-// their block, at `block` (m * B floats), in kLanes x kLanes tiles transposed in registers.
+// their block, at `block_of_i0` (m * B floats), in kLanes x kLanes tiles transposed in registers.
 template <class I>
 static inline void TransposeDictionaryRows(const float* d, const std::vector<int>& rows, int64_t m, int64_t i0,
                                            float* block_of_i0) {
@@ -50,6 +50,14 @@ static inline void TransposeDictionaryRows(const float* d, const std::vector<int
     I::Transpose(t);
     for (int j = 0; j < n; ++j) I::Store(block + (c0 + j) * B, t[j]);
   }
+}
+
+// dt (TransposedDictionaryFloats) = all the listed rows of D transposed, block after block.
+template <class I>
+static inline void TransposeDictionary(const float* d, const std::vector<int>& rows, int64_t m, float* dt) {
+  constexpr int64_t B = kTransposedVectors * I::kLanes;
+  const int64_t blocks = (static_cast<int64_t>(rows.size()) + B - 1) / B;
+  for (int64_t i0 = 0; i0 < blocks * B; i0 += I::kLanes) TransposeDictionaryRows<I>(d, rows, m, i0, dt + i0 / B * m * B);
 }
 
 // out (rows of S, ldo floats apart; pixel p at out[p]) = the block's first `rows` dictionary rows
@@ -151,10 +159,7 @@ static inline void TransposedProduct(const float* d, const std::vector<int>& row
     OnTeam(threads, [&](int t, int team) {
       float* own = dt + t * TransposedScratchFloats<I>(k, m, per_thread, 1);
       if (per_thread) {
-        for (int64_t group = 0; group < blocks * groups_a_block; ++group) {
-          const int64_t i0 = group * I::kLanes;
-          TransposeDictionaryRows<I>(d, rows, m, i0, own + i0 / B * m * B);
-        }
+        TransposeDictionary<I>(d, rows, m, own);
         const Share share = ShareOf(blocks * units_a_block, t, team);
         for (int64_t unit = share.first; unit < share.last; ++unit)
           TransposedUnit<I>(own, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
