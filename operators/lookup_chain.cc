@@ -8,8 +8,10 @@
 // Each layer runs on a state of lcnn_lookup_conv of its own; the chain hands it views of the
 // activations. Every error (attributes, shapes, wiring) is an MX_FAIL with a message.
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <memory>
 #include <sstream>
@@ -29,12 +31,40 @@
 // image's layers (groups of 2 or 4 for two threads) were no faster than the whole batch
 // (0.96-1.32).
 static const int64_t kChainGroupImages = 2;
+// ... except where fewer images keep each grouped layer's input and output in one core's L2 and
+// that many do not: the Intel Xeon's 2 MB holds one image of ResNet-18's first stage (0.8 MB
+// in, 0.8 out) and not two. ResNet-18-fast 0.03 at batch 16 (lcnn-predict, alternating calls,
+// medians) took in groups of 1 0.93-0.97 of the time of pairs at two threads (8 rounds) and
+// 0.94-1.05, most 0.98-0.99, at one (16 rounds); ResNet-18-accurate 0.05 0.97-1.05. Groups
+// that fit L2 take as many images as fit, up to kChainGroupImages.
+// The L2 of a core is what the CPU reports (glibc's sysconf), unless kL2BytesEnv sets it (a VM
+// may report its host's caches wrongly; the tests set it to cover both kinds of group).
+static const char* const kL2BytesEnv = "LCNN_L2_BYTES";
 // ... for the layers whose output of the whole batch is larger than this: the share of L3 a
 // core of a 2-core Zen 4 VM kept (4-8 MB). ResNet-18's first two stages at batch 16 (12.8 and
 // 6.4 MB a tensor) are; AlexNet's layers (3 MB at most), grouped all the same, were 1.02 (one
 // thread) and 1.04-1.05 (two) times as slow as the batch whole.
 static const int64_t kChainMinBatchBytes = 4 << 20;
 namespace {
+
+// One core's L2 in bytes (0: unknown), or an error for a kL2BytesEnv that is not a byte count.
+MXReturnValue CoreL2Bytes(int64_t* bytes) {
+  const char* set = std::getenv(kL2BytesEnv);
+  if (!set) {
+    *bytes = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
+    return MX_SUCCESS;
+  }
+  char* end = nullptr;
+  errno = 0;
+  const long long value = std::strtoll(set, &end, 10);
+  if (end == set || *end != '\0' || value < 0 || errno == ERANGE) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: " << kL2BytesEnv << "='" << set
+                 << "' is not a number of bytes (a non-negative integer)";
+    return MX_FAIL;
+  }
+  *bytes = value;
+  return MX_SUCCESS;
+}
 
 // How a call runs (built when the input shape or the threads change): the layers in order, in
 // groups of `group` images where `grouped[i]`; consecutive grouped layers form one segment that
@@ -146,13 +176,27 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   if (LayerShapes(chain_, in, &shapes) != MX_SUCCESS) return MX_FAIL;
   const int n = static_cast<int>(chain_.layers.size());
   for (const auto& s : shapes) p.shapes.emplace_back(s.begin(), s.end());
-  // Groups of the most images up to kChainGroupImages that divide the batch (every group then
-  // has one shape, and each layer's state one plan), when every thread gets one; only for
-  // layers whose batch does not stay in cache and whose plans take no images together (small
-  // maps run their batch in one product).
+  // Groups only for layers whose batch does not stay in cache and whose plans take no images
+  // together (small maps run their batch in one product); of the most images up to
+  // kChainGroupImages, or as many as stay in L2, that divide the batch (every group then has
+  // one shape, and each layer's state one plan), when every thread gets one.
+  std::vector<char> groupable(n, 0);
+  int64_t image_bytes = 0;  // one image's input and output of the largest groupable layer
+  for (int i = 0; i < n; ++i) {
+    const auto& s = p.shapes[i];
+    const int src = chain_.layers[i].data;
+    const auto& x = src < 0 ? std::vector<int64_t>(in[0].begin(), in[0].end()) : p.shapes[src];
+    const int64_t F = sizeof(float), out_bytes = s[1] * s[2] * s[3] * F, in_bytes = x[1] * x[2] * x[3] * F;
+    groupable[i] = s[2] * s[3] > kBatchedProductMaxPixels && s[0] * out_bytes > kChainMinBatchBytes;
+    if (groupable[i]) image_bytes = std::max(image_bytes, in_bytes + out_bytes);
+  }
+  int64_t l2 = 0;
+  if (CoreL2Bytes(&l2) != MX_SUCCESS) return MX_FAIL;
+  const int64_t most = image_bytes > 0 && image_bytes <= l2 ? std::min(kChainGroupImages, l2 / image_bytes)
+                                                            : kChainGroupImages;
   p.group = std::max<int64_t>(batch, 1);
-  if (batch > kChainGroupImages)
-    for (int64_t g = kChainGroupImages; g >= 1; --g)
+  if (batch > most)
+    for (int64_t g = most; g >= 1; --g)
       if (batch % g == 0) {
         p.group = g;
         break;
@@ -160,11 +204,7 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   if (batch / p.group < threads) p.group = std::max<int64_t>(batch, 1);  // a group for every thread, or none
   p.workers = p.group < batch ? threads : 1;
   p.grouped.assign(n, 0);
-  for (int i = 0; i < n; ++i) {
-    const auto& s = p.shapes[i];
-    const int64_t bytes = s[0] * s[1] * s[2] * s[3] * static_cast<int64_t>(sizeof(float));
-    p.grouped[i] = p.group < batch && s[2] * s[3] > kBatchedProductMaxPixels && bytes > kChainMinBatchBytes;
-  }
+  for (int i = 0; i < n; ++i) p.grouped[i] = p.group < batch && groupable[i];
   p.segment_end.assign(n, n);
   for (int i = n - 1; i >= 0; --i)
     p.segment_end[i] = !p.grouped[i] ? i + 1 : (i + 1 < n && p.grouped[i + 1] ? p.segment_end[i + 1] : i + 1);

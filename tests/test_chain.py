@@ -15,9 +15,12 @@ from lcnn_gluon import chain
 # operator batches together (kBatchedProductMaxPixels), and outputs of 5 MB for 15 or 16 images,
 # more than kChainMinBatchBytes, so batches of 15 and 16 run them in groups (of 1 and 2 images:
 # the most that divide the batch); the later stages run whole (2.6 MB at most): both kinds of
-# segment, and buffers crossing them. Batches of 1 and 2 run whole.
+# segment, and buffers crossing them. Batches of 1 and 2 run whole. The groups of 16 follow the
+# L2 the chain is told (L2_BYTES): unknown, pairs; 1 MB, which holds one image's largest grouped
+# layer (0.66 MB in and out) and not two, single images.
+L2_BYTES = {"1": "0", "2": str(1 << 20)}
 SCRIPT = textwrap.dedent("""
-    import json, sys, tempfile
+    import json, os, sys, tempfile
     import mxnet as mx
     import numpy as np
     from lcnn_gluon import export, get_model, ops
@@ -52,17 +55,26 @@ SCRIPT = textwrap.dedent("""
         caught = str(e)
     indices.set_data(good)
     errors["after bad weights"] = float(np.abs(chained(x).asnumpy() - want).max() / np.abs(want).max())
-    print(json.dumps(dict(kernels=ops.kernel_isa(), chains=meta["lookup_chains"], errors=errors, caught=caught)))
+    os.environ["LCNN_L2_BYTES"] = "lots"  # read when the batch changes
+    try:
+        chained(mx.nd.zeros((3,) + shape)).wait_to_read()
+        caught_l2 = ""
+    except mx.base.MXNetError as e:
+        caught_l2 = str(e)
+    print(json.dumps(dict(kernels=ops.kernel_isa(), chains=meta["lookup_chains"], errors=errors, caught=caught,
+                     caught_l2=caught_l2)))
 """)
 
 
 @pytest.mark.parametrize("isa", KERNEL_SETS)
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_a_chained_export_equals_its_layers_one_by_one(lcnn_ops, threads, isa):
-    out = run(PY, "-c", SCRIPT, env={"OMP_NUM_THREADS": threads, "LCNN_ISA": isa}, timeout=900).stdout
+    env = {"OMP_NUM_THREADS": threads, "LCNN_ISA": isa, "LCNN_L2_BYTES": L2_BYTES[threads]}
+    out = run(PY, "-c", SCRIPT, env=env, timeout=900).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["kernels"] == isa and result["chains"] >= 1
     assert "is outside [0, k*kh*kw" in result["caught"]
+    assert "LCNN_L2_BYTES='lots' is not a number of bytes" in result["caught_l2"]
     assert len(result["errors"]) == 5
     bad = {name: e for name, e in result["errors"].items() if not e <= 1e-6}  # the same kernels, in another order
     assert not bad, bad
