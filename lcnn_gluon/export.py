@@ -10,7 +10,7 @@ operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
 also adds the shortcut and applies the block's ReLU; a plain ``Dense`` layer (the
 classifier), and a strided 1x1 convolution with an output map of at least ``OPERATOR_MIN_PIXELS``
-positions (ResNet's first two shortcuts), run on the operator as ``D = W``, ``P = I``
+positions (ResNet's shortcuts at 224x224), run on the operator as ``D = W``, ``P = I``
 (``plain_on_operator``). ``densify(net)``
 gives the same function with plain ``Convolution``/``FullyConnected`` weights
 ``W = P x D`` instead, for runtimes without the library.
@@ -94,10 +94,15 @@ def _convert_children(block: HybridBlock, make) -> None:
 
 # A plain strided 1x1 convolution (a ResNet shortcut) runs on the operator when its output map
 # has at least this many positions. ResNet-18's shortcuts with their BatchNorm at batch 16, one
-# thread (run 27): 56x56 -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on the
-# operator; 28x28 -> 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all
-# within 0.03 ms). Stride-1 1x1 convolutions were not measured and stay in MXNet.
-OPERATOR_MIN_PIXELS = 14 * 14
+# thread (run 27, Zen 4): 56x56 -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on
+# the operator; 28x28 -> 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all
+# within 0.03 ms). The last one on the operator too (run 58, Intel Xeon; whole exports, calls
+# alternating in one process, medians): ResNet-18-fast 0.03 at one thread 0.94-1.00 of the time at
+# batch 1, 0.97-1.02 at batch 16; ResNet-18-accurate 0.05 at two threads, batch 16, 0.96-1.03.
+# Its product is still slower than oneDNN's at batch 16 (2.0 ms a call against about 1.5), but the
+# network then runs as one chain between its input and its pooling, without the operators between.
+# Stride-1 1x1 convolutions were not measured and stay in MXNet.
+OPERATOR_MIN_PIXELS = 7 * 7
 
 
 def _strided_convs_on_large_maps(layers: list) -> set:
