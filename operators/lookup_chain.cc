@@ -1,7 +1,8 @@
 // lcnn_lookup_chain: a run of lookup layers (lcnn_lookup_conv, lookup_conv_format.h) as one
 // operator, so that in a batch groups of images go through the run's layers of large maps one
-// group after another (each thread its own groups): a group's activations stay in L3 from layer
-// to layer, where the whole batch's (12.8 MB a tensor in ResNet-18's first stage) go to memory.
+// group after another (each thread its own groups): a group's activations stay in cache (L2, or
+// L3 where one image's outgrow L2) from layer to layer, where the whole batch's (12.8 MB a
+// tensor in ResNet-18's first stage) go to memory.
 // lcnn_gluon/chain.py writes it into an export; its attributes, inputs and outputs, parsed and
 // checked, are in lookup_chain_attrs.h.
 //
