@@ -37,7 +37,9 @@ static const int64_t kChainGroupImages = 2;
 // in, 0.8 out) and not two. ResNet-18-fast 0.03 at batch 16 (lcnn-predict, alternating calls,
 // medians) took in groups of 1 0.93-0.97 of the time of pairs at two threads (8 rounds) and
 // 0.94-1.05, most 0.98-0.99, at one (16 rounds); ResNet-18-accurate 0.05 0.97-1.05. Groups
-// that fit L2 take as many images as fit, up to kChainGroupImages.
+// that fit L2 take as many images as fit, up to kChainGroupImages. Single images also take
+// the 14x14 stage (below): ResNet-18-fast 0.03 at batch 16 medians 0.947 at two threads (10
+// rounds) and 0.976 at one (16), ResNet-18-accurate 0.05 0.99 at two (16) and 1.01 at one (6).
 // The L2 of a core is what the CPU reports (glibc's sysconf), unless kL2BytesEnv sets it (a VM
 // may report its host's caches wrongly; the tests set it to cover both kinds of group).
 static const char* const kL2BytesEnv = "LCNN_L2_BYTES";
@@ -181,20 +183,27 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   // together (small maps run their batch in one product); of the most images up to
   // kChainGroupImages, or as many as stay in L2, that divide the batch (every group then has
   // one shape, and each layer's state one plan), when every thread gets one.
-  std::vector<char> groupable(n, 0);
-  int64_t image_bytes = 0;  // one image's input and output of the largest groupable layer
+  std::vector<char> groupable(n, 0), large_maps(n, 0);
+  std::vector<int64_t> batch_bytes(n), image_bytes(n);  // each layer's output; one image's input and output
+  int64_t largest = 0;  // image_bytes of the largest groupable layer
   for (int i = 0; i < n; ++i) {
     const auto& s = p.shapes[i];
     const int src = chain_.layers[i].data;
     const auto& x = src < 0 ? std::vector<int64_t>(in[0].begin(), in[0].end()) : p.shapes[src];
-    const int64_t F = sizeof(float), out_bytes = s[1] * s[2] * s[3] * F, in_bytes = x[1] * x[2] * x[3] * F;
-    groupable[i] = s[2] * s[3] > kBatchedProductMaxPixels && s[0] * out_bytes > kChainMinBatchBytes;
-    if (groupable[i]) image_bytes = std::max(image_bytes, in_bytes + out_bytes);
+    const int64_t F = sizeof(float), out_bytes = s[1] * s[2] * s[3] * F;
+    batch_bytes[i] = s[0] * out_bytes, image_bytes[i] = x[1] * x[2] * x[3] * F + out_bytes;
+    large_maps[i] = s[2] * s[3] > kBatchedProductMaxPixels;
+    groupable[i] = large_maps[i] && batch_bytes[i] > kChainMinBatchBytes;
+    if (groupable[i]) largest = std::max(largest, image_bytes[i]);
   }
   int64_t l2 = 0;
   if (CoreL2Bytes(&l2) != MX_SUCCESS) return MX_FAIL;
-  const int64_t most = image_bytes > 0 && image_bytes <= l2 ? std::min(kChainGroupImages, l2 / image_bytes)
-                                                            : kChainGroupImages;
+  const int64_t most = largest > 0 && largest <= l2 ? std::min(kChainGroupImages, l2 / largest) : kChainGroupImages;
+  // Single images stay in L2 from layer to layer: then also the layers whose batch outgrows L2,
+  // not only the share of L3, go image by image (ResNet-18's 14x14 stage at batch 16, 3.2 MB).
+  if (most == 1)
+    for (int i = 0; i < n; ++i)
+      groupable[i] = groupable[i] || (large_maps[i] && batch_bytes[i] > l2 && image_bytes[i] <= l2);
   p.group = std::max<int64_t>(batch, 1);
   if (batch > most)
     for (int64_t g = most; g >= 1; --g)

@@ -17,7 +17,8 @@ from lcnn_gluon import chain
 # the most that divide the batch); the later stages run whole (2.6 MB at most): both kinds of
 # segment, and buffers crossing them. Batches of 1 and 2 run whole. The groups of 16 follow the
 # L2 the chain is told (L2_BYTES): unknown, pairs; 1 MB, which holds one image's largest grouped
-# layer (0.66 MB in and out) and not two, single images.
+# layer (0.66 MB in and out) and not two, single images, which also take the layers whose batch
+# outgrows that L2 (the second and third stages: 2.6 and 1.3 MB; the fourth, 5x5, runs whole).
 L2_BYTES = {"1": "0", "2": str(1 << 20)}
 SCRIPT = textwrap.dedent("""
     import json, os, sys, tempfile
