@@ -97,7 +97,7 @@ def _convert_children(block: HybridBlock, make) -> None:
 # thread (run 27, Zen 4): 56x56 -> 28x28 5.21 ms in oneDNN on the operator's plain layout, 2.44 on
 # the operator; 28x28 -> 14x14 2.18 against 1.77; 14x14 -> 7x7 1.22 against 1.99 (at batch 1 all
 # within 0.03 ms). The last one on the operator too (run 58, Intel Xeon; whole exports, calls
-# alternating in one process, medians): ResNet-18-fast 0.03 at one thread 0.94-1.00 of the time at
+# alternating in one process, the rounds' medians): ResNet-18-fast 0.03 at one thread 0.94-1.00 of the time at
 # batch 1, 0.97-1.02 at batch 16; ResNet-18-accurate 0.05 at two threads, batch 16, 0.96-1.03.
 # Its product is still slower than oneDNN's at batch 16 (2.0 ms a call against about 1.5), but the
 # network then runs as one chain between its input and its pooling, without the operators between.
