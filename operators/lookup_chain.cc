@@ -186,12 +186,15 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
   std::vector<char> groupable(n, 0), large_maps(n, 0);
   std::vector<int64_t> batch_bytes(n), image_bytes(n);  // each layer's output; one image's input and output
   int64_t largest = 0;  // image_bytes of the largest groupable layer
+  const auto one_image_bytes = [&](const auto& shape) {  // of an (N, C, H, W) activation
+    return static_cast<int64_t>(shape[1] * shape[2] * shape[3] * sizeof(float));
+  };
   for (int i = 0; i < n; ++i) {
     const auto& s = p.shapes[i];
     const int src = chain_.layers[i].data;
-    const auto& x = src < 0 ? std::vector<int64_t>(in[0].begin(), in[0].end()) : p.shapes[src];
-    const int64_t F = sizeof(float), out_bytes = s[1] * s[2] * s[3] * F;
-    batch_bytes[i] = s[0] * out_bytes, image_bytes[i] = x[1] * x[2] * x[3] * F + out_bytes;
+    const int64_t out_bytes = one_image_bytes(s);
+    batch_bytes[i] = s[0] * out_bytes;
+    image_bytes[i] = (src < 0 ? one_image_bytes(in[0]) : one_image_bytes(p.shapes[src])) + out_bytes;
     large_maps[i] = s[2] * s[3] > kBatchedProductMaxPixels;
     groupable[i] = large_maps[i] && batch_bytes[i] > kChainMinBatchBytes;
     if (groupable[i]) largest = std::max(largest, image_bytes[i]);

@@ -57,7 +57,8 @@ template <class I>
 static inline void TransposeDictionary(const float* d, const std::vector<int>& rows, int64_t m, float* dt) {
   constexpr int64_t B = kTransposedVectors * I::kLanes;
   const int64_t blocks = (static_cast<int64_t>(rows.size()) + B - 1) / B;
-  for (int64_t i0 = 0; i0 < blocks * B; i0 += I::kLanes) TransposeDictionaryRows<I>(d, rows, m, i0, dt + i0 / B * m * B);
+  for (int64_t i0 = 0; i0 < blocks * B; i0 += I::kLanes)
+    TransposeDictionaryRows<I>(d, rows, m, i0, dt + i0 / B * m * B);
 }
 
 // out (rows of S, ldo floats apart; pixel p at out[p]) = the block's first `rows` dictionary rows
@@ -144,8 +145,9 @@ constexpr int64_t TransposedScratchFloats(int64_t k, int64_t m, bool per_thread,
 // benchmarks/transpose_sharing.cc, Intel AVX-512 host, caches flushed before each call, µs,
 // each thread all of D first -> block by block: one thread, 14x14, k = 512, 370 -> 345 and
 // 7x7, k = 1024 (2 MB), 573 -> 440 (the general product 496); two threads 219 -> 200 and 360 ->
-// 239 (general 254; all of D transposed once and shared 206 and 273-280). With one block (k = 64) at two threads, one thread would take it all:
-// 52 block by block against 43 each transposing all of D. Threads that shared one transposed
+// 239 (general 254; all of D transposed once and shared 206 and 273-280). With one block (k =
+// 64) at two threads, one thread would take it all: 52 block by block against 43 each
+// transposing all of D. Threads that shared one transposed
 // D read the lines the other one wrote, a line at a time from the other core (run 55: 14x14,
 // k = 64, two threads, 40-41 -> 28-29 each its own).
 template <class I>
