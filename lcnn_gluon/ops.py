@@ -131,7 +131,8 @@ def kernel_isa() -> str:
     return library.lcnn_kernel_isa().decode()
 
 
-PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed per thread")
+PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed per thread",
+              "identity lookups")
 
 
 def plans_built(kind: str = "any") -> int:
@@ -139,7 +140,8 @@ def plans_built(kind: str = "any") -> int:
     shape and packed content, however often MXNet re-creates the operator's state. ``kind``
     counts only those whose S rows are aligned to registers, only those with class tiles, only
     those accumulating S's rows in several blocks, only those taking a fused 3x3 / stride-2
-    max pooling in registers, or only those whose threads each transpose D for themselves
+    max pooling in registers, only those whose threads each transpose D for themselves, or
+    only those of a 1x1 strided layer whose P is the identity, whose product can be its output
     (docs/design.md)."""
     if kind not in PLAN_KINDS:
         raise ValueError(f"plans_built: kind must be one of {PLAN_KINDS}, got {kind!r}")

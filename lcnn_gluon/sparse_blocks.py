@@ -25,8 +25,8 @@ class SparseLookup(HybridBlock):
 
     Input and output as the lookup layer it replaces (a dense layer's input is
     flattened and treated as a 1x1 map). ``layer`` may also be a plain ``nn.Dense`` or
-    1x1 ``nn.Conv2D``: it runs as the lookup layer ``D = W``, ``P = I`` (one coefficient 1
-    per output; see :func:`plain_on_operator`).
+    1x1 ``nn.Conv2D``: it runs as the lookup layer ``D = diag(scale) W``, ``P = I`` (one
+    coefficient 1 per output; see :func:`plain_on_operator`); ``identity`` says so.
     """
 
     def __init__(self, layer: Union[_Lookup, nn.Dense, nn.Conv2D], scale: Optional[np.ndarray],
@@ -35,6 +35,7 @@ class SparseLookup(HybridBlock):
         super().__init__(**kwargs)
         self.residual = False  # see add_residual
         plain = isinstance(layer, (nn.Dense, nn.Conv2D))
+        self.identity = plain
         self.dense = isinstance(layer, (nn.Dense, LookupDense))
         self.flatten = self.dense or flatten  # the output as (N, features)
         if self.dense:
@@ -58,6 +59,8 @@ class SparseLookup(HybridBlock):
             lookup, dictionary = layer.effective_lookup().asnumpy(), layer.dictionary.data().asnumpy()
         packed = PackedLookup.pack(lookup, dictionary, layer.bias.data().asnumpy() if layer.bias is not None
                                    else None, scale, shift)
+        if plain:
+            packed = packed.identity_into_dictionary()
         with self.name_scope():
             for name, value in packed.arrays(self.attrs.get("dictionary_layout", "km")).items():
                 param = self.params.get(name, shape=value.shape, dtype=value.dtype, grad_req="null",
@@ -89,6 +92,10 @@ class SparseResidualBlock(HybridBlock):
     def __init__(self, body: list, tail: SparseLookup, downsample: Optional[HybridBlock], **kwargs):
         super().__init__(**kwargs)
         tail.add_residual()
+        shortcut = _plain_shortcut(downsample)
+        if shortcut is not None:  # its bias added by the tail instead: its product is its output
+            tail.bias.set_data(tail.bias.data() + shortcut.bias.data())
+            shortcut.bias.set_data(mx.nd.zeros_like(shortcut.bias.data()))
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
             self.body.add(*body)
@@ -97,6 +104,17 @@ class SparseResidualBlock(HybridBlock):
     def hybrid_forward(self, F, x):
         shortcut = self.downsample(x) if self.downsample is not None else x
         return self.tail(self.body(x), shortcut)
+
+
+def _plain_shortcut(downsample: Optional[HybridBlock]) -> Optional[SparseLookup]:
+    """The shortcut's only block when it is a plain layer on the operator (``P = I``) with
+    nothing after it on the operator (no act, pooling or flattening), else None."""
+    blocks = list(downsample._children.values()) if isinstance(downsample, nn.HybridSequential) else [downsample]
+    one = blocks[0] if len(blocks) == 1 else None
+    if (isinstance(one, SparseLookup) and one.identity and not one.flatten and one.attrs["act"] == "none"
+            and "pool_kernel" not in one.attrs):
+        return one
+    return None
 
 
 def residual_parts(block: HybridBlock) -> Optional[Tuple[nn.HybridSequential, Optional[HybridBlock]]]:

@@ -72,6 +72,7 @@ class LookupConv : public CustomStatefulOp {
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads);
+    t.product_is_output = plan().identity_lookups && UnitCoefficients(t.coefs, t.bias, params_.num_filter);
     if (plan().batched_few_outputs) {
       BatchedFewOutputs<I>(params_, prep_.get(), t, threads);
       return MX_SUCCESS;
@@ -126,7 +127,7 @@ class LookupConv : public CustomStatefulOp {
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
     NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows,
-                  plan().transposed_per_thread);
+                  plan().transposed_per_thread, plan().identity_lookups);
     return MX_SUCCESS;
   }
 
@@ -155,6 +156,8 @@ class LookupConv : public CustomStatefulOp {
     const int64_t rows = plan().rows.size();
     const float* s =
         plan().batched_product ? prep_->batch_s + b % plan().product_images * plan().s_floats : ws->s;
+    const int64_t out_plane = g.yo * g.xo;
+    float* y = t.y + b * params_.num_filter * out_plane;
     if (rows == 0 || plan().batched_product) {
       // no lookups at all (every channel is a constant), or S made for the whole batch
     } else if (plan().sparse_input) {  // fully connected: the rows of non-zero inputs
@@ -172,9 +175,12 @@ class LookupConv : public CustomStatefulOp {
     } else if (plan().row_product) {  // a few input channels: product and split row by row
       ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);
     } else if (plan().gathered_input) {  // a 1x1 layer at a stride: X's pixels at that stride, gathered
-      Product product{t.dictionary, &plan().rows, g.m, x, g.ho * g.wq, g.h * g.w, ws->s, g.cols};
+      // (S's rows are the output channels when the plan's P is the identity with unit values)
+      Product product{t.dictionary, &plan().rows, g.m, x, g.ho * g.wq, g.h * g.w,
+                      t.product_is_output ? y : ws->s, t.product_is_output ? out_plane : g.cols};
       product.x_columns = plan().x_columns.data();
       DictionaryProduct<I>(product, threads, ws->packed.data());
+      if (t.product_is_output) return;
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
                            threads, ws->packed.data());
@@ -188,8 +194,6 @@ class LookupConv : public CustomStatefulOp {
         DictionaryProduct<I>(product, threads, ws->packed.data());
       }
     }
-    const int64_t out_plane = g.yo * g.xo;
-    float* y = t.y + b * params_.num_filter * out_plane;
     const float* residual = t.residual ? t.residual + b * params_.num_filter * out_plane : nullptr;
     if (plan().pooled_rows) return PooledImage(s, t, y, ws, threads);
     if (plan().tile_major) {  // tile by tile over all channels, S's rows in L1-sized blocks

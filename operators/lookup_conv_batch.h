@@ -31,7 +31,16 @@ struct Tensors {
   const int* indptr;
   const float *coefs, *bias, *residual;
   float* y;
+  bool product_is_output = false;  // Plan::identity_lookups, and this call's coefficients 1 and biases 0
 };
+
+// Whether n coefficients are all 1 and n biases all 0 (Plan::identity_lookups: a value of each,
+// checked on every call, since the arrays may change without the packed content).
+static inline bool UnitCoefficients(const float* coefs, const float* bias, int n) {
+  for (int i = 0; i < n; ++i)
+    if (coefs[i] != 1.f || bias[i] != 0.f) return false;
+  return true;
+}
 
 // run(f0, f1, thread) over the channels [0, filters) of the lookup stage: all of them at one
 // thread, else the plan's ranges (plan.channel_split), one a thread of the team.

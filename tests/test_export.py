@@ -120,6 +120,10 @@ def test_sparsify_runs_1x1_shortcuts_of_large_maps_on_the_operator(lcnn_ops):
                      if isinstance(b, export.SparseResidualBlock) and b.downsample is not None]
         assert [[type(c).__name__ for c in s] for s in shortcuts] == kinds
         assert data_shape is None or shortcuts[0][0].attrs["stride"] == (2, 2)
+        # on the operator, a shortcut's BatchNorm scale is in its D and its shift in the block's
+        # last layer: coefficients 1 and biases 0, the form whose product is its output
+        for op in (s[0] for s in shortcuts if isinstance(s[0], export.SparseLookup)):
+            assert (op.coefs.data().asnumpy() == 1).all() and (op.bias.data().asnumpy() == 0).all()
         err = np.abs(sparse(x).asnumpy() - reference).max() / np.abs(reference).max()
         assert err <= 1e-4
 

@@ -42,6 +42,9 @@ SHAPES = {
     # kernels narrower than their stride reach only some phases: the export's 1x1 shortcut
     # (one phase), and a 2x2 kernel of stride 3 (two runs of two phases)
     "resnet shortcut": (64, 48, 128, 1, 2, 0, 56, "relu"), "kernel 2 stride 3": (16, 8, 24, 2, 3, 1, 20, "relu"),
+    # the export's form of a plain 1x1 strided convolution (P = I, coefficients 1, bias 0 in a
+    # residual block): its product is its output (Plan::identity_lookups); odd output rows
+    "plain shortcut": (64, 48, 48, 1, 2, 0, 29, "plain"),
     # rows cut into several row-tile segments with a masked last register, on both widths
     "wide rows": (8, 8, 16, 3, 1, 1, 206, "shortcut"),
     # small maps take one product over the batch: pooled, with few dictionary rows used, and with
@@ -89,15 +92,19 @@ SCRIPT = textwrap.dedent("""
         if form == "classifier":
             layer = gluon.nn.Dense(n, in_units=m)
             layer.initialize()
+        elif form == "plain":
+            layer = gluon.nn.Conv2D(n, kernel, stride, pad, in_channels=m, use_bias=False)
+            layer.initialize()
         else:
             layer = (lnn.LookupDense(n, dictionary_size=k, in_units=m) if fc else
                      lnn.LookupConv2D(n, kernel, stride, pad, dictionary_size=k, in_channels=m))
             layer.initialize()
             lnn.set_random_lookup(layer, 0.05 if k > 8 else 0.3, seed=m + n + k)
-        layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
+        if form != "plain":
+            layer.bias.set_data(mx.nd.random.normal(shape=(n,)))
         pool_pad = int(form[-1]) if form.startswith("pool") else None
         pool = gluon.nn.MaxPool2D(3, 2, pool_pad) if pool_pad is not None else None
-        op = export.SparseLookup(layer, None, None, form != "shortcut", pool)
+        op = export.SparseLookup(layer, None, None, form not in ("shortcut", "plain"), pool)
         if form == "shortcut":
             op.add_residual()
         if fc:
@@ -108,7 +115,7 @@ SCRIPT = textwrap.dedent("""
                 x = x * (mx.nd.random.uniform(shape=x.shape) < 0.5)
             y = layer(x)
             shortcut = mx.nd.random.normal(shape=y.shape)
-            ref = mx.nd.relu(y + shortcut if form == "shortcut" else y)
+            ref = y if form == "plain" else mx.nd.relu(y + shortcut if form == "shortcut" else y)
             if pool:
                 ref = mx.nd.Pooling(ref, kernel=(3, 3), stride=(2, 2), pad=(pool_pad, pool_pad), pool_type="max")
             ref = ref.asnumpy()
@@ -132,6 +139,20 @@ SCRIPT = textwrap.dedent("""
         getattr(op, name).set_data(getattr(moved, name).data())
     ref = layer(x).asnumpy()
     errors["new content"] = float(np.abs(op(x).asnumpy() - ref).max() / np.abs(ref).max())
+    # a plain layer's plan kept while its values change: the product is the output only on calls
+    # with coefficients 1 and biases 0
+    layer = gluon.nn.Conv2D(40, 1, 2, in_channels=24, use_bias=False)
+    layer.initialize()
+    op = export.SparseLookup(layer, None, None, False)
+    op.hybridize(static_alloc=True, static_shape=True)
+    x = mx.nd.random.normal(shape=(3, 24, 14, 14))
+    identity = ops.plans_built("identity lookups")
+    for name, coef, bias in (("unit values", 1.0, 0.0), ("new values", 2.0, 0.5), ("unit values again", 1.0, 0.0)):
+        op.coefs.set_data(mx.nd.full(op.coefs.shape, coef))
+        op.bias.set_data(mx.nd.full(op.bias.shape, bias))
+        ref = (layer(x) * coef + bias).asnumpy()
+        errors[name] = float(np.abs(op(x).asnumpy() - ref).max() / np.abs(ref).max())
+    print("identity lookups", ops.plans_built("identity lookups") - identity)
     print("transposed per thread", ops.plans_built("transposed per thread"))
     print(json.dumps(errors))
 """)
@@ -147,8 +168,10 @@ def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads, isa
     # transposed product (kTransposedPixels)
     per_thread = int(re.search(r"transposed per thread (\d+)", out).group(1))
     assert (per_thread > 0) == (threads == "2" and isa != "avx2"), per_thread
+    # the plain layer's state built its plan once, and knew its P for the identity
+    assert re.search(r"identity lookups (\d+)", out).group(1) == "1"
     errors = json.loads(out.strip().splitlines()[-1])
     small = sum(shape[6] <= SMALL_MAP for shape in SHAPES.values())
-    assert len(errors) == 2 * len(SHAPES) + small + 1
+    assert len(errors) == 2 * len(SHAPES) + small + 1 + 3
     bad = {name: e for name, e in errors.items() if not e <= 1e-4}
     assert not bad, bad

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lcnn_gluon import ops
 from lcnn_gluon.lookup import packed
 
 SETTINGS = settings(max_examples=80, deadline=None, derandomize=True)
@@ -114,3 +115,31 @@ def test_wrong_lengths_are_errors(lcnn_ops):
         with pytest.raises(mx.base.MXNetError, match=message):
             run_packed(layer, broken).wait_to_read()
     assert run_packed(layer, layout).shape == (1, 3, 6, 6)  # the process and the operator still work
+
+
+@pytest.mark.parametrize("stride,size,biased", [((2, 2), 9, False), ((2, 2), 13, True), ((3, 2), 11, False),
+                                                ((1, 1), 6, False)])
+def test_identity_lookups_with_coefficients_in_the_dictionary(lcnn_ops, stride, size, biased):
+    """P = diag(c) packed as is and with c moved into D give the dense layer: on the operator the
+    second takes the product as the output where the bias is 0 (Plan::identity_lookups)."""
+    rng = np.random.RandomState(size)
+    n, m = 5, 6  # (inputs of at most 4 channels take another product: kRowProductMaxChannels)
+    p = np.diag(rng.uniform(0.5, 2, n)).astype(np.float32).reshape(n, n, 1, 1)
+    layer = dict(p=p, d=rng.standard_normal((n, m)).astype(np.float32),
+                 bias=(rng.standard_normal(n) if biased else np.zeros(n)).astype(np.float32),
+                 x=rng.standard_normal((2, m, size, size)).astype(np.float32), kernel=(1, 1), stride=stride,
+                 pad=(0, 0), dictionary_layout="km")
+    layout = packed.PackedLookup.pack(layer["p"], layer["d"], layer["bias"])
+    folded = layout.identity_into_dictionary()
+    assert (folded.coefs == 1).all()
+    weight = np.einsum("nkrc,km->nmrc", p, layer["d"])
+    ref = mx.nd.Convolution(mx.nd.array(layer["x"]), mx.nd.array(weight), mx.nd.array(layer["bias"]), kernel=(1, 1),
+                            stride=stride, num_filter=n).asnumpy()
+    built = ops.plans_built("identity lookups")
+    for form in (layout, folded):
+        assert np.abs(run_packed(layer, form).asnumpy() - ref).max() <= 1e-4 * np.abs(ref).max()
+    # one plan (the same packed content), of identity lookups where the layer is strided
+    assert ops.plans_built("identity lookups") - built == (stride != (1, 1))
+    p[0, 1] = 1.0  # no longer the identity
+    with pytest.raises(ValueError, match="not the identity"):
+        packed.PackedLookup.pack(p, layer["d"]).identity_into_dictionary()

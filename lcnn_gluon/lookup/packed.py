@@ -69,6 +69,17 @@ class PackedLookup:
         return cls(dictionary.reshape(k, -1).astype(np.float32), indptr, cols.astype(np.int32),
                    coefs.astype(np.float32), bias.astype(np.float32), kernel)
 
+    def identity_into_dictionary(self) -> "PackedLookup":
+        """For P = I (channel f's one entry is dictionary row f): the same layer with each
+        coefficient moved into its dictionary row (``D' = diag(coefs) D``, coefficients 1), the
+        form whose product the operator stores straight into the output (docs/design.md)."""
+        n = len(self.indptr) - 1
+        if (self.kernel != (1, 1) or self.dictionary.shape[0] != n or not np.array_equal(self.indptr, np.arange(n + 1))
+                or not np.array_equal(self.indices, np.arange(n))):
+            raise ValueError("identity_into_dictionary: P is not the identity")
+        return dataclasses.replace(self, dictionary=self.dictionary * self.coefs[:, None],
+                                   coefs=np.ones_like(self.coefs))
+
     def arrays(self, dictionary_layout: str = "km") -> dict:
         """The packed arrays by input name, in the operator's order, the dictionary in
         ``dictionary_layout`` (one of ``DICTIONARY_LAYOUTS``)."""
