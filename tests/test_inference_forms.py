@@ -96,6 +96,8 @@ def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
             first = predictor(x)
             predictor(x * 0).wait_to_read()  # a later call leaves the first output as it was
             assert relative_error(first.asnumpy(), reference) <= 1e-4
+            # another dtype is converted as it is copied in
+            assert relative_error(predictor(x.astype("float64")).asnumpy(), reference) <= 1e-4
             with pytest.raises(ValueError, match=r"bound for \(3, 3, 16, 16\)"):
                 predictor(x[:1])
         one = export.Predictor(prefix)  # the meta JSON's input shape: batch 1
