@@ -45,8 +45,8 @@ struct Plan {
   // export folds a plain layer's scale into D and, in a residual block, its bias into the
   // block's last layer) the output is the product itself: it stores its rows straight into the
   // output channels and there is no lookup stage. ResNet-18-fast 0.03 (lcnn-predict, alternating
-  // processes, medians of 8-12 rounds), its three shortcuts so: one thread, batch 1, 0.96 of the
-  // time; batch 16 0.975; two threads, batch 1, 0.975.
+  // processes, medians of 6-10 rounds), its three shortcuts so: one thread, batch 1, 0.963 of the
+  // time; batch 16 0.975; two threads, batch 1, 0.96.
   bool identity_lookups = false;
   // Stride 1 on maps of a few columns a row, with many dictionary rows: S = D x X transposed
   // (lookup_conv_transposed.h; kTransposedProductMaxWidth), stored into S's padded rows.
