@@ -61,7 +61,7 @@ struct KernelSet {
   const char* name;      // as LCNN_ISA takes it and lcnn_kernel_isa() reports it
   const char* features;  // what the CPU needs for it
   bool by_default;       // chosen without LCNN_ISA when the CPU has it (widest first)
-  CustomStatefulOp* (*make)(const Params&);
+  LookupConvState* (*make)(const Params&);
 };
 static const KernelSet kKernelSets[] = {
     {"avx512", LCNN_AVX512_FEATURES, true, MakeLookupConv<Avx512>},
@@ -70,7 +70,7 @@ static const KernelSet kKernelSets[] = {
 };
 static const KernelSet* chosen = nullptr;
 
-CustomStatefulOp* MakeChosenLookupConv(const Params& p) { return chosen->make(p); }
+LookupConvState* MakeChosenLookupConv(const Params& p) { return chosen->make(p); }
 
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }

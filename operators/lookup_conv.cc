@@ -57,7 +57,7 @@ using I = LCNN_KERNEL_ISA;
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
 using PreparedPool = StatePool<Prepared, I>;
 
-class LookupConv : public CustomStatefulOp {
+class LookupConv : public LookupConvState {
  public:
   explicit LookupConv(const Params& p) : params_(p) {}
   ~LookupConv() override {
@@ -67,11 +67,13 @@ class LookupConv : public CustomStatefulOp {
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
     const int threads = std::max(1, omp_get_max_threads());
-    if (Prepare(*inputs, threads) != MX_SUCCESS) return MX_FAIL;
+    const bool same_content = same_content_next_ && prep_;
+    same_content_next_ = false;
+    if (Prepare(*inputs, threads, same_content) != MX_SUCCESS) return MX_FAIL;
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(),
               (*inputs)[kIndptr].data<int>(), (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
-    if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads);
+    if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads, same_content);
     t.product_is_output = plan().identity_lookups && UnitCoefficients(t.coefs, t.bias, params_.num_filter);
     if (plan().batched_few_outputs) {
       BatchedFewOutputs<I>(params_, prep_.get(), t, threads);
@@ -97,8 +99,9 @@ class LookupConv : public CustomStatefulOp {
   }
 
  private:
-  // The plan for this input shape, thread count and packed content: rebuilt only on change.
-  MXReturnValue Prepare(std::vector<MXTensor>& in, int threads) {
+  // The plan for this input shape, thread count and packed content: rebuilt only on change (the
+  // content not compared when it is the last call's, `same_content`).
+  MXReturnValue Prepare(std::vector<MXTensor>& in, int threads, bool same_content) {
     const auto& xs = in[kData].shape;
     const int64_t batch = xs[0], k = in[kDictionary].shape[params_.transposed_dictionary ? 1 : 0];
     const int* ptr = in[kIndptr].data<int>();
@@ -109,7 +112,7 @@ class LookupConv : public CustomStatefulOp {
       prep_ = PreparedPool::Get().Take(key_);
       if (!prep_) prep_.reset(new Prepared());
     }
-    if (Fits(*prep_, xs, k, threads, ptr, n1, idx, nnz)) return MX_SUCCESS;
+    if (Fits(*prep_, xs, k, threads, ptr, n1, idx, nnz, same_content)) return MX_SUCCESS;
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
@@ -350,12 +353,13 @@ class LookupConv : public CustomStatefulOp {
   // reads them scattered, from memory in a network (ResNet-18-accurate 0.05 at batch 1: 1.25
   // million entries, 9% of a call); the compare reads them in order, as Fits reads the indices.
   // Shared by the threads from the size at which they share a compare.
-  const float* OrderedCoefs(const float* coefs, int threads) {
+  const float* OrderedCoefs(const float* coefs, int threads, bool same_content) {
     const int64_t n = plan().entry_order.size();
     const int* order = plan().entry_order.data();
     float* out = prep_->coefs.data();
     std::vector<float>& source = prep_->coefs_source;
-    if (static_cast<int64_t>(source.size()) == n && SameFloats(source.data(), coefs, n, threads)) return out;
+    if (static_cast<int64_t>(source.size()) == n && (same_content || SameFloats(source.data(), coefs, n, threads)))
+      return out;
 #pragma omp parallel for num_threads(threads) if (n >= static_cast<int64_t>(kParallelCompareInts))
     for (int64_t i = 0; i < n; ++i) out[i] = coefs[order[i]];
     source.assign(coefs, coefs + n);
@@ -383,6 +387,6 @@ class LookupConv : public CustomStatefulOp {
 
 // ------------------------------------------------------------------ factory
 template <>
-CustomStatefulOp* MakeLookupConv<LCNN_KERNEL_ISA>(const Params& p) {
-  return CustomStatefulOp::create<LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA)::LookupConv>(p);
+LookupConvState* MakeLookupConv<LCNN_KERNEL_ISA>(const Params& p) {
+  return static_cast<LookupConvState*>(CustomStatefulOp::create<LCNN_JOIN(lcnn_, LCNN_KERNEL_ISA)::LookupConv>(p));
 }

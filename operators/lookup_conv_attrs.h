@@ -240,12 +240,22 @@ static inline MXReturnValue MakeGeometry(const Params& p, int64_t m, int64_t h, 
 
 // The operator's state (lookup_conv.cc), one factory per instruction set of lookup_conv_isa.h;
 // the registration calls the one library_init.cc chose when the library loaded.
+class LookupConvState : public CustomStatefulOp {
+ public:
+  // The next Forward runs on the packed content of the last one, which succeeded: the same
+  // tensors, unwritten since (lookup_chain.cc, a layer's later groups of images in one call).
+  // It does not compare that content again.
+  void SameContentNext() { same_content_next_ = true; }
+
+ protected:
+  bool same_content_next_ = false;
+};
 struct Avx2;
 struct Avx512;
 struct Avx2Pair;
 template <class I>
-CustomStatefulOp* MakeLookupConv(const Params& p);
-CustomStatefulOp* MakeChosenLookupConv(const Params& p);
+LookupConvState* MakeLookupConv(const Params& p);
+LookupConvState* MakeChosenLookupConv(const Params& p);
 // lcnn_lookup_conv's input types and shapes (lookup_conv_register.cc), checked; also each
 // layer's in lcnn_lookup_chain (lookup_chain.cc).
 MXReturnValue LookupConvInferType(const std::unordered_map<std::string, std::string>& attrs, std::vector<int>* in,

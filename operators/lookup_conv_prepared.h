@@ -84,14 +84,16 @@ struct Prepared {
 };
 
 // Whether prep's plan was built for input shape xs (batch, m, h, w), k dictionary vectors,
-// `threads` threads and the packed content (ptr: n1 ints, idx: nnz ints), compared in full.
+// `threads` threads and the packed content (ptr: n1 ints, idx: nnz ints), compared in full
+// unless the caller knows it is the content of prep's last call (`same_content`).
 static inline bool Fits(const Prepared& prep, const std::vector<int64_t>& xs, int64_t k, int threads,
-                        const int* ptr, size_t n1, const int* idx, size_t nnz) {
+                        const int* ptr, size_t n1, const int* idx, size_t nnz, bool same_content) {
   const Plan& plan = prep.plan;
   const Geometry& g = plan.geometry;
   return g.m == xs[1] && g.h == xs[2] && g.w == xs[3] && g.k == k && plan.batch == xs[0] &&
          plan.threads == threads && prep.indptr.size() == n1 && prep.indices.size() == nnz &&
-         SameInts(prep.indptr.data(), ptr, n1, threads) && SameInts(prep.indices.data(), idx, nnz, threads);
+         (same_content ||
+          (SameInts(prep.indptr.data(), ptr, n1, threads) && SameInts(prep.indices.data(), idx, nnz, threads)));
 }
 
 // `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
