@@ -53,13 +53,18 @@ struct StripAhead {
 // width < V registers: only the first `width` columns are written. Not inlined: a strip is
 // hundreds of FMAs, and as a function of its own its registers are checked by
 // tests/test_kernel_sets.py.
-// Strided: row r is a[0] + r * lda (a panel of consecutive rows of D), broadcast from one base
-// register and an index. Twelve row pointers exceed x86's general registers, and GCC reloaded
-// some of them from the stack on every step: five product shapes of AlexNet and ResNet-18 alone,
-// warm, one thread, ran 2-5% faster strided (AVX-512).
+// Strided: row r is a[0] + r * lda (a panel of consecutive rows of D). Twelve row pointers exceed
+// x86's general registers, and GCC reloaded some of them from the stack on every step: five
+// product shapes of AlexNet and ResNet-18 alone, warm, one thread, ran 2-5% faster strided
+// (AVX-512). Rows are read from one base pointer every kRowsPerBase rows, the base's row and the
+// next two at the index register lda and its double (the addressing's scale): so a step's
+// addresses take one add a base. From one base and a running index they took a chain of 11 adds
+// a step, integer work on the ports of the multiply-adds; a 12-row, 2-register panel over a
+// strip in L1 ran 3-5% faster so, over strips in L2 (64 rows) 11% (Intel AVX-512).
 // Skewed: rows [R / 2, R) take their step c at depth c + kSkewFloats (wrapping around; depth >=
 // kSkewFloats), one cache line further on than the others, for rows of D that share L1 sets
 // (SharesL1Sets): the sum is the same, in another order.
+static constexpr int kRowsPerBase = 3;
 template <class I, int R, int V, bool Strided, bool Skewed>
 __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t lda, int depth, const float* b,
                                                 int64_t ldb, StripAhead ahead, bool accumulate, int64_t width,
@@ -72,6 +77,15 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t l
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 2
     for (int v = 0; v < V; ++v) acc[r][v] = I::Zero();
+  }
+  constexpr bool kBased = Strided && !Skewed;
+  constexpr int B = (R + kRowsPerBase - 1) / kRowsPerBase;
+  const char* base[B];  // kBased: rows B * i .. at step c
+  int64_t row_bytes = lda * static_cast<int64_t>(sizeof(float));
+  if constexpr (kBased) {
+#pragma GCC unroll 4
+    for (int i = 0; i < B; ++i) base[i] = reinterpret_cast<const char*>(a[0] + kRowsPerBase * i * lda);
+    asm("" : "+r"(row_bytes));  // (a register: the index of the addresses)
   }
   for (int c = 0; c < depth; ++c) {
     const int row = c + ahead.rows;
@@ -88,9 +102,19 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t l
     for (int v = 0; v < V; ++v) x[v] = I::Load(b + c * ldb + v * L);
 #pragma GCC unroll 16
     for (int r = 0; r < H; ++r) {
-      const Vec w = I::Broadcast(Strided ? a[0] + r * lda + c : a[r] + c);
+      const Vec w = I::Broadcast(kBased  ? reinterpret_cast<const float*>(base[r / kRowsPerBase] +
+                                                                          r % kRowsPerBase * row_bytes)
+                                 : Strided ? a[0] + r * lda + c
+                                           : a[r] + c);
 #pragma GCC unroll 2
       for (int v = 0; v < V; ++v) acc[r][v] = I::Fma(w, x[v], acc[r][v]);
+    }
+    if constexpr (kBased) {
+#pragma GCC unroll 4
+      for (int i = 0; i < B; ++i) {
+        base[i] += sizeof(float);
+        asm("" : "+r"(base[i]));  // (each base its own register, stepped on its own)
+      }
     }
     if constexpr (Skewed) {
       const int e = c + kSkewFloats < depth ? c + kSkewFloats : c + kSkewFloats - depth;
