@@ -132,7 +132,7 @@ def kernel_isa() -> str:
 
 
 PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed per thread",
-              "identity lookups")
+              "identity lookups", "split depth")
 
 
 def plans_built(kind: str = "any") -> int:
@@ -141,8 +141,8 @@ def plans_built(kind: str = "any") -> int:
     counts only those whose S rows are aligned to registers, only those with class tiles, only
     those accumulating S's rows in several blocks, only those taking a fused 3x3 / stride-2
     max pooling in registers, only those whose threads each transpose D for themselves, or
-    only those of a 1x1 strided layer whose P is the identity, whose product can be its output
-    (docs/design.md)."""
+    only those of a 1x1 strided layer whose P is the identity, whose product can be its output,
+    or only those whose threads split a small map's product by its depth (docs/design.md)."""
     if kind not in PLAN_KINDS:
         raise ValueError(f"plans_built: kind must be one of {PLAN_KINDS}, got {kind!r}")
     library = _loaded_library()

@@ -130,7 +130,7 @@ class LookupConv : public LookupConvState {
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
     NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows,
-                  plan().transposed_per_thread, plan().identity_lookups);
+                  plan().transposed_per_thread, plan().identity_lookups, plan().split_depth);
     return MX_SUCCESS;
   }
 
@@ -172,8 +172,9 @@ class LookupConv : public LookupConvState {
       TransposedProduct<I>(t.dictionary, plan().rows, g.m, x, g.h, g.w, ws->s + params_.ph * g.wq + params_.pw,
                            g.cols, g.wq, ws->transposed_dictionary, plan().transposed_per_thread, threads);
     } else if (plan().product_into_s) {  // stride 1: the product stores into S's padded rows
-      const Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
-                            ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
+      Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
+                      ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
+      if (plan().split_depth) product.depth_partials = ws->depth_partials.data();
       DictionaryProduct<I>(product, threads, ws->packed.data());
     } else if (plan().row_product) {  // a few input channels: product and split row by row
       ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);

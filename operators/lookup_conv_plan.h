@@ -54,6 +54,10 @@ struct Plan {
   // ... each thread transposing all of D for itself, when the threads sharing the image outnumber
   // its blocks of rows (else each transposes its share of the blocks: TransposedProduct)
   bool transposed_per_thread = false;
+  // Stride 1, one image shared by the threads, a small map (kSplitDepthMaxWidth) and no more
+  // dictionary rows than pixels: the general product split by depth, each thread a partial S
+  // (Workspace::depth_partials) added into S after (DictionaryProduct)
+  bool split_depth = false;
   std::vector<int> x_columns;
   // Stride 1, in a batch of small images (kBatchedProductMaxPixels): S = D x X for groups of
   // product_images images in one product, into one buffer holding each image's S after the other.
@@ -397,6 +401,9 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     plan->needed.erase(std::unique(plan->needed.begin(), plan->needed.end()), plan->needed.end());
   }
   plan->images_in_parallel = threads > 1 && batch >= threads && plan->interleave == 1;
+  plan->split_depth = plan->product_into_s && !plan->transposed_product && !plan->batched_product &&
+                      plan->interleave == 1 && !plan->images_in_parallel && threads > 1 &&
+                      g.w <= kSplitDepthMaxWidth && rows > 0 && rows <= pixels;
   plan->transposed_per_thread = plan->transposed_product && !plan->images_in_parallel &&
                                 (rows + regs.transposed_rows - 1) / regs.transposed_rows < threads;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&

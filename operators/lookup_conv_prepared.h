@@ -58,6 +58,7 @@ struct Workspace {
   std::vector<float> packed;      // the dictionary product's packed strips of x
   std::vector<float> transposed_dictionary_buffer;  // plan.transposed_product: D's listed rows
   float* transposed_dictionary = nullptr;           // transposed, from a 64-byte boundary
+  std::vector<float> depth_partials;  // plan.split_depth: threads - 1 partial S (rows x cols each)
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
 };
@@ -142,6 +143,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
         plan.transposed_product ? TransposedScratchFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m,
                                                               plan.transposed_per_thread, threads)
                                 : 0);
+    ws.depth_partials.assign(plan.split_depth ? (threads - 1) * rows * g.cols : 0, 0.f);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }

@@ -222,6 +222,9 @@ struct Product {
   // that is negative (cols of them): a 1x1 layer at a stride reads X's pixels at that stride
   // (Plan::gathered_input). Its strips are always packed, gathered from x as they are.
   const int* x_columns = nullptr;
+  // Plan::split_depth: room for threads - 1 partial outputs (rows x ldo floats each), so that the
+  // threads split the depth where all columns fit one chunk (null: never)
+  float* depth_partials = nullptr;
 };
 
 // out's column for the product's column j
@@ -357,6 +360,38 @@ static inline void MatVec(const float* d, const std::vector<int>& rows, int64_t 
   });
 }
 
+// The product pr (all of its `strips` in one chunk, those from first_packed on packed) with the
+// depth split between the threads: thread t sums its share of x's rows (input channels) into
+// out (t = 0) or into its partial (pr.depth_partials, zeroed first), and after a barrier the
+// threads add the partials into out, each a share of the rows. Adding in this order, the sum is
+// the same as one thread's, in another order of its terms.
+template <class I>
+static inline void SplitDepthProduct(const Product& pr, int64_t strips, int64_t first_packed, int max_depth,
+                                     int threads, float* packed) {
+  const int64_t rows = pr.rows->size(), partial = rows * pr.ldo, scratch = PackedFloats<I>(pr.m, pr.deep);
+  // a row's floats written: cols, or up to the last column's place in out's padded rows
+  const int64_t row_span = pr.row_width ? OutColumn(pr, pr.cols - 1) + 1 : pr.cols;
+  OnTeam(threads, [&](int t, int team) {
+    const Share depth = ShareOf(pr.m, t, team);
+    Product part = pr;
+    if (t > 0) {
+      part.out = pr.depth_partials + (t - 1) * partial;
+      std::fill(part.out, part.out + partial, 0.f);
+    }
+    for (int64_t c0 = depth.first; c0 < depth.last; c0 += max_depth)  // (c0 > 0: added to what is there)
+      ProductUnit<I>(part, c0, static_cast<int>(std::min<int64_t>(max_depth, depth.last - c0)), 0, strips,
+                     first_packed, 0, rows, packed + t * scratch);
+#pragma omp barrier
+    const Share mine = ShareOf(rows, t, team);
+    for (int j = 1; j < team; ++j)
+      for (int64_t r = mine.first; r < mine.last; ++r) {
+        float* o = pr.out + r * pr.ldo;
+        const float* q = pr.depth_partials + (j - 1) * partial + r * pr.ldo;
+        for (int64_t i = 0; i < row_span; ++i) o[i] += q[i];
+      }
+  });
+}
+
 // The product pr over `threads` threads. `packed`: threads x PackedFloats(m, pr.deep) floats of
 // scratch.
 template <class I>
@@ -395,6 +430,8 @@ static inline void DictionaryProduct(const Product& pr, int threads, float* pack
   const int64_t groups =
       panel_groups ? threads : std::max<int64_t>(1, std::min<int64_t>(panels, threads / chunks));
   const bool pack = panels / groups >= kPackMinPanels || pr.x_columns;  // (gathered columns: no x to read in place)
+  if (pr.depth_partials && threads > 1 && strips <= fitting && !pr.x_columns && !pr.deep)
+    return SplitDepthProduct<I>(pr, strips, pack ? 0 : full_strips, max_depth, threads, packed);
   for (int64_t c0 = 0; c0 < m; c0 += max_depth) {
     const int depth = static_cast<int>(std::min<int64_t>(max_depth, m - c0));
     StaticFor(chunks * groups, threads, [&](int64_t unit, int t) {  // chunk by chunk, its groups in turn

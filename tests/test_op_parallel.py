@@ -21,6 +21,9 @@ from conftest import KERNEL_SETS, PY, run
 SHAPES = {
     "alexnet conv1": (3, 48, 3, 11, 4, 2, 224, "pool 0"), "alexnet conv2 fast": (64, 48, 30, 5, 1, 2, 27, "pool 0"),
     "alexnet conv2 accurate": (64, 48, 500, 5, 1, 2, 27, "pool 0"), "alexnet conv3": (192, 48, 30, 3, 1, 1, 13, "relu"),
+    # two threads on one image split these 13x13 products by depth (Plan::split_depth), conv4's
+    # deeper x (384 rows) in more than one pass
+    "alexnet conv4": (384, 48, 30, 3, 1, 1, 13, "relu"),
     "alexnet conv5 accurate": (256, 48, 500, 3, 1, 1, 13, "pool 0"), "alexnet fc6": (256, 48, 64, 6, 1, 0, 6, "relu"),
     # fc6 of the accurate preset: at batch 16 its S (2.4 MB) is gathered in row blocks, each
     # thread's channels block by block
@@ -154,6 +157,7 @@ SCRIPT = textwrap.dedent("""
         errors[name] = float(np.abs(op(x).asnumpy() - ref).max() / np.abs(ref).max())
     print("identity lookups", ops.plans_built("identity lookups") - identity)
     print("transposed per thread", ops.plans_built("transposed per thread"))
+    print("split depth", ops.plans_built("split depth"))
     print(json.dumps(errors))
 """)
 
@@ -168,6 +172,9 @@ def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads, isa
     # transposed product (kTransposedPixels)
     per_thread = int(re.search(r"transposed per thread (\d+)", out).group(1))
     assert (per_thread > 0) == (threads == "2" and isa != "avx2"), per_thread
+    # threads sharing one image split small maps' products by depth, on every set
+    split = int(re.search(r"split depth (\d+)", out).group(1))
+    assert (split > 0) == (threads == "2"), split
     # the plain layer's state built its plan once, and knew its P for the identity
     assert re.search(r"identity lookups (\d+)", out).group(1) == "1"
     errors = json.loads(out.strip().splitlines()[-1])
