@@ -49,8 +49,8 @@ static const int64_t kTransposedProductMaxDictionaryBytes = 2 << 20;
 // x rewritten half by each thread before every call (medians, µs): m = 384 36.9-37.6 -> 17.6-19.3,
 // 256 25.4-25.7 -> 13.4-14.2, 192 18.8-19.1 -> 11.5-11.8. AlexNet-fast at two threads, batch 1,
 // lcnn-predict, alternating processes: 0.907-0.970 of the time (median 0.96, 10 rounds); with the
-// AVX2 kernels 0.995-1.010 (6). Wider maps were not tried: their strips do not fit one chunk, which
-// DictionaryProduct also asks of a split by depth.
+// AVX2 kernels 0.995-1.010 (6). Wider maps were not tried: the networks' next widths (27, 28)
+// have more strips than one chunk holds, which DictionaryProduct also asks of a split by depth.
 static const int64_t kSplitDepthMaxWidth = 14;
 // Stride-1 layers in a batch whose images have at most this many pixels: one product over the
 // whole batch (every image's x side by side, every image's S in one buffer), so that D, read
