@@ -9,18 +9,20 @@
 //   other     thread 1 alone rewrites all of x (at one thread: the thread that does not read it)
 //   mine      thread 0 alone rewrites all of x (at one thread: the thread that reads it)
 // Prints, per shape, the median microseconds of each and its ratio to `kept` (calls in
-// alternating groups).
+// alternating groups). A second argument `depth` gives the product room for partial sums
+// (Product::depth_partials), so that two threads split small maps' products by depth.
 //
 //   MX=$(python -c "import os, mxnet; print(os.path.dirname(mxnet.__file__))")
 //   g++ -std=c++17 -O3 -fopenmp -mavx2 -mfma -mavx512f -DLCNN_KERNEL_ISA=Avx512 -I operators
 //       -I $MX/include -o /tmp/product_handoff benchmarks/product_handoff.cc && /tmp/product_handoff 2
-// (one command; the argument is the product's threads, 1 or 2)
+// (one command; the argument is the product's threads, 1 or 2; then `depth`, or nothing)
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "lookup_conv_stages.h"
@@ -54,14 +56,16 @@ static void Rewrite(int way, std::vector<float>* x, int64_t m, int64_t cols) {
 }
 
 // Medians (us) of the product over x of m channels of h x h, k dictionary rows, per way.
-static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, int threads) {
+static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, int threads, bool depth) {
   const int64_t cols = h * h, wq = h + 2, s_floats = k * (h + 2) * wq + 64;
   std::vector<float> x(m * cols), d(k * m), s(s_floats, 0.f), packed(threads * PackedFloats<I>(m, false));
   for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 97) * 0.01f;
   for (size_t i = 0; i < d.size(); ++i) d[i] = static_cast<float>(i % 89) * 0.01f;
   std::vector<int> rows(k);
   for (int64_t i = 0; i < k; ++i) rows[i] = static_cast<int>(i);
-  const Product product{d.data(), &rows, m, x.data(), cols, cols, s.data() + wq + 1, (h + 2) * wq, h, wq};
+  std::vector<float> partials(depth ? (threads - 1) * s_floats : 0);
+  Product product{d.data(), &rows, m, x.data(), cols, cols, s.data() + wq + 1, (h + 2) * wq, h, wq};
+  if (depth && threads > 1) product.depth_partials = partials.data();
   std::vector<std::vector<double>> times(kNumWays);
   for (int group = 0; group < kGroups; ++group)
     for (int way = 0; way < kNumWays; ++way)
@@ -81,11 +85,13 @@ static std::vector<double> Measure(int64_t m, int64_t h, int64_t k, int threads)
 
 int main(int argc, char** argv) {
   const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const bool depth = argc > 2 && std::string(argv[2]) == "depth";
   // ResNet-18-fast's stride-1 products (m channels of h x h, k dictionary rows) and AlexNet-fast's conv4
   const int64_t shapes[][3] = {{64, 56, 16}, {128, 28, 32}, {256, 14, 64}, {512, 7, 128}, {384, 13, 30}};
-  std::printf("DictionaryProduct at %d thread(s): median us per call (ratio to kept)\n", threads);
+  std::printf("DictionaryProduct at %d thread(s)%s: median us per call (ratio to kept)\n", threads,
+              depth ? ", small maps split by depth" : "");
   for (const auto& sh : shapes) {
-    const std::vector<double> us = Measure(sh[0], sh[1], sh[2], threads);
+    const std::vector<double> us = Measure(sh[0], sh[1], sh[2], threads, depth);
     std::printf("m %3ld, %2ldx%-2ld, k %3ld:", static_cast<long>(sh[0]), static_cast<long>(sh[1]),
                 static_cast<long>(sh[1]), static_cast<long>(sh[2]));
     for (int way = 0; way < kNumWays; ++way) std::printf("  %s %.1f (%.2f)", kWays[way], us[way], us[way] / us[0]);
