@@ -80,7 +80,7 @@ __attribute__((noinline)) static void GemmStrip(const float* const* a, int64_t l
   }
   constexpr bool kBased = Strided && !Skewed;
   constexpr int B = (R + kRowsPerBase - 1) / kRowsPerBase;
-  const char* base[B];  // kBased: rows B * i .. at step c
+  const char* base[B];  // kBased: base i at row kRowsPerBase * i, at step c
   int64_t row_bytes = lda * static_cast<int64_t>(sizeof(float));
   if constexpr (kBased) {
 #pragma GCC unroll 4
