@@ -321,8 +321,13 @@ def _copy_now(src: mx.nd.NDArray, dst: mx.nd.NDArray) -> None:
     """``dst[:] = src`` (same shape, dtype and context) at once, through MXNet's C API: a
     ``copyto`` is an operator call, which from Python cost more than the copy (ResNet-18-fast at
     batch 1, one thread, NaiveEngine: the input's and the output's copies 0.18 ms a call, 6% of
-    the whole call; this way 0.10, half of it the input's 600 KB, half the new output array)."""
-    mx.base.check_call(mx.base._LIB.MXNDArraySyncCopyFromNDArray(dst.handle, src.handle, ctypes.c_int(-1)))
+    the whole call; this way 0.10, half of it the input's 600 KB, half the new output array).
+    An array in oneDNN's blocked layout (a network's output after a convolution) has no plain
+    buffer for that copy; MXNet's copy operator reorders it."""
+    try:
+        mx.base.check_call(mx.base._LIB.MXNDArraySyncCopyFromNDArray(dst.handle, src.handle, ctypes.c_int(-1)))
+    except mx.base.MXNetError:
+        src.copyto(dst)
 
 
 def main(argv=None) -> None:

@@ -107,6 +107,26 @@ def test_export_of_a_trained_hybridized_net_is_checked(net_and_input, tmp_path):
             for suffix in ("symbol.json", "0000.params", "meta.json"))
 
 
+def test_a_predictor_takes_and_gives_arrays_in_onednn_layout(tmp_path):
+    # a network that ends in a convolution gives its output in oneDNN's blocked layout, which
+    # MXNet's C API cannot copy from; so does an input that another hybridized network computed
+    mx.random.seed(3)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm(), nn.Activation("relu"))
+    front = nn.Conv2D(3, 1, in_channels=3)
+    for block in (net, front):
+        block.initialize(mx.init.Xavier())
+        block.hybridize()
+    x = mx.nd.random.normal(shape=(2,) + SHAPE)
+    computed = front(x)  # oneDNN's layout
+    reference = net(x).asnumpy()
+    net.export(str(tmp_path / "conv"))
+    for graph in (True, False):
+        predictor = export.Predictor(str(tmp_path / "conv"), x.shape, graph=graph)
+        assert relative_error(predictor(x).asnumpy(), reference) <= 1e-5
+        assert relative_error(predictor(computed).asnumpy(), net(mx.nd.array(computed.asnumpy())).asnumpy()) <= 1e-5
+
+
 def test_a_predictor_binds_quietly_unless_asked(net_and_input, tmp_path):
     net, x, _ = net_and_input
     prefix = str(tmp_path / "dense")
