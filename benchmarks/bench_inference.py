@@ -34,6 +34,9 @@ measured so ("apart").
         stage, bytes the operator moves per output, weights and their time from memory; then
         both whole networks at 224x224 and at 32x32, the floor of a call; last the bound the
         kernels' ceilings put on the cell's measured/counted)
+    python benchmarks/bench_inference.py --stages resnet18_lcnn_fast --density 0.05 --threads 2 --batch 1
+        (one cell, stage by stage: each OpenMP region of the operator at one thread and at
+        several, wall and thread-time, in lcnn-predict built with stage clocks; stage_profile.py)
     python benchmarks/bench_inference.py --scaling [--rounds 3]
         (the issue's thread goal: each model's batch-16 cells at one thread and at all cores,
         in alternating processes, round after round; throughput at all cores over one thread)
@@ -211,8 +214,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20, help="timed runs per measurement (median)")
     parser.add_argument("--threads", type=int, default=0, help="only this thread count (default: 1 and all)")
     parser.add_argument("--layers", help="per-layer profile of this model's cell instead (see --density)")
-    parser.add_argument("--density", default="table", help="with --layers: 'table' or a density")
-    parser.add_argument("--batch", type=int, default=16, help="with --layers")
+    parser.add_argument("--stages", help="stage profile of this model's cell instead (see --density)")
+    parser.add_argument("--density", default="table", help="with --layers, --stages: 'table' or a density")
+    parser.add_argument("--batch", type=int, default=16, help="with --layers, --stages")
     parser.add_argument("--predictor", action="store_true", help="also time lcnn-predict on each export")
     parser.add_argument("--scaling", action="store_true", help="thread scaling at batch 16 instead (see --rounds)")
     parser.add_argument("--rounds", type=int, default=3, help="with --scaling: alternations of the thread counts")
@@ -224,6 +228,10 @@ def main() -> None:
     if args.layers:
         from layer_profile import profile_cell
         return profile_cell(args.layers, args.density, args.threads or os.cpu_count(), args.batch, args.runs)
+    if args.stages:
+        from stage_profile import profile_stages
+        return profile_stages(args.stages, args.density, args.threads or os.cpu_count(), args.batch,
+                              10 * args.runs)
 
     from lcnn_gluon.speed import TURNS
     cores = len(os.sched_getaffinity(0))

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "lookup_chain_attrs.h"
+#include "lookup_conv_clocks.h"
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_plan.h"
 
@@ -95,6 +96,7 @@ class LookupChain : public CustomStatefulOp {
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
+    LCNN_SCOPE_CLOCK(call, "call of a chain (its layers' calls inside)");
     const int threads = std::max(1, omp_get_max_threads());
     if (Plan(*inputs, threads) != MX_SUCCESS) return MX_FAIL;
     const int n = static_cast<int>(chain_.layers.size());

@@ -35,6 +35,7 @@
 
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_batch.h"
+#include "lookup_conv_clocks.h"
 #include "lookup_conv_epilogue.h"
 #include "lookup_conv_isa.h"
 #include "lookup_conv_kernels.h"
@@ -66,6 +67,8 @@ class LookupConv : public LookupConvState {
 
   MXReturnValue Forward(std::vector<MXTensor>* inputs, std::vector<MXTensor>* outputs,
                         const OpResource& res) override {
+    LCNN_SCOPE_CLOCK(call, "call of a layer");
+    LCNN_SCOPE_CLOCK(prologue, "call of a layer: compare, plan, coefficients");
     const int threads = std::max(1, omp_get_max_threads());
     const bool same_content = same_content_next_ && prep_;
     same_content_next_ = false;
@@ -75,6 +78,7 @@ class LookupConv : public LookupConvState {
               params_.residual ? (*inputs)[kResidual].data<float>() : nullptr, (*outputs)[0].data<float>()};
     if (!plan().entry_order.empty()) t.coefs = OrderedCoefs(t.coefs, threads, same_content);
     t.product_is_output = plan().identity_lookups && UnitCoefficients(t.coefs, t.bias, params_.num_filter);
+    LCNN_STOP_CLOCK(prologue);
     if (plan().batched_few_outputs) {
       BatchedFewOutputs<I>(params_, prep_.get(), t, threads);
       return MX_SUCCESS;
@@ -217,7 +221,7 @@ class LookupConv : public LookupConvState {
             FlatTile(s, ti, f, runs, blk > plan().first_block[f], blk == plan().last_block[f],
                      residual != nullptr, t, ChannelExt(ws, f));
           }
-      });
+      }, "TileMajorLookups");
     }
     if (plan().one_output) return OneOutputChannels(s, t, y, threads);
     ChannelRanges(plan(), params_.num_filter, threads, [&](int f0, int f1, int thread) {

@@ -46,7 +46,7 @@ static inline bool UnitCoefficients(const float* coefs, const float* bias, int n
 // thread, else the plan's ranges (plan.channel_split), one a thread of the team.
 template <class Run>
 static inline void ChannelRanges(const Plan& plan, int filters, int threads, const Run& run) {
-  if (threads == 1) return run(0, filters, 0);
+  if (threads == 1) return OnTeam(1, [&](int, int) { run(0, filters, 0); });  // (clocked as one region)
   const std::vector<int>& split = plan.channel_split;
   InterleavedFor(static_cast<int64_t>(split.size()) - 1, threads,
                  [&](int64_t range, int me) { run(split[range], split[range + 1], me); });

@@ -14,10 +14,16 @@
 
 #include <cstdint>
 
+#include "lookup_conv_clocks.h"
+
 // body(thread, team) on a team of `threads` threads (a team may be smaller than asked), or
-// body(0, 1) on the calling thread.
+// body(0, 1) on the calling thread. `stage`: the calling function's name, under which a build
+// with stage clocks (lookup_conv_clocks.h) counts the region's time.
 template <class Body>
-static inline void OnTeam(int threads, const Body& body) {
+static inline void OnTeam(int threads, const Body& body, const char* stage = __builtin_FUNCTION()) {
+#ifdef LCNN_STAGE_CLOCKS
+  return ClockedTeam(threads, body, stage);
+#endif
   if (threads <= 1) return body(0, 1);
 #pragma omp parallel num_threads(threads)
   body(omp_get_thread_num(), omp_get_num_threads());
@@ -32,19 +38,19 @@ static inline Share ShareOf(int64_t n, int t, int team) { return {n * t / team, 
 
 // body(i, thread) for i in [0, n), each thread its ShareOf.
 template <class Body>
-static inline void StaticFor(int64_t n, int threads, const Body& body) {
+static inline void StaticFor(int64_t n, int threads, const Body& body, const char* stage = __builtin_FUNCTION()) {
   OnTeam(threads, [&](int t, int team) {
     const Share share = ShareOf(n, t, team);
     for (int64_t i = share.first; i < share.last; ++i) body(i, t);
-  });
+  }, stage);
 }
 
 // body(i, thread) for i in [0, n): thread t takes units t, t + team, ... (schedule(static, 1)).
 template <class Body>
-static inline void InterleavedFor(int64_t n, int threads, const Body& body) {
+static inline void InterleavedFor(int64_t n, int threads, const Body& body, const char* stage = __builtin_FUNCTION()) {
   OnTeam(threads, [&](int t, int team) {
     for (int64_t i = t; i < n; i += team) body(i, t);
-  });
+  }, stage);
 }
 
 #endif  // LCNN_LOOKUP_CONV_TEAM_H_
