@@ -24,7 +24,8 @@ from typing import Dict, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPERATORS = os.path.join(HERE, "..", "operators")
 CLOCKS_BUILD = os.path.join(OPERATORS, "build-clocks")
-CLOCK_LINE = re.compile(r"lcnn stage clock: (.+) regions=(\d+) team=(\d+) wall_us=([\d.]+) busy_us=([\d.]+)")
+CLOCK_LINE = re.compile(r"lcnn stage clock: (.+) regions=(\d+) team=(\d+) wall_us=([\d.]+) busy_us=([\d.]+) "
+                        r"idle_us=(-?[\d.]+)")
 
 
 def build_clocks() -> str:
@@ -38,14 +39,14 @@ def clocked_run(prefix: str, image: str, batch: int, threads: int, repeat: int, 
                 ) -> Tuple[float, Dict[str, tuple]]:
     """One ``lcnn-predict`` run of the export at ``prefix`` on ``image`` (a .npy of one input,
     repeated to ``batch``) with ``repeat`` timed calls: its median ms per batch and, per stage,
-    ``(regions, team, wall µs, busy µs)`` summed over all its calls (warm-up included)."""
+    ``(regions, team, wall µs, busy µs, idle µs)`` summed over all its calls (warm-up included)."""
     from lcnn_gluon import ops
     done = subprocess.run([os.path.join(build, ops.PREDICTOR), "--symbol", f"{prefix}-symbol.json", "--params",
                            f"{prefix}-0000.params", "--library", os.path.join(build, ops.LIBRARY), "--input", image,
                            "--batch", str(batch), "--threads", str(threads), "--repeat", str(repeat)],
                           capture_output=True, text=True, check=True)
     ms = float(re.search(r"threads: ([\d.]+) ms per batch", done.stdout).group(1))
-    stages = {m[1]: (int(m[2]), int(m[3]), float(m[4]), float(m[5])) for m in CLOCK_LINE.finditer(done.stderr)}
+    stages = {m[1]: (int(m[2]), int(m[3]), *map(float, m.groups()[3:])) for m in CLOCK_LINE.finditer(done.stderr)}
     if not stages:
         raise RuntimeError(f"{build}: lcnn-predict printed no stage clocks (not a clocks build?)")
     return ms, stages
@@ -54,13 +55,13 @@ def clocked_run(prefix: str, image: str, batch: int, threads: int, repeat: int, 
 def per_call(prefix: str, image: str, batch: int, threads: int, repeat: int, build: str = CLOCKS_BUILD
              ) -> Tuple[float, Dict[str, tuple]]:
     """Median ms per batch (of the longer run) and, per stage, ``(regions, team, wall µs, busy
-    µs)`` per call: runs of ``repeat`` and ``2 x repeat`` calls, differenced."""
+    µs, idle µs)`` per call: runs of ``repeat`` and ``2 x repeat`` calls, differenced."""
     _, short = clocked_run(prefix, image, batch, threads, repeat, build)
     ms, long = clocked_run(prefix, image, batch, threads, 2 * repeat, build)
     stages = {}
-    for name, (regions, team, wall, busy) in long.items():
-        r0, _, w0, b0 = short.get(name, (0, team, 0.0, 0.0))
-        stages[name] = ((regions - r0) / repeat, team, (wall - w0) / repeat, (busy - b0) / repeat)
+    for name, (regions, team, *times) in long.items():
+        r0, _, *t0 = short.get(name, (0, team, 0.0, 0.0, 0.0))
+        stages[name] = ((regions - r0) / repeat, team, *((a - b) / repeat for a, b in zip(times, t0)))
     return ms, stages
 
 
@@ -87,10 +88,10 @@ def profile_stages(name: str, density: str, threads: int, batch: int, repeat: in
           f"busy / 1 thread | idle |\n" + "| --- " * 7 + "|")
     one = runs[1][1]
     for stage in sorted(runs[many][1], key=lambda s: -runs[many][1][s][2]):
-        regions, team, wall, busy = runs[many][1][stage]
-        alone = one.get(stage, (0, 1, 0.0, 0.0))[2]
+        regions, team, wall, busy, idle = runs[many][1][stage]
+        alone = one.get(stage, (0, 1, 0.0, 0.0, 0.0))[2]
         split = team > 1 and alone > 0  # (the operators' calls are clocked as one thread's)
         print(f"| {stage} | {regions:g} | {alone:.1f} | {wall:.1f} | {busy:.1f} | "
-              + (f"{busy / alone:.2f} | {max(0.0, team * wall - busy):.1f} |" if split else "- | - |"))
+              + (f"{busy / alone:.2f} | {idle:.1f} |" if split else "- | - |"))
     print("\nwhole call (lcnn-predict's median): "
           + ", ".join(f"{t} thread{'s' if t > 1 else ''} {runs[t][0] * 1e3:.0f} µs" for t in counts))

@@ -4,15 +4,15 @@
 //
 // Every region of lookup_conv_team.h's OnTeam is a stage, named by the function that opened it
 // (ChannelRanges: the lookups of most layers; DictionaryProduct, TransposedProduct, ...). Per stage the clocks
-// add up the regions' wall time and each thread's busy time (from its entry into the region to
-// the end of its share); a region's idle time is team x wall - busy: the threads that finished
-// first waiting for the last at the region's end. Regions run at one thread are clocked too (busy
-// = wall). The operators' whole calls (`Forward`: "call of a layer", "call of a chain", whose
+// add up the regions' wall time, each thread's busy time (from its entry into the region to the
+// end of its share) and the idle time, region by region team x wall - busy: the threads that
+// finished first waiting for the last at the region's end. Regions run at one thread are clocked
+// too (busy = wall, no idle). The operators' whole calls (`Forward`: "call of a layer", "call of a chain", whose
 // layers' calls are inside it) and a layer call's prologue (the compare of the packed content, the
 // plan, the coefficients' order) are clocked as stages of one thread. The chain's workers run
 // their layers at once at batch 16: their regions' walls add up. At the process's exit the totals are printed to
 // stderr, one line a stage:
-//   lcnn stage clock: <stage> regions=<n> team=<largest team> wall_us=<sum> busy_us=<sum>
+//   lcnn stage clock: <stage> regions=<n> team=<largest team> wall_us=<sum> busy_us=<sum> idle_us=<sum>
 // The clocks read the time (steady_clock) twice a region and thread, about 50 ns; a stage's
 // totals are kept under a mutex (the chain's workers run their layers at once).
 #ifndef LCNN_LOOKUP_CONV_CLOCKS_H_
@@ -43,24 +43,26 @@ class StageClocks {
   }
   // (a stage's name up to its template arguments: DictionaryProduct<Avx512> is DictionaryProduct)
   void Add(const char* stage, int team, double wall_us, double busy_us) {
+    const double idle_us = team * wall_us - busy_us;
     std::lock_guard<std::mutex> lock(mutex_);
     Totals& t = totals_[std::string(stage, std::strcspn(stage, "<"))];
     ++t.regions;
     t.team = std::max(t.team, team);
     t.wall_us += wall_us;
     t.busy_us += busy_us;
+    t.idle_us += idle_us;
   }
   ~StageClocks() {
     for (const auto& [stage, t] : totals_)
-      std::fprintf(stderr, "lcnn stage clock: %s regions=%lld team=%d wall_us=%.1f busy_us=%.1f\n", stage.c_str(),
-                   static_cast<long long>(t.regions), t.team, t.wall_us, t.busy_us);
+      std::fprintf(stderr, "lcnn stage clock: %s regions=%lld team=%d wall_us=%.1f busy_us=%.1f idle_us=%.1f\n",
+                   stage.c_str(), static_cast<long long>(t.regions), t.team, t.wall_us, t.busy_us, t.idle_us);
   }
 
  private:
   struct Totals {
     int64_t regions = 0;
     int team = 0;
-    double wall_us = 0, busy_us = 0;
+    double wall_us = 0, busy_us = 0, idle_us = 0;
   };
   std::mutex mutex_;
   std::map<std::string, Totals> totals_;

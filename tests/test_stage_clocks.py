@@ -45,15 +45,16 @@ def test_stage_clocks_add_up(exported, batch):
         assert stages["call of a chain (its layers' calls inside)"][0] == chains
         regions = {name: v for name, v in stages.items() if not name.startswith("call")}
         assert regions, stages
-        for name, (count, team, wall, busy) in regions.items():
+        for name, (count, team, wall, busy, idle) in regions.items():
             assert count > 0 and wall > 0 and busy > 0, (name, stages[name])
             assert busy <= team * wall * 1.01 + 1, (name, stages[name])  # no thread busy longer than its region
+            assert -1 <= idle <= team * wall - busy + 1, (name, stages[name])
             if threads == 1:
-                assert team == 1 and busy == pytest.approx(wall), (name, stages[name])
-        assert max(team for _, team, _, _ in regions.values()) == threads
+                assert team == 1 and busy == pytest.approx(wall) and abs(idle) < 1, (name, stages[name])
+        assert max(team for _, team, *_ in regions.values()) == threads
         # at one thread every region lies inside a layer's call
         if threads == 1:
-            assert sum(wall for _, _, wall, _ in regions.values()) <= stages["call of a layer"][2] * 1.05 + 2
+            assert sum(wall for _, _, wall, *_ in regions.values()) <= stages["call of a layer"][2] * 1.05 + 2
 
 
 def test_the_default_build_has_no_clocks(exported):
