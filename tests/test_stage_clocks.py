@@ -15,7 +15,7 @@ from test_export import random_lcnn
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import stage_profile  # noqa: E402  (benchmarks/, beside bench_inference.py)
 
-CALLS = 100  # (LeNet: about 50 µs a call; the first, cold call differs between runs: it drops out of the difference)
+CALLS = 20
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,14 @@ def exported(lcnn_ops, tmp_path_factory):
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_stage_clocks_add_up(exported, batch):
+    # on one run's totals (warm-up call included), which hold however loaded the machine is
     prefix, image, layers, chains = exported
     build = stage_profile.build_clocks()
     for threads in (1, 2):
-        ms, stages = stage_profile.per_call(prefix, image, batch, threads, CALLS, build)
+        ms, stages = stage_profile.clocked_run(prefix, image, batch, threads, CALLS, build)
         assert ms > 0
-        assert stages["call of a layer"][0] == layers  # every layer's call, once a call
-        assert stages["call of a chain (its layers' calls inside)"][0] == chains
+        assert stages["call of a layer"][0] == layers * (CALLS + 1)  # every layer's call, once a call
+        assert stages["call of a chain (its layers' calls inside)"][0] == chains * (CALLS + 1)
         regions = {name: v for name, v in stages.items() if not name.startswith("call")}
         assert regions, stages
         for name, (count, team, wall, busy, idle) in regions.items():
@@ -52,9 +53,16 @@ def test_stage_clocks_add_up(exported, batch):
             if threads == 1:
                 assert team == 1 and busy == pytest.approx(wall) and abs(idle) < 1, (name, stages[name])
         assert max(team for _, team, *_ in regions.values()) == threads
-        # at one thread every region lies inside a layer's call
-        if threads == 1:
-            assert sum(wall for _, _, wall, *_ in regions.values()) <= stages["call of a layer"][2] * 1.05 + 2
+        if threads == 1:  # every region lies inside a layer's call
+            assert sum(wall for _, _, wall, *_ in regions.values()) <= stages["call of a layer"][2]
+
+
+def test_per_call_figures_drop_the_first_call(exported):
+    # two runs differenced: the counts a call are exact (the times are for a quiet machine)
+    prefix, image, layers, chains = exported
+    _, stages = stage_profile.per_call(prefix, image, 1, 2, CALLS, stage_profile.build_clocks())
+    assert stages["call of a layer"][0] == layers
+    assert stages["call of a chain (its layers' calls inside)"][0] == chains
 
 
 def test_the_default_build_has_no_clocks(exported):
