@@ -93,5 +93,8 @@ def profile_stages(name: str, density: str, threads: int, batch: int, repeat: in
         split = team > 1 and alone > 0  # (the operators' calls are clocked as one thread's)
         print(f"| {stage} | {regions:g} | {alone:.1f} | {wall:.1f} | {busy:.1f} | "
               + (f"{busy / alone:.2f} | {idle:.1f} |" if split else "- | - |"))
+    if any(v[2] < 0 for run in runs.values() for v in run[1].values()):
+        print("\n(a stage's time a call came out negative: the machine was busier in the shorter run than in the "
+              "longer; run again on a quieter machine)")
     print("\nwhole call (lcnn-predict's median): "
           + ", ".join(f"{t} thread{'s' if t > 1 else ''} {runs[t][0] * 1e3:.0f} µs" for t in counts))
