@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from typing import Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -97,19 +98,28 @@ def build(name: str, density: str):
     return dense, lcnn, layers
 
 
+def run_predictor(prefix: str, image: str, batch: int, threads: int, runs: int, folder: str = ""
+                  ) -> Tuple[float, subprocess.CompletedProcess]:
+    """``lcnn-predict`` (and the library) from ``folder`` (default: the project's build) on the
+    export at ``prefix``, its input the .npy ``image`` repeated to ``batch``, ``runs`` timed calls:
+    its milliseconds per batch, and the finished process."""
+    from lcnn_gluon import ops
+    folder = folder or os.path.dirname(ops.path())
+    done = subprocess.run([os.path.join(folder, ops.PREDICTOR), "--symbol", f"{prefix}-symbol.json", "--params",
+                           f"{prefix}-0000.params", "--library", os.path.join(folder, ops.LIBRARY), "--input", image,
+                           "--batch", str(batch), "--threads", str(threads), "--repeat", str(runs)],
+                          capture_output=True, text=True, check=True)
+    return float(re.search(r"threads: ([\d.]+) ms per batch", done.stdout).group(1)), done
+
+
 def predictor_ms(prefix: str, x, threads: int, runs: int) -> float:
     """Milliseconds per batch of ``lcnn-predict`` on the exported ``prefix`` for the batch ``x``
     (its first image repeated, as the predictor's --batch feeds it)."""
     import numpy as np
 
-    from lcnn_gluon import ops
     image = f"{prefix}-input.npy"
     np.save(image, x[0].asnumpy())
-    out = subprocess.run([ops.path(ops.PREDICTOR), "--symbol", f"{prefix}-symbol.json", "--params",
-                          f"{prefix}-0000.params", "--library", ops.path(), "--input", image, "--batch",
-                          str(x.shape[0]), "--threads", str(threads), "--repeat", str(runs)],
-                         capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"threads: ([\d.]+) ms per batch", out).group(1))
+    return run_predictor(prefix, image, x.shape[0], threads, runs)[0]
 
 
 def worker(args) -> None:

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from typing import Dict, Tuple
 
+from bench_inference import SHAPE, build, run_predictor
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPERATORS = os.path.join(HERE, "..", "operators")
 CLOCKS_BUILD = os.path.join(OPERATORS, "build-clocks")
@@ -40,12 +42,7 @@ def clocked_run(prefix: str, image: str, batch: int, threads: int, repeat: int, 
     """One ``lcnn-predict`` run of the export at ``prefix`` on ``image`` (a .npy of one input,
     repeated to ``batch``) with ``repeat`` timed calls: its median ms per batch and, per stage,
     ``(regions, team, wall µs, busy µs, idle µs)`` summed over all its calls (warm-up included)."""
-    from lcnn_gluon import ops
-    done = subprocess.run([os.path.join(build, ops.PREDICTOR), "--symbol", f"{prefix}-symbol.json", "--params",
-                           f"{prefix}-0000.params", "--library", os.path.join(build, ops.LIBRARY), "--input", image,
-                           "--batch", str(batch), "--threads", str(threads), "--repeat", str(repeat)],
-                          capture_output=True, text=True, check=True)
-    ms = float(re.search(r"threads: ([\d.]+) ms per batch", done.stdout).group(1))
+    ms, done = run_predictor(prefix, image, batch, threads, repeat, build)
     stages = {m[1]: (int(m[2]), int(m[3]), *map(float, m.groups()[3:])) for m in CLOCK_LINE.finditer(done.stderr)}
     if not stages:
         raise RuntimeError(f"{build}: lcnn-predict printed no stage clocks (not a clocks build?)")
@@ -68,8 +65,6 @@ def per_call(prefix: str, image: str, batch: int, threads: int, repeat: int, bui
 def profile_stages(name: str, density: str, threads: int, batch: int, repeat: int) -> None:
     """Print the cell's stage table: one thread against ``threads``."""
     import numpy as np
-
-    from bench_inference import SHAPE, build
 
     from lcnn_gluon import export, ops
     ops.load()
