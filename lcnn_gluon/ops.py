@@ -131,7 +131,7 @@ def kernel_isa() -> str:
     return library.lcnn_kernel_isa().decode()
 
 
-PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed per thread",
+PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed product",
               "identity lookups", "split depth")
 
 
@@ -140,7 +140,7 @@ def plans_built(kind: str = "any") -> int:
     shape and packed content, however often MXNet re-creates the operator's state. ``kind``
     counts only those whose S rows are aligned to registers, only those with class tiles, only
     those accumulating S's rows in several blocks, only those taking a fused 3x3 / stride-2
-    max pooling in registers, only those whose threads each transpose D for themselves, or
+    max pooling in registers, only those taking the dictionary product transposed, or
     only those of a 1x1 strided layer whose P is the identity, whose product can be its output,
     or only those whose threads split a small map's product by its depth (docs/design.md)."""
     if kind not in PLAN_KINDS:

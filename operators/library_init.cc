@@ -75,18 +75,18 @@ LookupConvState* MakeChosenLookupConv(const Params& p) { return chosen->make(p);
 // The name of the kernels chosen at load ("" before): read by lcnn_gluon.ops.kernel_isa().
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
-// any, on aligned rows, with class tiles, in row blocks, pooled in registers, transposed per
-// thread, with identity lookups, split by depth (lcnn_gluon.ops.PLAN_KINDS)
+// any, on aligned rows, with class tiles, in row blocks, pooled in registers, with the product
+// transposed, with identity lookups, split by depth (lcnn_gluon.ops.PLAN_KINDS)
 static const int kPlanKinds = 8;
 static std::atomic<int64_t> plans_built[kPlanKinds] = {};
-void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_per_thread,
+void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_product,
                    bool identity_lookups, bool split_depth) {
   ++plans_built[0];
   if (aligned_rows) ++plans_built[1];
   if (class_tiles) ++plans_built[2];
   if (row_blocks) ++plans_built[3];
   if (pooled_rows) ++plans_built[4];
-  if (transposed_per_thread) ++plans_built[5];
+  if (transposed_product) ++plans_built[5];
   if (identity_lookups) ++plans_built[6];
   if (split_depth) ++plans_built[7];
 }
@@ -95,8 +95,8 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool po
 // states reuse them: lookup_conv.cc's PreparedPool), how many of them on S rows aligned to
 // registers (kind 1), with class tiles (kind 2; lookup_conv_plan.h's AlignmentFor), in
 // several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch), with
-// the pooling taken in registers (kind 4; PooledRowsFit), with all of D transposed by each
-// thread for itself (kind 5; Plan::transposed_per_thread), with identity lookups (kind 6;
+// the pooling taken in registers (kind 4; PooledRowsFit), with the dictionary product
+// transposed (kind 5; Plan::transposed_product), with identity lookups (kind 6;
 // Plan::identity_lookups) and with the product split by depth (kind 7; Plan::split_depth).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 

@@ -156,6 +156,7 @@ class LookupChain : public CustomStatefulOp {
     for (int k = 0; k < kLayerWeights; ++k) {
       const MXTensor& weight = (*inputs)[1 + kLayerWeights * i + k];
       in[1 + k].data_ptr = weight.data_ptr;
+      in[1 + k].verID = weight.verID;
       if (in[1 + k].shape != weight.shape) in[1 + k].shape = weight.shape;  // (new weights: the layer checks them)
     }
     if (layer.params.residual) in[kResidual].data_ptr = at(layer.shortcut);

@@ -51,9 +51,6 @@ struct Plan {
   // Stride 1 on maps of a few columns a row, with many dictionary rows: S = D x X transposed
   // (lookup_conv_transposed.h; kTransposedProductMaxWidth), stored into S's padded rows.
   bool transposed_product = false;
-  // ... each thread transposing all of D for itself, when the threads sharing the image outnumber
-  // its blocks of rows (else each transposes its share of the blocks: TransposedProduct)
-  bool transposed_per_thread = false;
   // Stride 1, one image shared by the threads, a small map (kSplitDepthMaxWidth) and no more
   // dictionary rows than pixels: the general product split by depth, each thread a partial S
   // (Workspace::depth_partials) added into S after (DictionaryProduct)
@@ -141,10 +138,10 @@ static inline bool PooledRowsFit(const Params& p, const Geometry& g, int lanes, 
 }
 
 // The kernel set's registers: lanes per register, accumulators per flat, row and class tile (0:
-// no class tiles), images per panel of a transposed dictionary's product (0: none), pixels per
-// kernel of the transposed product (0: none) and dictionary rows per block of it.
+// no class tiles), images per panel of a transposed dictionary's product (0: none) and pixels
+// per kernel of the transposed product (0: none).
 struct TileRegisters {
-  int lanes, flat, row, class_tile, images_panel, transposed_pixels, transposed_rows;
+  int lanes, flat, row, class_tile, images_panel, transposed_pixels;
 };
 
 // Runs per block of a tile-major plan, and the starts of channel f's runs in block blk.
@@ -404,8 +401,6 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->split_depth = plan->product_into_s && !plan->transposed_product && !plan->batched_product &&
                       plan->interleave == 1 && !plan->images_in_parallel && threads > 1 &&
                       g.w <= kSplitDepthMaxWidth && rows > 0 && rows <= pixels;
-  plan->transposed_per_thread = plan->transposed_product && !plan->images_in_parallel &&
-                                (rows + regs.transposed_rows - 1) / regs.transposed_rows < threads;
   plan->batched_few_outputs = plan->few_outputs && batch > 1 && !p.pool_kh && !p.residual &&
                               !plan->rows.empty();
   plan->sparse_input = p.transposed_dictionary && !plan->batched_few_outputs;

@@ -56,8 +56,6 @@ struct Workspace {
   float* all_channels = nullptr;           // from a line boundary in the buffer, channel_stride apart
   std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
   std::vector<float> packed;      // the dictionary product's packed strips of x
-  std::vector<float> transposed_dictionary_buffer;  // plan.transposed_product: D's listed rows
-  float* transposed_dictionary = nullptr;           // transposed, from a 64-byte boundary
   std::vector<float> depth_partials;  // plan.split_depth: threads - 1 partial S (rows x cols each)
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
@@ -68,6 +66,8 @@ struct Prepared {
   std::vector<int> indptr, indices;          // the packed content the plan was built for
   std::vector<float> coefs;                  // the coefficients in plan.entry_order (when it is set) ...
   std::vector<float> coefs_source;           // ... gathered from these, in the packed order (empty: none yet)
+  std::vector<float> transposed_dictionary_buffer;  // plan.transposed_product: D's listed rows transposed
+  float* transposed_dictionary = nullptr;           // (TransposeDictionary), from a 64-byte boundary
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   int64_t channel_stride = 0;                // floats between channels' planes in all_channels
@@ -138,15 +138,13 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
                                    plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0);
     ws.packed.assign(threads * std::max(PackedFloats<I>(g.m, deep), plan.images_panel ? ImagesPanelScratch<I>() : 0),
                      0.f);  // for every thread
-    ws.transposed_dictionary = AlignedZeros(
-        &ws.transposed_dictionary_buffer,
-        plan.transposed_product ? TransposedScratchFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m,
-                                                              plan.transposed_per_thread, threads)
-                                : 0);
     ws.depth_partials.assign(plan.split_depth ? (threads - 1) * rows * g.cols : 0, 0.f);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }
+  prep->transposed_dictionary = AlignedZeros(
+      &prep->transposed_dictionary_buffer,
+      plan.transposed_product ? TransposedDictionaryFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m) : 0);
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
   prep->batch_input.clear();

@@ -3,9 +3,10 @@
 // (lookup_conv_stages.h) takes strips of two registers of columns: on a 7x7 map two strips cover
 // 49 columns with 64 lanes, and every strip crosses several of S's rows, so its results go
 // through a copy. Here the dictionary rows are the lanes instead: a block of
-// kTransposedVectors registers of them (D transposed on every call) against up to
-// I::kTransposedPixels pixels of one image row, each broadcast from x; the accumulators are
-// transposed in registers at the end and stored into the pixels' places in S's padded rows.
+// kTransposedVectors registers of them (D's listed rows transposed into blocks, kept with the
+// plan and made again only when D changes) against up to I::kTransposedPixels pixels of one
+// image row, each broadcast from x; the accumulators are transposed in registers at the end and
+// stored into the pixels' places in S's padded rows.
 // Only translation units compiled for a kernel set include this header.
 #ifndef LCNN_LOOKUP_CONV_TRANSPOSED_H_
 #define LCNN_LOOKUP_CONV_TRANSPOSED_H_
@@ -52,13 +53,18 @@ static inline void TransposeDictionaryRows(const float* d, const std::vector<int
   }
 }
 
-// dt (TransposedDictionaryFloats) = all the listed rows of D transposed, block after block.
+// dt (TransposedDictionaryFloats) = all the listed rows of D transposed, block after block;
+// `threads` threads take a share of the blocks each.
 template <class I>
-static inline void TransposeDictionary(const float* d, const std::vector<int>& rows, int64_t m, float* dt) {
+static inline void TransposeDictionary(const float* d, const std::vector<int>& rows, int64_t m, float* dt,
+                                       int threads) {
   constexpr int64_t B = kTransposedVectors * I::kLanes;
   const int64_t blocks = (static_cast<int64_t>(rows.size()) + B - 1) / B;
-  for (int64_t i0 = 0; i0 < blocks * B; i0 += I::kLanes)
-    TransposeDictionaryRows<I>(d, rows, m, i0, dt + i0 / B * m * B);
+  OnTeam(threads, [&](int t, int team) {
+    const Share share = ShareOf(blocks, t, team);
+    for (int64_t i0 = share.first * B; i0 < share.last * B; i0 += I::kLanes)
+      TransposeDictionaryRows<I>(d, rows, m, i0, dt + i0 / B * m * B);
+  });
 }
 
 // out (rows of S, ldo floats apart; pixel p at out[p]) = the block's first `rows` dictionary rows
@@ -113,8 +119,8 @@ static inline void TransposedStripOf(int pixels, const float* dt, int64_t ldt, i
 
 // One unit of the transposed product: dictionary block b, image row y and its piece of up to
 // I::kTransposedPixels pixels from column x0 (unit = (b * h + y) * pieces + x0 / P). dt: D^T in
-// blocks of B rows, block b at dt + b * block_floats (0: the one block at dt is block b), its
-// depth steps ldt floats apart.
+// blocks of B rows, block b at dt + b * block_floats, its depth steps ldt floats apart
+// (TransposeDictionary's blocks: ldt = B, block_floats = m * B).
 template <class I>
 static inline void TransposedUnit(const float* dt, int64_t ldt, int64_t block_floats, int64_t k, int64_t m,
                                   const float* x, int64_t h, int64_t w, float* out, int64_t ldo, int64_t pitch,
@@ -128,52 +134,26 @@ static inline void TransposedUnit(const float* dt, int64_t ldt, int64_t block_fl
   }
 }
 
-// Floats of TransposedProduct's scratch for `threads` threads: one block of D^T each, or (per_thread,
-// Plan::transposed_per_thread) all of D's k listed rows each.
+// S = D's k listed rows (dt: transposed by TransposeDictionary) x X (m channels of h x w) for a
+// stride-1 layer, each image row of S stored into its padded row: pixel (y, x) of S row i at
+// out[i * ldo + y * pitch + x]. Each thread takes its share of the units, block after block.
+// Why D^T is kept rather than made on every call (benchmarks/dictionary_layout.cc, one thread,
+// AVX-512, µs, transposed on the call -> kept, caches flushed before each call):
+// ResNet-18-accurate's 7x7 layers (k = 1024, m = 512) 610-770 -> 427-524, its 14x14 layers
+// (k = 512, m = 256) 427-450 -> 398-413, ResNet-18-fast's 7x7 (k = 128) 75-77 -> 59-61. At
+// two threads the units split as they come: the kept blocks are only read, so each core keeps
+// its own copy of the lines it reads (run 55: threads sharing a D^T that one of them had just
+// written read it a line at a time from the other core).
 template <class I>
-constexpr int64_t TransposedScratchFloats(int64_t k, int64_t m, bool per_thread, int threads) {
-  return (per_thread ? TransposedDictionaryFloats<I>(k, m) : kTransposedVectors * I::kLanes * m) * threads;
-}
-
-// S = the listed rows of D (k x m) x X (m channels of h x w) for a stride-1 layer, each image row
-// of S stored into its padded row: pixel (y, x) of S row i at out[i * ldo + y * pitch + x]. dt:
-// TransposedScratchFloats of scratch, from a 64-byte boundary. D is transposed on every call (the
-// operator reads D as it comes), by each thread into scratch of its own: each thread takes its
-// share of the blocks, and transposes a block right before the units that read it, while it is
-// in its cache; or, when the threads outnumber the blocks (per_thread,
-// Plan::transposed_per_thread), each transposes all of D and takes its share of the units.
-// benchmarks/transpose_sharing.cc, Intel AVX-512 host, caches flushed before each call, µs,
-// each thread all of D first -> block by block: one thread, 14x14, k = 512, 370 -> 345 and
-// 7x7, k = 1024 (2 MB), 573 -> 440 (the general product 496); two threads 219 -> 200 and 360 ->
-// 239 (general 254; all of D transposed once and shared 206 and 273-280). With one block (k =
-// 64) at two threads, one thread would take it all: 52 block by block against 43 each
-// transposing all of D. Threads that shared one transposed
-// D read the lines the other one wrote, a line at a time from the other core (run 55: 14x14,
-// k = 64, two threads, 40-41 -> 28-29 each its own).
-template <class I>
-static inline void TransposedProduct(const float* d, const std::vector<int>& rows, int64_t m, const float* x, int64_t h,
-                                     int64_t w, float* out, int64_t ldo, int64_t pitch, float* dt, bool per_thread,
-                                     int threads) {
+static inline void TransposedProduct(const float* dt, int64_t k, int64_t m, const float* x, int64_t h, int64_t w,
+                                     float* out, int64_t ldo, int64_t pitch, int threads) {
   constexpr int64_t B = kTransposedVectors * I::kLanes, P = I::kTransposedPixels;
   if constexpr (P >= 1) {  // (a set without the kernel never plans it)
-    const int64_t k = rows.size(), blocks = (k + B - 1) / B, units_a_block = h * ((w + P - 1) / P);
-    const int64_t groups_a_block = B / I::kLanes;
+    const int64_t units = (k + B - 1) / B * h * ((w + P - 1) / P);
     OnTeam(threads, [&](int t, int team) {
-      float* own = dt + t * TransposedScratchFloats<I>(k, m, per_thread, 1);
-      if (per_thread) {
-        TransposeDictionary<I>(d, rows, m, own);
-        const Share share = ShareOf(blocks * units_a_block, t, team);
-        for (int64_t unit = share.first; unit < share.last; ++unit)
-          TransposedUnit<I>(own, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
-        return;
-      }
-      const Share share = ShareOf(blocks, t, team);
-      for (int64_t b = share.first; b < share.last; ++b) {
-        for (int64_t group = 0; group < groups_a_block; ++group)
-          TransposeDictionaryRows<I>(d, rows, m, b * B + group * I::kLanes, own);
-        for (int64_t unit = b * units_a_block; unit < (b + 1) * units_a_block; ++unit)
-          TransposedUnit<I>(own, B, 0, k, m, x, h, w, out, ldo, pitch, unit);  // (block b at own)
-      }
+      const Share share = ShareOf(units, t, team);
+      for (int64_t unit = share.first; unit < share.last; ++unit)
+        TransposedUnit<I>(dt, B, m * B, k, m, x, h, w, out, ldo, pitch, unit);
     });
   }
 }

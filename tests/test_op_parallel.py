@@ -156,7 +156,7 @@ SCRIPT = textwrap.dedent("""
         ref = (layer(x) * coef + bias).asnumpy()
         errors[name] = float(np.abs(op(x).asnumpy() - ref).max() / np.abs(ref).max())
     print("identity lookups", ops.plans_built("identity lookups") - identity)
-    print("transposed per thread", ops.plans_built("transposed per thread"))
+    print("transposed product", ops.plans_built("transposed product"))
     print("split depth", ops.plans_built("split depth"))
     print(json.dumps(errors))
 """)
@@ -168,10 +168,9 @@ def test_parallel_and_batched_plans_equal_the_dense_layer(lcnn_ops, threads, isa
     out = run(PY, "-c", SCRIPT, json.dumps(SHAPES), str(SMALL_MAP), env={"OMP_NUM_THREADS": threads, "LCNN_ISA": isa},
               timeout=900).stdout
     assert f"kernels {isa}" in out
-    # threads sharing an image transpose a small D each for themselves, where the set has the
-    # transposed product (kTransposedPixels)
-    per_thread = int(re.search(r"transposed per thread (\d+)", out).group(1))
-    assert (per_thread > 0) == (threads == "2" and isa != "avx2"), per_thread
+    # small maps take the transposed product where the set has it (kTransposedPixels)
+    transposed = int(re.search(r"transposed product (\d+)", out).group(1))
+    assert (transposed > 0) == (isa != "avx2"), transposed
     # threads sharing one image split small maps' products by depth, on every set
     split = int(re.search(r"split depth (\d+)", out).group(1))
     assert (split > 0) == (threads == "2"), split
