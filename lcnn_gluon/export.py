@@ -4,7 +4,8 @@
 operator ``lcnn_lookup_conv`` (``lcnn_gluon.ops``) with its live P packed by
 :class:`lcnn_gluon.lookup.PackedLookup`, except the layers whose lookup form counts more
 multiplications than a dense layer on that input (``lookup.cost.runs_dense``), which
-become that dense layer, ``W = P x D``; a BatchNorm right after a lookup layer is folded into its
+become that dense layer, ``W = P x D`` (with a BatchNorm and a ReLU right after it folded in);
+a BatchNorm right after a lookup layer is folded into its
 coefficients and bias, and a ReLU and a max-pooling after that are fused into the
 operator (oneDNN's pooling is ten times slower on the plain layout a custom
 operator returns than on its own); in a ResNet basic block the last lookup layer
@@ -39,7 +40,7 @@ from mxnet.gluon import HybridBlock, nn
 from . import atomic, chain, checkpoint, data, flops, ops, tree
 from .lookup.layers import _Lookup
 from .lookup.packed import PackedLookup
-from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, plain_on_operator,
+from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, dense_layer_for, plain_on_operator,
                             residual_parts, sparse_lookup_for)
 
 __all__ = ["SparseLookup", "SparseResidualBlock", "dense_layer", "residual_parts", "sparsify",
@@ -134,7 +135,7 @@ def sparsify(net: HybridBlock, data_shape: Optional[Tuple[int, ...]] = None) -> 
 
     def make(block, following):
         if isinstance(block, _Lookup):
-            return (dense_layer(block), 0) if block in as_dense else sparse_lookup_for(block, following)
+            return dense_layer_for(block, following) if block in as_dense else sparse_lookup_for(block, following)
         if isinstance(block, nn.Dense) or block in large_maps:
             return plain_on_operator(block, following)
         return None

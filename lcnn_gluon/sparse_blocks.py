@@ -4,7 +4,8 @@
 live P packed (:class:`lcnn_gluon.lookup.PackedLookup`), absorbing what follows it
 (:func:`fusion`: a BatchNorm folded into its coefficients and bias, a ReLU, a max-pooling);
 :class:`SparseResidualBlock` lets the last lookup layer of a residual block add the shortcut;
-:func:`dense_layer` is a lookup layer as a plain layer of weight ``W = P x D``.
+:func:`dense_layer` is a lookup layer as a plain layer of weight ``W = P x D`` (for an export,
+:func:`dense_layer_for`, with the BatchNorm and ReLU after it folded in).
 """
 from __future__ import annotations
 
@@ -208,20 +209,41 @@ def fusion(layer: HybridBlock, following: list) -> Fusion:
     return found
 
 
-def dense_layer(layer: _Lookup) -> HybridBlock:
-    """A plain ``Conv2D`` / ``Dense`` layer computing ``layer`` with weight ``W = P x D``."""
-    w = layer.dense_weight()
-    kw = dict(activation=layer.activation, use_bias=layer.bias is not None, prefix=layer.prefix)
+def dense_layer(layer: _Lookup, scale: Optional[np.ndarray] = None, shift: Optional[np.ndarray] = None,
+                relu: bool = False) -> HybridBlock:
+    """A plain ``Conv2D`` / ``Dense`` layer computing ``layer`` with weight ``W = P x D``; with
+    ``scale`` and ``shift`` (n,), a BatchNorm after it folded in (``W' = scale W``, ``b' = scale
+    b + shift``), and with ``relu`` a ReLU after that as the layer's activation."""
+    w = layer.dense_weight().asnumpy()
+    bias = layer.bias.data().asnumpy() if layer.bias is not None else None
+    if scale is not None:
+        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        bias = (bias if bias is not None else 0.0) * scale + shift
+    kw = dict(activation="relu" if relu else layer.activation, use_bias=bias is not None, prefix=layer.prefix)
     if isinstance(layer, LookupConv2D):
         dense = nn.Conv2D(layer.channels, layer.kernel, layer.strides, layer.padding,
                           in_channels=w.shape[1], **kw)
     else:
         dense = nn.Dense(layer.channels, in_units=w.shape[1], **kw)
     dense.initialize()
-    dense.weight.set_data(w)
-    if layer.bias is not None:
-        dense.bias.set_data(layer.bias.data())
+    dense.weight.set_data(mx.nd.array(w))
+    if bias is not None:
+        dense.bias.set_data(mx.nd.array(bias))
     return dense
+
+
+def dense_layer_for(layer: _Lookup, following: list) -> Tuple[HybridBlock, int]:
+    """``(block, absorbed)``: ``layer`` as :func:`dense_layer` for an export, with the BatchNorm
+    and the ReLU right after it folded in as :func:`sparse_lookup_for` folds them (a max-pooling
+    stays MXNet's), and how many of ``following`` it took: the export then has one form for every
+    layer, BatchNorm folded. (Speed: ResNet-18-accurate 0.05's three stride-2 layers, which run
+    dense, in lcnn-predict, alternating processes: 0.97-1.04 of the time at batch 1, 0.98-0.99 at
+    two threads or batch 16; oneDNN's BatchNorm on its own layout is a cheap pass.)"""
+    found = fusion(layer, following)
+    if found.bn is None and not (found.relu and layer.activation is None):
+        return dense_layer(layer), 0
+    scale, shift = fold_batchnorm(found.bn) if found.bn is not None else (None, None)
+    return dense_layer(layer, scale, shift, found.relu), found.absorbed - (found.pool is not None)
 
 
 def plain_on_operator(layer: HybridBlock, following: list) -> Optional[Tuple[SparseLookup, int]]:

@@ -63,13 +63,20 @@ def test_sparsify_at_an_input_shape_runs_dense_the_layers_that_count_more_as_loo
     for i, layer in enumerate(lnn.lookup_layers(net)):
         lnn.set_random_lookup(layer, 0.05, seed=i)
     net[1].running_var.set_data(mx.nd.random.uniform(0.5, 2.0, shape=(16,)))
+    for name in ("running_mean", "beta", "gamma"):
+        getattr(net[1], name).set_data(mx.nd.random.uniform(-1.0, 1.0, shape=(16,)))
     kinds = [type(b).__name__ for b in export.sparsify(net)._children.values()]
     assert kinds == ["SparseLookup", "SparseLookup"]  # no shape: every layer on the operator
     sparse = export.sparsify(net, shape)
     kinds = [type(b).__name__ for b in sparse._children.values()]
-    assert kinds == ["Conv2D", "BatchNorm", "Activation", "SparseLookup"]
+    assert kinds == ["Conv2D", "SparseLookup"]  # the BatchNorm and the ReLU folded into the Conv2D
+    assert sparse[0].act is not None and sparse[0].act._act_type == "relu"
     meta = export.export(sparse, str(tmp_path / "mixed"), shape, {}, reference=net)
     assert meta["check"] <= 1e-4
+    # a ReLU negative slope would show: some of the BatchNorm's outputs are negative before it
+    x = mx.nd.random.normal(shape=(2,) + shape)
+    assert (net[1](net[0](x)).asnumpy() < 0).mean() > 0.2
+    np.testing.assert_allclose(sparse(x).asnumpy(), net(x).asnumpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_sparsify_runs_plain_dense_layers_on_the_operator(lcnn_ops):
