@@ -236,9 +236,10 @@ def dense_layer_for(layer: _Lookup, following: list) -> Tuple[HybridBlock, int]:
     """``(block, absorbed)``: ``layer`` as :func:`dense_layer` for an export, with the BatchNorm
     and the ReLU right after it folded in as :func:`sparse_lookup_for` folds them (a max-pooling
     stays MXNet's), and how many of ``following`` it took: the export then has one form for every
-    layer, BatchNorm folded. (Speed: ResNet-18-accurate 0.05's three stride-2 layers, which run
-    dense, in lcnn-predict, alternating processes: 0.97-1.04 of the time at batch 1, 0.98-0.99 at
-    two threads or batch 16; oneDNN's BatchNorm on its own layout is a cheap pass.)"""
+    layer, BatchNorm folded. (Speed, ResNet-18-accurate's three stride-2 layers, which run dense,
+    in lcnn-predict, alternating processes, medians of 6-8 rounds: within the noise, 1.006-1.068
+    at one thread, batch 1, 0.98-0.99 at two threads or batch 16; oneDNN's BatchNorm on its own
+    layout is a cheap pass.)"""
     found = fusion(layer, following)
     if found.bn is None and not (found.relu and layer.activation is None):
         return dense_layer(layer), 0
