@@ -21,24 +21,15 @@ from lcnn_gluon import chain
 # outgrows that L2 (the second and third stages: 2.6 and 1.3 MB; the fourth, 5x5, runs whole).
 L2_BYTES = {"1": "0", "2": str(1 << 20)}
 SCRIPT = textwrap.dedent("""
-    import json, os, sys, tempfile
+    import json, os, sys
     import mxnet as mx
     import numpy as np
-    from lcnn_gluon import export, get_model, ops
-    from lcnn_gluon import nn as lnn
+    from lcnn_gluon import ops
+    sys.path.insert(0, "tests")
+    from chained_exports import chained_and_plain
     mx.random.seed(0)
-    net = get_model("resnet18_lcnn_fast", classes=10)
-    net.initialize(mx.init.Xavier())
-    for i, layer in enumerate(lnn.lookup_layers(net)):
-        lnn.set_random_lookup(layer, 0.05, seed=i)
     shape = (3, 144, 144)
-    folder = tempfile.mkdtemp()
-    sparse = export.sparsify(net, shape)
-    meta = export.export(sparse, folder + "/chained", shape, dict(library=ops.LIBRARY), reference=net)
-    export.export(sparse, folder + "/plain", shape, dict(library=ops.LIBRARY), reference=net, chains=False)
-    chained, plain = export.load_exported(folder + "/chained"), export.load_exported(folder + "/plain")
-    for block in (chained, plain):
-        block.hybridize(static_alloc=True, static_shape=True)
+    chained, plain, meta = chained_and_plain(shape)
     errors = {}
     for batch in (1, 15, 16, 2, 16):  # (16 again after another shape: the plan follows the batch)
         x = mx.nd.random.normal(shape=(batch,) + shape)

@@ -13,8 +13,10 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys, tempfile
     import mxnet as mx
     import numpy as np
-    from lcnn_gluon import export, get_model, ops
+    from lcnn_gluon import export, ops
     from lcnn_gluon import nn as lnn
+    sys.path.insert(0, "tests")
+    from chained_exports import chained_and_plain
     ops.load()
     errors = {}
 
@@ -81,18 +83,8 @@ SCRIPT = textwrap.dedent("""
         check(what, top(xs).asnumpy(), fresh(xs).asnumpy())
 
     # a layer inside a chain (its grouped layers run batches in groups of images)
-    net = get_model("resnet18_lcnn_fast", classes=10)
-    net.initialize(mx.init.Xavier())
-    for i, lookup in enumerate(lnn.lookup_layers(net)):
-        lnn.set_random_lookup(lookup, 0.05, seed=i)
     shape = (3, 64, 64)
-    folder = tempfile.mkdtemp()
-    sparse = export.sparsify(net, shape)
-    meta = export.export(sparse, folder + "/chained", shape, dict(library=ops.LIBRARY), reference=net)
-    export.export(sparse, folder + "/plain", shape, dict(library=ops.LIBRARY), reference=net, chains=False)
-    chained, plain = export.load_exported(folder + "/chained"), export.load_exported(folder + "/plain")
-    for block in (chained, plain):
-        block.hybridize(static_alloc=True, static_shape=True)
+    chained, plain, meta = chained_and_plain(shape)
     x = mx.nd.random.normal(shape=(2,) + shape)
     chained(x).wait_to_read()
     for block in (chained, plain):
