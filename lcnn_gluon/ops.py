@@ -132,7 +132,7 @@ def kernel_isa() -> str:
 
 
 PLAN_KINDS = ("any", "aligned rows", "class tiles", "row blocks", "pooled rows", "transposed product",
-              "identity lookups", "split depth")
+              "identity lookups", "split depth", "halved class tiles")
 
 
 def plans_built(kind: str = "any") -> int:
@@ -142,7 +142,8 @@ def plans_built(kind: str = "any") -> int:
     those accumulating S's rows in several blocks, only those taking a fused 3x3 / stride-2
     max pooling in registers, only those taking the dictionary product transposed, or
     only those of a 1x1 strided layer whose P is the identity, whose product can be its output,
-    or only those whose threads split a small map's product by its depth (docs/design.md)."""
+    only those whose threads split a small map's product by its depth, or only those whose class
+    tiles take half the registers, their row blocks spanning more than L1 (docs/design.md)."""
     if kind not in PLAN_KINDS:
         raise ValueError(f"plans_built: kind must be one of {PLAN_KINDS}, got {kind!r}")
     library = _loaded_library()

@@ -76,11 +76,12 @@ LookupConvState* MakeChosenLookupConv(const Params& p) { return chosen->make(p);
 extern "C" const char* lcnn_kernel_isa() { return chosen ? chosen->name : ""; }
 
 // any, on aligned rows, with class tiles, in row blocks, pooled in registers, with the product
-// transposed, with identity lookups, split by depth (lcnn_gluon.ops.PLAN_KINDS)
-static const int kPlanKinds = 8;
+// transposed, with identity lookups, split by depth, with halved class tiles
+// (lcnn_gluon.ops.PLAN_KINDS)
+static const int kPlanKinds = 9;
 static std::atomic<int64_t> plans_built[kPlanKinds] = {};
 void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_product,
-                   bool identity_lookups, bool split_depth) {
+                   bool identity_lookups, bool split_depth, bool halved_class_tiles) {
   ++plans_built[0];
   if (aligned_rows) ++plans_built[1];
   if (class_tiles) ++plans_built[2];
@@ -89,6 +90,7 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool po
   if (transposed_product) ++plans_built[5];
   if (identity_lookups) ++plans_built[6];
   if (split_depth) ++plans_built[7];
+  if (halved_class_tiles) ++plans_built[8];
 }
 
 // How many times an operator state built a plan in this process (kind 0; tests check that
@@ -97,7 +99,8 @@ void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool po
 // several row blocks (kind 3; PlanRowBlocks: tile-major, or fully connected over a batch), with
 // the pooling taken in registers (kind 4; PooledRowsFit), with the dictionary product
 // transposed (kind 5; Plan::transposed_product), with identity lookups (kind 6;
-// Plan::identity_lookups) and with the product split by depth (kind 7; Plan::split_depth).
+// Plan::identity_lookups), with the product split by depth (kind 7; Plan::split_depth) and
+// with class tiles of half the registers (kind 8; kClassBlockSpanBytes).
 extern "C" int64_t lcnn_plans_built(int kind) { return kind >= 0 && kind < kPlanKinds ? plans_built[kind].load() : -1; }
 
 static MXReturnValue ChooseKernels() {

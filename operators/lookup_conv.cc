@@ -141,7 +141,8 @@ class LookupConv : public LookupConvState {
     prep_->indices.assign(idx, idx + nnz);
     AllocateBuffers<I>(params_, threads, prep_.get());
     NotePlanBuilt(a.aligned, plan().classes > 0, plan().row_blocks > 1, plan().pooled_rows,
-                  plan().transposed_product, plan().identity_lookups, plan().split_depth);
+                  plan().transposed_product, plan().identity_lookups, plan().split_depth,
+                  plan().halved_class_tiles);
     return MX_SUCCESS;
   }
 

@@ -266,6 +266,6 @@ MXReturnValue LookupConvInferShape(const std::unordered_map<std::string, std::st
 // Counts the plans built in this process, and those of each kind flagged (library_init.cc;
 // lcnn_plans_built() reads them).
 void NotePlanBuilt(bool aligned_rows, bool class_tiles, bool row_blocks, bool pooled_rows, bool transposed_product,
-                   bool identity_lookups, bool split_depth);
+                   bool identity_lookups, bool split_depth, bool halved_class_tiles);
 
 #endif  // LCNN_LOOKUP_CONV_ATTRS_H_

@@ -98,6 +98,7 @@ struct Plan {
   std::vector<int> block_starts;
   std::vector<int> first_block, last_block;  // row blocks: channel f's first and last block with entries
   int classes = 0;                  // class tiles of this many classes (0: none)
+  bool halved_class_tiles = false;  // ... of half the kernel set's registers (kClassBlockSpanBytes)
   // several row blocks, or class tiles: the plan's entry i is the packed entry
   // entry_order[i], in block-major order (block by block, each block's runs channel by channel;
   // PlanRowBlocks says why)
@@ -208,25 +209,41 @@ static inline RowTile RowTileAt(const Plan& plan, int64_t ti) {
 // block loop then reads each block's entries of all channels as one stream, which the hardware
 // prefetches, where in channel order it read a short run from another place of the arrays for
 // every channel (ResNet-18-accurate's 7x7 layers: 17 blocks of about 16 entries a channel).
+// How a plan's S rows fall into row blocks (PlanRowBlocks): as many blocks as keep one block's
+// segments within kTileFootprintBytes (kGatherBlockBytes for a fully connected layer over a
+// batch), but no more than leave each channel kMinBlockEntries entries in a block on average.
+struct RowBlocking {
+  int64_t blocks = 1;
+  int per_block = 0;      // S rows a block
+  int64_t row_bytes = 0;  // what one S row puts in a block: a tile's segments
+};
+static inline RowBlocking RowBlockingOf(const Params& p, const Geometry& g, const Plan& plan, int64_t entries) {
+  const bool gathered_batch = plan.batched_few_outputs && plan.one_output;
+  const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
+  const int64_t row_floats =
+      gathered_batch ? g.cols * plan.batch
+                     : static_cast<int64_t>(p.sh) * p.sw * (plan.tile_span + shift) * plan.interleave;
+  RowBlocking b;
+  b.row_bytes = row_floats * static_cast<int64_t>(sizeof(float));
+  const int64_t rows = plan.rows.size();
+  const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : kTileFootprintBytes) / b.row_bytes);
+  const int64_t affordable = entries / (static_cast<int64_t>(kMinBlockEntries) * p.num_filter);
+  b.blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
+  b.per_block = static_cast<int>((rows + b.blocks - 1) / b.blocks);
+  return b;
+}
+
 static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* indptr,
                                  const int* indices, const std::vector<int>& row_of, Plan* plan) {
   plan->row_blocks = 1;
   plan->block_starts.clear();
   plan->first_block.clear();
   plan->last_block.clear();
-  const bool gathered_batch = plan->batched_few_outputs && plan->one_output;
-  if (!plan->tile_major && !gathered_batch) return;
+  if (!plan->tile_major && !(plan->batched_few_outputs && plan->one_output)) return;
   const int filters = p.num_filter;
-  const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
-  const int64_t row_floats =  // what one S row puts in the block
-      gathered_batch ? g.cols * plan->batch
-                     : static_cast<int64_t>(p.sh) * p.sw * (plan->tile_span + shift) * plan->interleave;
-  const int64_t row_bytes = row_floats * static_cast<int64_t>(sizeof(float));
-  const int64_t rows = plan->rows.size();
-  const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : kTileFootprintBytes) / row_bytes);
-  const int64_t affordable = indptr[filters] / (static_cast<int64_t>(kMinBlockEntries) * filters);
-  const int64_t blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
-  const int per_block = static_cast<int>((rows + blocks - 1) / blocks);
+  const RowBlocking blocking = RowBlockingOf(p, g, *plan, indptr[filters]);
+  const int64_t blocks = blocking.blocks;
+  const int per_block = blocking.per_block;
   plan->row_blocks = static_cast<int>(blocks);
   const int runs = BlockRuns(*plan);
   plan->first_block.assign(filters, plan->row_blocks);
@@ -415,13 +432,20 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   PlanTiles(p, g, regs, plan);
   plan->classes = plan->tile_major && !plan->row_tiles && plan->interleave == 1 ? classes : 0;
   plan->entry_order.clear();
+  plan->halved_class_tiles = false;
   if (plan->classes) {
     // as few tiles as the registers allow, of equal width (a 27x27 map: 54 registers of extended
     // plane in two tiles of 27, not 28 and 26)
-    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes, widest = regs.class_tile;
-    plan->tiles = (vectors + widest - 1) / widest;
-    plan->tile_vectors = static_cast<int>((vectors + plan->tiles - 1) / plan->tiles);
-    plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;
+    const int64_t vectors = (g.ext + plan->lanes - 1) / plan->lanes;
+    const auto take_widest = [&](int64_t widest) {
+      plan->tiles = (vectors + widest - 1) / widest;
+      plan->tile_vectors = static_cast<int>((vectors + plan->tiles - 1) / plan->tiles);
+      plan->tile_span = static_cast<int64_t>(plan->tile_vectors) * plan->lanes;
+    };
+    take_widest(regs.class_tile);
+    const RowBlocking blocking = RowBlockingOf(p, g, *plan, static_cast<int64_t>(nnz));
+    plan->halved_class_tiles = blocking.per_block * blocking.row_bytes > kClassBlockSpanBytes;
+    if (plan->halved_class_tiles) take_widest(regs.class_tile / 2);
   }
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
   PlanChannelSplit(p.num_filter, indptr, plan->tile_major, threads, plan);

@@ -96,6 +96,18 @@ static const int64_t kTileFootprintBytes = 16 << 10;
 // load and a store of the tile's partial sums (AlexNet's conv1, 30 entries a channel in 3 blocks,
 // was 5-10% slower blocked).
 static const int kMinBlockEntries = 16;
+// Class tiles (as wide as the kernel set's registers allow, 28 on AVX-512) take half as many
+// registers where one row block's S segments (RowBlockingOf: rows a block x a tile's segment of
+// a row) would span more than 48 KB, the L1 data cache of an Intel or Zen 5 core: the blocks
+// cannot be more (kMinBlockEntries), and each entry then reads its segment from L2. Narrower
+// tiles read shorter segments, at the cost of the taps' rows above and below each tile read
+// more often. ResNet-18-accurate 0.05's lookup stages alone, one thread, batch 1, Intel Xeon,
+// three runs of 420 calls each way (µs a call): 56x56 (99 KB a block) 413-437 -> 356-381, and
+// the layer 856-887 -> 784-836; 28x28 (76 KB) 337-350 -> 325-343; at 0.03 56x56 297-315 ->
+// 273-280, 28x28 243-258 -> 229-236. Halved always, AlexNet-accurate's conv2 (27x27, 5x5,
+// 38 KB a block) was 10-20% slower instead (2360-2442 -> 2658-2980 µs), tiles of 10 or 12
+// registers slower than 14 on the 56x56 layer, and 16 or 20 no faster.
+static const int64_t kClassBlockSpanBytes = 48 << 10;
 // A fully connected layer over a batch (OneOutputImages) reads one line of S (the batch's images
 // side by side) an entry, anywhere in S: AlexNet-accurate's fc6 has 2.4 MB of S at batch 16
 // and 906 thousand entries. S's rows are taken in blocks of at most 512 KB, each channel's sum

@@ -98,6 +98,22 @@ def test_aligned_rows_and_class_tiles_where_the_kernels_have_them(lcnn_ops, shap
     assert built == {"any": 1, "aligned rows": int(has), "class tiles": int(has and class_tiles)}, ops.kernel_isa()
 
 
+@pytest.mark.parametrize("density,halved", [(0.03, True), (0.3, False)])
+def test_class_tiles_halved_where_a_row_block_outgrows_l1(lcnn_ops, density, halved):
+    """Few entries a channel allow few row blocks: where one block's S segments would span more
+    than L1, the class tiles take half the registers (kClassBlockSpanBytes); with many entries
+    the blocks fit and the tiles stay whole. The output is right either way."""
+    layer = lnn.LookupConv2D(12, 3, 1, 1, dictionary_size=256, in_channels=8)
+    layer.initialize()
+    lnn.set_random_lookup(layer, density, seed=3)
+    kinds = ("class tiles", "halved class tiles")
+    before = {kind: ops.plans_built(kind) for kind in kinds}
+    compare(layer, mx.nd.random.normal(shape=(2, 8, 44, 44)))
+    built = {kind: ops.plans_built(kind) - before[kind] for kind in kinds}
+    has = ops.kernel_isa() in ("avx512", "avx2pair")
+    assert built == {"class tiles": int(has), "halved class tiles": int(has and halved)}, ops.kernel_isa()
+
+
 @pytest.mark.parametrize("density", [0.0, 1.0], ids=["all-zero P", "dense P"])
 def test_extreme_densities(lcnn_ops, density):
     layer = lnn.LookupConv2D(6, 3, 1, 1, dictionary_size=4, in_channels=5, initial_sparsity=0.0)
