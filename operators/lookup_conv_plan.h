@@ -444,7 +444,8 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     };
     take_widest(regs.class_tile);
     const RowBlocking blocking = RowBlockingOf(p, g, *plan, static_cast<int64_t>(nnz));
-    plan->halved_class_tiles = blocking.per_block * blocking.row_bytes > kClassBlockSpanBytes;
+    plan->halved_class_tiles =  // (a plane of at most half the registers is one tile either way)
+        vectors > regs.class_tile / 2 && blocking.per_block * blocking.row_bytes > kClassBlockSpanBytes;
     if (plan->halved_class_tiles) take_widest(regs.class_tile / 2);
   }
   PlanRowBlocks(p, g, indptr, indices, row_of, plan);
