@@ -104,7 +104,8 @@ static const int kMinBlockEntries = 16;
 // more often. ResNet-18-accurate 0.05's lookup stages alone, one thread, batch 1, Intel Xeon,
 // three runs of 420 calls each way (µs a call): 56x56 (99 KB a block) 413-437 -> 356-381, and
 // the layer 856-887 -> 784-836; 28x28 (76 KB) 337-350 -> 325-343; at 0.03 56x56 297-315 ->
-// 273-280, 28x28 243-258 -> 229-236. Halved always, AlexNet-accurate's conv2 (27x27, 5x5,
+// 273-280, 28x28 243-258 -> 229-236; AlexNet-fast (its conv1, 111 KB a block) 0.974-0.979 of the
+// time in lcnn-predict at batch 1 and 16. Halved always, AlexNet-accurate's conv2 (27x27, 5x5,
 // 38 KB a block) was 10-20% slower instead (2360-2442 -> 2658-2980 µs), tiles of 10 or 12
 // registers slower than 14 on the 56x56 layer, and 16 or 20 no faster.
 static const int64_t kClassBlockSpanBytes = 48 << 10;
