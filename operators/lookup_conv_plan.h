@@ -203,12 +203,9 @@ static inline RowTile RowTileAt(const Plan& plan, int64_t ti) {
   return t;
 }
 
-// row_blocks and block_starts of a tile-major plan (one block when S's tile segments fit L1), or
-// of a fully connected layer over a batch (one block when its S fits kGatherBlockBytes).
-// With several blocks or class tiles the entries are put in block-major order (entry_order): the
-// block loop then reads each block's entries of all channels as one stream, which the hardware
-// prefetches, where in channel order it read a short run from another place of the arrays for
-// every channel (ResNet-18-accurate's 7x7 layers: 17 blocks of about 16 entries a channel).
+// A fully connected layer over a batch (OneOutputImages): its row blocks hold S's lines of all images.
+static inline bool GatheredBatch(const Plan& plan) { return plan.batched_few_outputs && plan.one_output; }
+
 // How a plan's S rows fall into row blocks (PlanRowBlocks): as many blocks as keep one block's
 // segments within kTileFootprintBytes (kGatherBlockBytes for a fully connected layer over a
 // batch), but no more than leave each channel kMinBlockEntries entries in a block on average.
@@ -218,7 +215,7 @@ struct RowBlocking {
   int64_t row_bytes = 0;  // what one S row puts in a block: a tile's segments
 };
 static inline RowBlocking RowBlockingOf(const Params& p, const Geometry& g, const Plan& plan, int64_t entries) {
-  const bool gathered_batch = plan.batched_few_outputs && plan.one_output;
+  const bool gathered_batch = GatheredBatch(plan);
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
   const int64_t row_floats =
       gathered_batch ? g.cols * plan.batch
@@ -233,13 +230,19 @@ static inline RowBlocking RowBlockingOf(const Params& p, const Geometry& g, cons
   return b;
 }
 
+// row_blocks and block_starts of a tile-major plan (one block when S's tile segments fit L1), or
+// of a fully connected layer over a batch (one block when its S fits kGatherBlockBytes).
+// With several blocks or class tiles the entries are put in block-major order (entry_order): the
+// block loop then reads each block's entries of all channels as one stream, which the hardware
+// prefetches, where in channel order it read a short run from another place of the arrays for
+// every channel (ResNet-18-accurate's 7x7 layers: 17 blocks of about 16 entries a channel).
 static inline void PlanRowBlocks(const Params& p, const Geometry& g, const int* indptr,
                                  const int* indices, const std::vector<int>& row_of, Plan* plan) {
   plan->row_blocks = 1;
   plan->block_starts.clear();
   plan->first_block.clear();
   plan->last_block.clear();
-  if (!plan->tile_major && !(plan->batched_few_outputs && plan->one_output)) return;
+  if (!plan->tile_major && !GatheredBatch(*plan)) return;
   const int filters = p.num_filter;
   const RowBlocking blocking = RowBlockingOf(p, g, *plan, indptr[filters]);
   const int64_t blocks = blocking.blocks;
