@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Tuple
 
+from . import symbol_graph
 from .lookup.packed import INPUTS, PACKED
 from .ops import OP_NAME
 
@@ -79,7 +80,7 @@ def chain_lookups(graph: Dict) -> Dict:
     runs = find_runs(nodes)
     if not runs:
         return graph
-    outputs_of = [graph["node_row_ptr"][i + 1] - graph["node_row_ptr"][i] for i in range(len(nodes))]
+    outputs_of = symbol_graph.outputs_per_node(graph)
     member = {i: r for r, run in enumerate(runs) for i in run}
     readers: Dict[int, set] = {}
     for i, node in enumerate(nodes):
@@ -100,29 +101,7 @@ def chain_lookups(graph: Dict) -> Dict:
     for i, node in enumerate(new_nodes):
         if i not in member:
             node["inputs"] = [moved(e) for e in node["inputs"]]
-    new_heads = [moved(e) for e in graph["heads"]]
-    order: List[int] = []  # post-order from the heads, as MXNet saves a graph
-    seen = set()
-    for head in new_heads:
-        stack = [(head[0], False)]
-        while stack:
-            i, expanded = stack.pop()
-            if expanded:
-                order.append(i)
-                continue
-            if i in seen:
-                continue
-            seen.add(i)
-            stack.append((i, True))
-            stack.extend((e[0], False) for e in reversed(new_nodes[i]["inputs"]))
-    index = {old: new for new, old in enumerate(order)}
-    out_nodes, row_ptr = [], [0]
-    for old in order:
-        node = dict(new_nodes[old], inputs=[[index[e[0]], e[1], e[2]] for e in new_nodes[old]["inputs"]])
-        out_nodes.append(node)
-        row_ptr.append(row_ptr[-1] + outputs_of[old])
-    return dict(graph, nodes=out_nodes, arg_nodes=[k for k, n in enumerate(out_nodes) if n["op"] == "null"],
-                node_row_ptr=row_ptr, heads=[[index[e[0]], e[1], e[2]] for e in new_heads])
+    return symbol_graph.resorted(graph, new_nodes, outputs_of, [moved(e) for e in graph["heads"]])
 
 
 def chain_symbol_file(path: str) -> int:

@@ -37,7 +37,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import HybridBlock, nn
 
-from . import atomic, chain, checkpoint, data, flops, ops, tree
+from . import atomic, chain, checkpoint, data, flops, identities, ops, tree
 from .lookup.layers import _Lookup
 from .lookup.packed import PackedLookup
 from .sparse_blocks import (SparseLookup, SparseResidualBlock, dense_layer, dense_layer_for, plain_on_operator,
@@ -169,7 +169,9 @@ def _files(prefix: str) -> dict:
 def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
            reference: Optional[HybridBlock] = None, rtol: float = CHECK_RTOL, chains: bool = True) -> dict:
     """Hybridize and export ``net`` for one ``(1,) + data_shape`` input, with the meta JSON.
-    With ``chains``, runs of lookup layers become one operator each (:mod:`.chain`).
+    Nodes that pass their input through unchanged at inference are taken out
+    (:mod:`.identities`); with ``chains``, runs of lookup layers become one operator each
+    (:mod:`.chain`).
 
     The files are written under temporary names and renamed when complete (the meta
     JSON last). With ``reference`` (the network in training form), the export is first
@@ -185,6 +187,7 @@ def export(net: HybridBlock, prefix: str, data_shape: tuple, meta: dict,
         net.export(tmp_prefix, epoch=0)
         meta = dict(meta, input_shape=[1] + list(data_shape), symbol=final["symbol"],
                     params=final["params"], mxnet=mx.__version__)
+        identities.drop_identities_file(staged["symbol"], data_shape)
         if chains:
             meta["lookup_chains"] = chain.chain_symbol_file(staged["symbol"])
         checkpoint.write_json(staged["meta"], meta)

@@ -125,11 +125,15 @@ def exported_vs_dense(lcnn: HybridBlock, dense: HybridBlock, data_shape: Sequenc
 
 
 def export_copy(net: HybridBlock, x: mx.nd.NDArray, folder: str) -> str:
-    """``net`` hybridized and exported as it is into ``folder`` (run on ``x`` first); returns the
-    prefix, for :func:`in_turns`."""
+    """``net`` hybridized and exported as it is into ``folder`` (run on ``x`` first), without the
+    nodes that pass their input through at inference, as LCNN exports are (:mod:`.identities`);
+    returns the prefix, for :func:`in_turns`."""
+    from . import identities
+
     os.makedirs(folder, exist_ok=True)
     prefix = os.path.join(folder, "copy")
     net.hybridize()
     net(x).wait_to_read()
     net.export(prefix)
+    identities.drop_identities_file(prefix + "-symbol.json", x.shape[1:])
     return prefix
