@@ -59,6 +59,19 @@ using I = LCNN_KERNEL_ISA;
 // Prepared values outlive the states that built them (lookup_conv_pool.h).
 using PreparedPool = StatePool<Prepared, I>;
 
+// A copy of the dictionary in another layout (prep_'s), made again only when D is another array
+// or MXNet's version of it changed since this state made it (not a compare: D is read as floats,
+// and stale values can only be wrong values). A new plan makes its copies anew.
+struct DictionaryCopy {
+  std::pair<const void*, size_t> from{};
+  bool valid = false;
+  bool Current(const MXTensor& d) const { return valid && from == std::pair<const void*, size_t>(d.data_ptr, d.verID); }
+  void Made(const MXTensor& d) {
+    from = {d.data_ptr, d.verID};
+    valid = true;
+  }
+};
+
 class LookupConv : public LookupConvState {
  public:
   explicit LookupConv(const Params& p) : params_(p) {}
@@ -83,6 +96,7 @@ class LookupConv : public LookupConvState {
     checked_arrays_ = packed;
     checked_ = true;
     if (plan().transposed_product) TransposedDictionary(inputs->at(kDictionary), threads);
+    if (plan().images_panel) StripDictionaryOf(inputs->at(kDictionary), threads);
     t.product_is_output = plan().identity_lookups && UnitCoefficients(t.coefs, t.bias, params_.num_filter);
     LCNN_STOP_CLOCK(prologue);
     if (plan().batched_few_outputs) {
@@ -126,7 +140,7 @@ class LookupConv : public LookupConvState {
     Geometry g;  // every size checked to fit the 32-bit offsets (lookup_conv_attrs.h)
     if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g) != MX_SUCCESS) return MX_FAIL;
     prep_->indptr.clear();  // until the new plan is complete, no cached content matches
-    transposed_valid_ = false;
+    transposed_.valid = strips_.valid = false;
     const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTileVectors,
                              I::kImagesPanelRows, I::kTransposedPixels};
     if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
@@ -380,15 +394,21 @@ class LookupConv : public LookupConvState {
   }
 
   // D's listed rows transposed into prep's blocks (TransposedProduct's operand), made again only
-  // when the dictionary is another array or MXNet's version of it changed since this state made
-  // them (not a compare: D is read as floats, and stale values can only be wrong values).
+  // when the dictionary changed (DictionaryCopy).
   void TransposedDictionary(const MXTensor& d, int threads) {
-    const std::pair<const void*, size_t> now{d.data_ptr, d.verID};
-    if (transposed_valid_ && now == transposed_from_) return;
+    if (transposed_.Current(d)) return;
     TransposeDictionary<I>(static_cast<const float*>(d.data_ptr), plan().rows, plan().geometry.m,
                            prep_->transposed_dictionary, threads);
-    transposed_from_ = now;
-    transposed_valid_ = true;
+    transposed_.Made(d);
+  }
+
+  // D' strip by strip into prep's copy (ImagesPanelProduct's operand), made again only when the
+  // dictionary changed (DictionaryCopy).
+  void StripDictionaryOf(const MXTensor& d, int threads) {
+    if (strips_.Current(d)) return;
+    StripDictionary<I>(static_cast<const float*>(d.data_ptr), plan().geometry.m, plan().geometry.k,
+                       prep_->strip_dictionary, threads);
+    strips_.Made(d);
   }
 
   // Row tile ti of channel f over all its entries, stored into its output plane `out` with the
@@ -423,9 +443,8 @@ class LookupConv : public LookupConvState {
   // network's arrays may since sit at the same place, at the same version), is compared in full.
   PackedArrays checked_arrays_{};
   bool checked_ = false;
-  // The dictionary (array, version) prep_'s transposed blocks were made from by this state.
-  std::pair<const void*, size_t> transposed_from_{};
-  bool transposed_valid_ = false;
+  // The dictionary (array, version) prep_'s transposed blocks and strips were made from by this state.
+  DictionaryCopy transposed_, strips_;
 };
 
 }  // namespace lcnn_<set>

@@ -175,7 +175,7 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
     bool panel = false;
     if constexpr (I::kImagesPanelRows > 0) {  // (only sets that take it compile it)
       if (plan.images_panel) {
-        ImagesPanelProduct<I>(t.x, static_cast<int>(n), g.m, t.dictionary, g.k, xs, ws->packed.data(), threads);
+        ImagesPanelProduct<I>(t.x, static_cast<int>(n), g.m, prep->strip_dictionary, g.k, xs, threads);
         panel = true;
       }
     }

@@ -68,6 +68,8 @@ struct Prepared {
   std::vector<float> coefs_source;           // ... gathered from these, in the packed order (empty: none yet)
   std::vector<float> transposed_dictionary_buffer;  // plan.transposed_product: D's listed rows transposed
   float* transposed_dictionary = nullptr;           // (TransposeDictionary), from a 64-byte boundary
+  std::vector<float> strip_dictionary_buffer;  // plan.images_panel: D' strip by strip (StripDictionary)
+  float* strip_dictionary = nullptr;           // from a 64-byte boundary
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   int64_t channel_stride = 0;                // floats between channels' planes in all_channels
@@ -136,8 +138,7 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.pooled_carry.assign(plan.pooled_rows ? sharing * p.num_filter * PooledCarryFloats<I>(g) : 0, 0.f);
     ws.all_channels = AlignedZeros(&ws.all_channels_buffer,
                                    plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0);
-    ws.packed.assign(threads * std::max(PackedFloats<I>(g.m, deep), plan.images_panel ? ImagesPanelScratch<I>() : 0),
-                     0.f);  // for every thread
+    ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
     ws.depth_partials.assign(plan.split_depth ? (threads - 1) * rows * g.cols : 0, 0.f);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
@@ -145,6 +146,8 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   prep->transposed_dictionary = AlignedZeros(
       &prep->transposed_dictionary_buffer,
       plan.transposed_product ? TransposedDictionaryFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m) : 0);
+  prep->strip_dictionary = AlignedZeros(&prep->strip_dictionary_buffer,
+                                        plan.images_panel ? StripDictionaryFloats<I>(g.m, g.k) : 0);
   prep->coefs.assign(plan.entry_order.size(), 0.f);
   prep->coefs_source.clear();
   prep->batch_input.clear();

@@ -16,7 +16,8 @@
 //
 // In a batch of at most I::kImagesPanelRows images (ImagesPanelProduct): S' = X D' (images x k)
 // with all the images one panel of rows, on one register of D' columns: each strip of D' (a
-// cache line of each of its rows, on 16 lanes) streams from memory once, for all the images. The
+// cache line of each of its rows, on 16 lanes; since run 64 from a copy of D' strip by strip,
+// StripDictionary) streams from memory once, for all the images. The
 // general product (DictionaryProduct) takes panels of 12 images on two registers, then the rest.
 // Alone in C++ on Zen 5, one thread, AlexNet's classifier (4096 x 1000), medians of 40 calls:
 //
@@ -42,6 +43,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "lookup_conv_gemm.h"
 #include "lookup_conv_stages.h"
@@ -100,46 +102,56 @@ static inline void SparseInputProduct(const float* dt, int64_t m, int64_t k, con
 
 // Rows of D' a pass of ImagesPanelProduct covers (16 images' inputs of them: 8 KB, in L1), and
 // what its strips fetch ahead: rows kImagesPanelAheadRows further down the strip into L1, and
-// the next strip's row into L2. Each row of a strip is one cache line of D', and its rows are
-// k floats apart, a page apart or more, where no hardware prefetcher follows. With 512 rows a
-// pass and the next strip fetched into L1 (its 512 lines, 32 KB, went out of L1 before they were
-// read), AlexNet's fc7 dictionary (4096 x 1024) alone at 16 images, one thread, Intel Xeon,
-// medians of 30-40 calls: 3.36 ms (D' from L3, 5 GB/s); now 1.99-2.05. The classifier (4096 x
-// 1000) 1.97 -> 1.77-1.84 ms, AlexNet-fast's fc7 dictionary (4096 x 512) 1.22 -> 0.95-0.98.
-// 64 and 256 rows measured the same as 128, 8 rows ahead as 16.
+// the next strip's rows into L2. Measured when the strips were read in place, each row of a strip
+// one cache line of D', a page or more from the next, where no hardware prefetcher follows: with
+// 512 rows a pass and the next strip fetched into L1 (its 512 lines, 32 KB, went out of L1 before
+// they were read), AlexNet's fc7 dictionary (4096 x 1024) alone at 16 images, one thread, Intel
+// Xeon, medians of 30-40 calls: 3.36 ms (D' from L3, 5 GB/s); with these values 1.99-2.05. The
+// classifier (4096 x 1000) 1.97 -> 1.77-1.84 ms, AlexNet-fast's fc7 dictionary (4096 x 512) 1.22 ->
+// 0.95-0.98. 64 and 256 rows measured the same as 128, 8 rows ahead as 16.
 static const int kImagesPanelDepth = 128;
 static const int kImagesPanelAheadRows = 16;
 
-// Floats of scratch ImagesPanelProduct needs per thread: a strip narrower than a register,
-// packed (a register's loads of it in place would read past D').
+// Floats of D' strip by strip (StripDictionary), m rows x k columns.
 template <class I>
-constexpr int64_t ImagesPanelScratch() { return int64_t{kImagesPanelDepth} * I::kLanes; }
+constexpr int64_t StripDictionaryFloats(int64_t m, int64_t k) {
+  return (k + I::kLanes - 1) / I::kLanes * I::kLanes * m;
+}
 
-// out (n x k, rows k apart) = x (n x m: the images' inputs) dt (D', m x k) for n <=
-// I::kImagesPanelRows, all n rows one panel over strips of one register of columns, each thread a
-// share of the strips. scratch: threads x ImagesPanelScratch floats.
+// ds = D' (dt, m x k) strip by strip, as ImagesPanelProduct reads it: strip s (columns [s L,
+// s L + L), L a register's lanes) is its m rows of L floats one after another, the columns past k
+// left as they are (zero: ds comes zeroed). Read in place, a strip's rows were a page apart, and a
+// pass fetched one line of each page (about 6 GB/s in a network, this host reading 11); a strip
+// of its own streams in order. AlexNet-fast at batch 16, lcnn-predict, alternating processes,
+// medians of 6 rounds: 0.942 of the time at one thread, 0.951 at two; AlexNet-accurate 0.975.
 template <class I>
-static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const float* dt, int64_t k, float* out,
-                                      float* scratch, int threads) {
+static inline void StripDictionary(const float* dt, int64_t m, int64_t k, float* ds, int threads) {
+  const int64_t L = I::kLanes, strips = (k + L - 1) / L;
+  StaticFor(m, threads, [&](int64_t c, int) {  // D' read in order, row by row
+    for (int64_t s = 0; s < strips; ++s)
+      std::memcpy(ds + (s * m + c) * L, dt + c * k + s * L, std::min(L, k - s * L) * sizeof(float));
+  });
+}
+
+// out (n x k, rows k apart) = x (n x m: the images' inputs) D' (ds: StripDictionary's layout) for
+// n <= I::kImagesPanelRows, all n rows one panel over strips of one register of columns, each
+// thread a share of the strips.
+template <class I>
+static inline void ImagesPanelProduct(const float* x, int n, int64_t m, const float* ds, int64_t k, float* out,
+                                      int threads) {
   const int64_t L = I::kLanes, strips = (k + L - 1) / L;
   OnTeam(threads, [&](int me, int team) {
     const Share share = ShareOf(strips, me, team);
     const int64_t s0 = share.first, s1 = share.last;
-    float* own = scratch + me * ImagesPanelScratch<I>();
     for (int64_t c0 = 0; c0 < m; c0 += kImagesPanelDepth) {
       const int depth = static_cast<int>(std::min<int64_t>(kImagesPanelDepth, m - c0));
       const float* a = x + c0;
       for (int64_t s = s0; s < s1; ++s) {
-        const int64_t j = s * L, width = std::min(L, k - j);
-        const float* b = dt + c0 * k + j;
-        int64_t ldb = k;
-        if (width < L) {  // the last columns, packed with zeros past them
-          PackStrips<I>(dt, k, k, c0, depth, s, s + 1, own, L);
-          b = own, ldb = L;
-        }
-        const float* next = s + 1 < s1 ? b + L : b;
-        const StripAhead ahead{next, kImagesPanelAheadRows, s + 1 < s1 && width == L ? next : nullptr};
-        StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, ldb, ahead, c0 > 0, width, out + j, k);
+        const float* b = ds + (s * m + c0) * L;
+        const float* next = s + 1 < s1 ? b + m * L : nullptr;
+        const StripAhead ahead{next ? next : b, kImagesPanelAheadRows, next};
+        StripOfPanel<I, 1, I::kImagesPanelRows>(n, &a, m, m, depth, b, L, ahead, c0 > 0, std::min(L, k - s * L),
+                                                out + s * L, k);
       }
     }
   });
