@@ -428,8 +428,10 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
   plan->only_needed = plan->few_outputs && !plan->batched_few_outputs && !plan->needed.empty() &&
                       !p.transposed_dictionary &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
-  plan->tile_major = !plan->few_outputs && plan->s_floats * plan->interleave > kTileMajorMinFloats &&
-                     nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter;
+  const int64_t s_floats = plan->s_floats * plan->interleave;
+  const bool several_tiles = g.ext > static_cast<int64_t>(regs.lanes) * regs.flat;
+  plan->tile_major = !plan->few_outputs && nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter &&
+                     (s_floats > kTileMajorMinFloats || (several_tiles && s_floats > kTileMajorSeveralTilesMinFloats));
   plan->pooled_rows = !plan->few_outputs && !plan->tile_major && plan->interleave == 1 &&
                       PooledRowsFit(p, g, regs.lanes, regs.row);
   PlanTiles(p, g, regs, plan);

@@ -84,6 +84,14 @@ static const int64_t kBatchedProductMaxBytes = 16 << 20;
 // little of S).
 static const int64_t kTileMajorMinFloats = 64 << 10;
 static const int kTileMajorMinEntries = 16;
+// ... and from 24K floats (96 KB: twice this Intel host's and Zen 5's L1) where an output plane
+// spans several flat tiles: channel by channel each entry's tile then reads its part of S from
+// L2 again, where tile by tile S's rows of one tile stay in L1. AlexNet-fast's conv2 (27x27, 5x5,
+// k = 30: S 115 KB, 4 tiles) alone, one thread, Intel Xeon: 372-381 -> 305-320 us at batch 1,
+// 3966 -> 3384 at batch 16. A plane of one tile reads the same S either way: ResNet-18-fast's
+// stride-2 layers (S 128 and 230 KB, one tile) gained nothing alone, and its whole network at
+// batch 1 took 1.09 of the time with them tile-major.
+static const int64_t kTileMajorSeveralTilesMinFloats = 24 << 10;
 // Tile by tile, the S values one output tile reads span, per S row, its stride phases' segments
 // of (tile + largest tap shift) floats. When all rows' segments exceed 16 KB (half of the 32 KB
 // L1 data cache of Zen 3; on Zen 5, with 48 KB, 24 KB measured the same), the rows are taken

@@ -114,6 +114,25 @@ def test_class_tiles_halved_where_a_row_block_outgrows_l1(lcnn_ops, density, hal
     assert built == {"class tiles": int(has), "halved class tiles": int(has and halved)}, ops.kernel_isa()
 
 
+@pytest.mark.parametrize("k,size,kernel,several", [(30, 27, 5, True), (400, 7, 3, False)])
+def test_s_beyond_l1_goes_tile_by_tile_where_the_plane_spans_several_tiles(lcnn_ops, k, size, kernel, several):
+    """S of 96-256 KB (kTileMajorSeveralTilesMinFloats): a 27x27 plane of several tiles is
+    accumulated tile by tile (class tiles, on the kernel sets that have them); a 7x7 plane, one
+    tile, channel by channel (neither class tiles nor row blocks). The output is right either way."""
+    layer = lnn.LookupConv2D(12, kernel, 1, kernel // 2, dictionary_size=k, in_channels=8)
+    layer.initialize()
+    lnn.set_random_lookup(layer, 0.1, seed=4)
+    kinds = ("class tiles", "row blocks")
+    before = {kind: ops.plans_built(kind) for kind in kinds}
+    compare(layer, mx.nd.random.normal(shape=(2, 8, size, size)))
+    built = {kind: ops.plans_built(kind) - before[kind] for kind in kinds}
+    has = ops.kernel_isa() in ("avx512", "avx2pair")
+    if several:
+        assert built["class tiles"] == int(has), (ops.kernel_isa(), built)
+    else:
+        assert built == {"class tiles": 0, "row blocks": 0}, (ops.kernel_isa(), built)
+
+
 @pytest.mark.parametrize("density", [0.0, 1.0], ids=["all-zero P", "dense P"])
 def test_extreme_densities(lcnn_ops, density):
     layer = lnn.LookupConv2D(6, 3, 1, 1, dictionary_size=4, in_channels=5, initial_sparsity=0.0)
