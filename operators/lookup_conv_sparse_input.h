@@ -123,7 +123,7 @@ constexpr int64_t StripDictionaryFloats(int64_t m, int64_t k) {
 // left as they are (zero: ds comes zeroed). Read in place, a strip's rows were a page apart, and a
 // pass fetched one line of each page (about 6 GB/s in a network, this host reading 11); a strip
 // of its own streams in order. AlexNet-fast at batch 16, lcnn-predict, alternating processes,
-// medians of 6 rounds: 0.942 of the time at one thread, 0.951 at two; AlexNet-accurate 0.975.
+// medians of 8 rounds: 0.934 of the time at one thread, 0.935 at two; AlexNet-accurate 0.963 (6).
 template <class I>
 static inline void StripDictionary(const float* dt, int64_t m, int64_t k, float* ds, int threads) {
   const int64_t L = I::kLanes, strips = (k + L - 1) / L;
