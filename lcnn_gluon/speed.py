@@ -18,6 +18,8 @@ from typing import Callable, Dict, Sequence, Tuple
 import mxnet as mx
 from mxnet.gluon import HybridBlock
 
+from . import identities
+
 WARMUP_RUNS = 3  # untimed calls first: memory planning and oneDNN primitive creation
 # Turns of in_turns: each form's timed calls in this many groups, the forms one after another
 # (the speed of the shared machines measured here moved by 20-40% within minutes).
@@ -128,8 +130,6 @@ def export_copy(net: HybridBlock, x: mx.nd.NDArray, folder: str) -> str:
     """``net`` hybridized and exported as it is into ``folder`` (run on ``x`` first), without the
     nodes that pass their input through at inference, as LCNN exports are (:mod:`.identities`);
     returns the prefix, for :func:`in_turns`."""
-    from . import identities
-
     os.makedirs(folder, exist_ok=True)
     prefix = os.path.join(folder, "copy")
     net.hybridize()

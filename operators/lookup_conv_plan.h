@@ -171,6 +171,9 @@ struct RowTile {
 // a ResNet-18-fast 56x56 layer with its shortcut (4 entries a channel), called alone from
 // Python, 0.279-0.290 -> 0.264-0.277 ms. Rows wider than regs.row registers are cut into equal
 // segments. Called once few_outputs and tile_major are known.
+// Floats of a flat tile: the kernel set's flat registers of `lanes` floats.
+static inline int64_t FlatTileSpan(const TileRegisters& regs, int lanes) { return int64_t{regs.flat} * lanes; }
+
 static inline void PlanTiles(const Params& p, const Geometry& g, const TileRegisters& regs, Plan* plan) {
   const int lanes = plan->interleave > 1 ? 1 : regs.lanes;  // interleaved: a register is a pixel
   const int64_t row_vectors = OutputRowRegisters(g, lanes);
@@ -179,7 +182,7 @@ static inline void PlanTiles(const Params& p, const Geometry& g, const TileRegis
                     (!plan->few_outputs && !p.pool_kh && !plan->tile_major && row_vectors * lanes <= g.wq);
   if (!plan->row_tiles) {
     plan->tile_rows = 1, plan->tile_vectors = regs.flat, plan->row_segments = 1;
-    plan->tile_span = static_cast<int64_t>(regs.flat) * lanes;
+    plan->tile_span = FlatTileSpan(regs, lanes);
     plan->tiles = (g.ext + plan->tile_span - 1) / plan->tile_span;
     return;
   }
@@ -429,7 +432,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
                       !p.transposed_dictionary &&
                       static_cast<int64_t>(plan->needed.size()) * kNeededDivisor <= plan->s_floats;
   const int64_t s_floats = plan->s_floats * plan->interleave;
-  const bool several_tiles = g.ext > static_cast<int64_t>(regs.lanes) * regs.flat;
+  const bool several_tiles = g.ext > FlatTileSpan(regs, regs.lanes);
   plan->tile_major = !plan->few_outputs && nnz >= static_cast<size_t>(kTileMajorMinEntries) * p.num_filter &&
                      (s_floats > kTileMajorMinFloats || (several_tiles && s_floats > kTileMajorSeveralTilesMinFloats));
   plan->pooled_rows = !plan->few_outputs && !plan->tile_major && plan->interleave == 1 &&
