@@ -2,12 +2,21 @@
 // writes them into an export:
 //
 //   num_layers        "L"
-//   l<i>_<attr>       layer i's attributes of lcnn_lookup_conv (kernel, stride, pad, ...)
-//   l<i>_data         where layer i's input comes from: -1 the chain's data, j a layer j < i
-//   l<i>_shortcut     the same for its residual (only with l<i>_residual = 1)
+//   layers            "<layer 0>;<layer 1>;...": L layers, each "name=value" fields joined by '|':
+//                     the layer's attributes of lcnn_lookup_conv (kernel, stride, pad, ...) and
+//                       data=<src>      where its input comes from: -1 the chain's data, j a layer j < i
+//                       shortcut=<src>  the same for its residual (only with residual = 1)
+//                     (no name or value holds ';' or '|', nor a name '=')
 //   outputs           "j,k,...": the layers whose outputs are the chain's outputs, in order
+//   flat_outputs      "p,q,...", optional: the chain's outputs (positions in `outputs`) given
+//                     flattened as MXNet's Flatten gives them, (N, C * H * W): the same floats
 //   inputs            data, then layer i's dictionary, indptr, indices, coefs and bias
 //                     (inputs 1 + 5i .. 5 + 5i), as in lcnn_lookup_conv
+//
+// Why the layers in one attribute: MXNet copies a node's attributes several times on every call
+// of a static CachedOp (nnvm::NodeAttrs in imperative::PushOperator) and lib_api hands them to
+// parseAttrs as a map each time; AlexNet's chain, 61 attributes a layer field each, took about
+// 0.4 us an attribute a call (183 more attributes: 1.078 of its call at batch 1, two threads).
 //
 // ParseChain reads and checks them; the shape and type inference run lcnn_lookup_conv's for each
 // layer in turn. Only lookup_chain.cc includes this header.
@@ -15,6 +24,7 @@
 #define LCNN_LOOKUP_CHAIN_ATTRS_H_
 
 #include <algorithm>
+#include <cctype>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -35,12 +45,59 @@ struct Layer {
 struct Chain {
   std::vector<Layer> layers;
   std::vector<int> outputs;  // layer per chain output
+  std::vector<char> flat;    // per chain output: given as (N, C * H * W)
 };
+
+static const char kLayerSeparator = ';', kFieldSeparator = '|';
 
 static inline bool ParseInt(const std::string& text, int* v) {
   std::istringstream in(text);
   std::string extra;
   return static_cast<bool>(in >> *v) && !(in >> extra);
+}
+
+// `text` split at each `separator` (an empty text: one empty part).
+static inline std::vector<std::string> Split(const std::string& text, char separator) {
+  std::vector<std::string> parts(1);
+  for (char c : text) {
+    if (c == separator) parts.emplace_back();
+    else parts.back().push_back(c);
+  }
+  return parts;
+}
+
+// Layer i's fields ("name=value" joined by kFieldSeparator) into *layer.
+static inline MXReturnValue ParseLayer(const std::string& text, int i, Layer* layer) {
+  for (const std::string& field : Split(text, kFieldSeparator)) {
+    const size_t eq = field.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      MX_ERROR_MSG << "lcnn_lookup_chain: layer " << i << "'s field '" << field << "' is not name=value";
+      return MX_FAIL;
+    }
+    const std::string name = field.substr(0, eq), value = field.substr(eq + 1);
+    if (name == "data" || name == "shortcut") {
+      int src = 0;
+      if (!ParseInt(value, &src) || src < -1 || src >= i) {
+        MX_ERROR_MSG << "lcnn_lookup_chain: layer " << i << "'s " << name << " must be -1 or a layer before " << i
+                     << ", got '" << value << "'";
+        return MX_FAIL;
+      }
+      (name == "data" ? layer->data : layer->shortcut) = src;
+    } else {
+      layer->attrs[name] = value;
+    }
+  }
+  return GetParams(layer->attrs, &layer->params);
+}
+
+// The positions listed in `text` ("j,k,..."), each in [0, n); false if one is not.
+static inline bool ParseList(const std::string& text, int n, std::vector<int>* items) {
+  for (const std::string& item : Split(text, ',')) {
+    int j = 0;
+    if (!ParseInt(item, &j) || j < 0 || j >= n) return false;
+    items->push_back(j);
+  }
+  return true;
 }
 
 // The chain described by `attrs`, every field checked.
@@ -49,49 +106,42 @@ static inline MXReturnValue ParseChain(const std::unordered_map<std::string, std
     auto it = attrs.find(key);
     return it == attrs.end() ? std::string() : it->second;
   };
+  for (const auto& kv : attrs) {
+    if (kv.first.rfind("__", 0) == 0) continue;  // MXNet's own annotations
+    if (kv.first != "num_layers" && kv.first != "layers" && kv.first != "outputs" && kv.first != "flat_outputs") {
+      const bool per_layer = kv.first.size() > 1 && kv.first[0] == 'l' && std::isdigit(kv.first[1]);
+      MX_ERROR_MSG << "lcnn_lookup_chain: unknown attribute '" << kv.first << "'"
+                   << (per_layer ? " (an export from before the layers attribute: export the model again)" : "");
+      return MX_FAIL;
+    }
+  }
   int n = 0;
   if (!ParseInt(get("num_layers"), &n) || n < 1 || n > (1 << 16)) {
     MX_ERROR_MSG << "lcnn_lookup_chain: num_layers must be a positive integer, got '" << get("num_layers") << "'";
     return MX_FAIL;
   }
-  chain->layers.assign(n, Layer());
-  for (const auto& kv : attrs) {
-    if (kv.first.rfind("__", 0) == 0 || kv.first == "num_layers" || kv.first == "outputs") continue;
-    const size_t cut = kv.first.find('_');
-    int i = -1;
-    if (kv.first[0] != 'l' || cut == std::string::npos || !ParseInt(kv.first.substr(1, cut - 1), &i) || i < 0 ||
-        i >= n) {
-      MX_ERROR_MSG << "lcnn_lookup_chain: unknown attribute '" << kv.first << "'";
-      return MX_FAIL;
-    }
-    const std::string field = kv.first.substr(cut + 1);
-    if (field == "data" || field == "shortcut") {
-      int src = 0;
-      if (!ParseInt(kv.second, &src) || src < -1 || src >= i) {
-        MX_ERROR_MSG << "lcnn_lookup_chain: " << kv.first << " must be -1 or a layer before " << i << ", got '"
-                     << kv.second << "'";
-        return MX_FAIL;
-      }
-      (field == "data" ? chain->layers[i].data : chain->layers[i].shortcut) = src;
-    } else {
-      chain->layers[i].attrs[field] = kv.second;
-    }
-  }
-  for (Layer& layer : chain->layers)
-    if (GetParams(layer.attrs, &layer.params) != MX_SUCCESS) return MX_FAIL;
-  std::istringstream outs(get("outputs"));
-  for (std::string item; std::getline(outs, item, ',');) {
-    int j = 0;
-    if (!ParseInt(item, &j) || j < 0 || j >= n) {
-      MX_ERROR_MSG << "lcnn_lookup_chain: outputs must list layers in [0, " << n << "), got '" << get("outputs") << "'";
-      return MX_FAIL;
-    }
-    chain->outputs.push_back(j);
-  }
-  if (chain->outputs.empty()) {
-    MX_ERROR_MSG << "lcnn_lookup_chain: outputs must list at least one layer";
+  const std::vector<std::string> layers = Split(get("layers"), kLayerSeparator);
+  if (static_cast<int>(layers.size()) != n) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: layers must hold num_layers = " << n << " layers separated by '"
+                 << kLayerSeparator << "', got " << layers.size();
     return MX_FAIL;
   }
+  chain->layers.assign(n, Layer());
+  for (int i = 0; i < n; ++i)
+    if (ParseLayer(layers[i], i, &chain->layers[i]) != MX_SUCCESS) return MX_FAIL;
+  if (!ParseList(get("outputs"), n, &chain->outputs)) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: outputs must list layers in [0, " << n << "), got '" << get("outputs") << "'";
+    return MX_FAIL;
+  }
+  const int outputs = static_cast<int>(chain->outputs.size());
+  std::vector<int> flat;
+  if (attrs.count("flat_outputs") && !ParseList(get("flat_outputs"), outputs, &flat)) {
+    MX_ERROR_MSG << "lcnn_lookup_chain: flat_outputs must list outputs in [0, " << outputs << "), got '"
+                 << get("flat_outputs") << "'";
+    return MX_FAIL;
+  }
+  chain->flat.assign(outputs, 0);
+  for (int j : flat) chain->flat[j] = 1;
   return MX_SUCCESS;
 }
 
@@ -148,7 +198,10 @@ static inline MXReturnValue InferShape(const std::unordered_map<std::string, std
   Chain chain;
   std::vector<std::vector<unsigned int>> shapes;
   if (ParseChain(attrs, &chain) != MX_SUCCESS || LayerShapes(chain, *in, &shapes) != MX_SUCCESS) return MX_FAIL;
-  for (size_t j = 0; j < chain.outputs.size(); ++j) (*out)[j] = shapes[chain.outputs[j]];
+  for (size_t j = 0; j < chain.outputs.size(); ++j) {
+    const std::vector<unsigned int>& s = shapes[chain.outputs[j]];
+    (*out)[j] = chain.flat[j] ? std::vector<unsigned int>{s[0], s[1] * s[2] * s[3]} : s;
+  }
   return MX_SUCCESS;
 }
 

@@ -6,6 +6,7 @@ import json
 import textwrap
 
 import mxnet as mx
+import numpy as np
 import pytest
 from conftest import KERNEL_SETS, PY, run
 
@@ -119,20 +120,56 @@ def test_a_rewritten_graph_reads_each_output_where_its_run_left_it():
     assert ops_.count(chain.CHAIN_OP) == 1 and chain.OP_NAME not in ops_
     node = next(n for n in out["nodes"] if n["op"] == chain.CHAIN_OP)
     assert node["attrs"]["outputs"] == "0,1"  # a is read by r, b by s
-    assert node["attrs"]["l0_data"] == "-1" and node["attrs"]["l1_data"] == "0"
+    fields = chain.layer_fields(node["attrs"])
+    assert [f["data"] for f in fields] == ["-1", "0"] and "flat_outputs" not in node["attrs"]
     for k, n in enumerate(out["nodes"]):  # topological, and every entry exists
         assert all(e[0] < k for e in n["inputs"])
     assert out["node_row_ptr"][-1] == len(out["nodes"]) + 1  # the chain has two outputs
     assert [out["nodes"][i]["op"] for i in out["arg_nodes"]] == ["null"] * 6
 
 
+def test_a_run_read_only_by_a_flatten_gives_its_output_flat():
+    nodes = [{"op": "null", "name": n, "inputs": []} for n in ("data", "d", "p", "i", "c", "b")]
+    nodes += [_lookup("a", [0, 0, 0]), _lookup("b", [6, 0, 0]),
+              {"op": "Flatten", "name": "f", "attrs": {}, "inputs": [[7, 0, 0]]},   # 8: b's only reader
+              {"op": "Activation", "name": "r", "attrs": {}, "inputs": [[8, 0, 0]]},
+              {"op": "Flatten", "name": "g", "attrs": {}, "inputs": [[6, 0, 0]]},   # 10: a's, with s
+              {"op": "elemwise_add", "name": "s", "attrs": {}, "inputs": [[6, 0, 0], [10, 0, 0]]}]
+    graph = {"nodes": nodes, "arg_nodes": list(range(6)), "node_row_ptr": list(range(len(nodes) + 1)),
+             "heads": [[9, 0, 0], [11, 0, 0]], "attrs": {}}
+    out = chain.chain_lookups(graph)
+    ops_ = [n["op"] for n in out["nodes"]]
+    assert ops_.count("Flatten") == 1  # b's went; a's stays (s reads a as it is)
+    c = ops_.index(chain.CHAIN_OP)
+    assert out["nodes"][c]["attrs"]["outputs"] == "0,1" and out["nodes"][c]["attrs"]["flat_outputs"] == "1"
+    relu = out["nodes"][ops_.index("Activation")]
+    assert relu["inputs"] == [[c, 1, 0]]
+
+
+def test_flat_outputs_are_the_outputs_flattened(lcnn_ops):
+    x = mx.nd.random.normal(shape=(2, 2, 5, 5))
+    weights = [mx.nd.random.normal(shape=(3, 2)), mx.nd.array([0, 1, 1, 2, 2], dtype="int32"),
+               mx.nd.array([0, 13], dtype="int32"), mx.nd.array([2.0, -1.0]), mx.nd.array([0.1, 0.2, 0.3, 0.4])]
+    attrs = dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter=4|pad=(1, 1)")
+    plain = mx.nd.lcnn_lookup_chain(x, *weights, **attrs).asnumpy()
+    flat = mx.nd.lcnn_lookup_chain(x, *weights, flat_outputs="0", **attrs).asnumpy()
+    assert plain.shape == (2, 4, 5, 5) and flat.shape == (2, 100)
+    assert np.abs(plain).max() > 0.5 and np.array_equal(flat, plain.reshape(2, -1))
+
+
 @pytest.mark.parametrize("attrs, message", [
     (dict(num_layers="0"), "num_layers must be a positive integer"),
-    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)", l0_num_filter="4", l0_data="0"),
-     "l0_data must be -1 or a layer before 0"),
-    (dict(num_layers="1", outputs="1", l0_kernel="(3, 3)", l0_num_filter="4"), "outputs must list layers"),
-    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)", l0_num_filter="4", l3_kernel="1"), "unknown attribute"),
-    (dict(num_layers="1", outputs="0", l0_kernel="(3, 3)"), "'kernel' and 'num_filter' are required"),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter=4|data=0"),
+     "layer 0's data must be -1 or a layer before 0"),
+    (dict(num_layers="1", outputs="1", layers="kernel=(3, 3)|num_filter=4"), "outputs must list layers"),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter=4", l3_kernel="1"),
+     "unknown attribute 'l3_kernel' .an export from before the layers attribute: export the model again."),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter=4", stride="1"), "unknown attribute 'stride'"),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)"), "'kernel' and 'num_filter' are required"),
+    (dict(num_layers="2", outputs="0", layers="kernel=(3, 3)|num_filter=4"), "layers must hold num_layers = 2"),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter"), "field 'num_filter' is not name=value"),
+    (dict(num_layers="1", outputs="0", layers="kernel=(3, 3)|num_filter=4", flat_outputs="1"),
+     "flat_outputs must list outputs in .0, 1., got .1."),
 ])
 def test_bad_chain_attributes_are_clear_errors(lcnn_ops, attrs, message):
     x = mx.nd.zeros((1, 2, 5, 5))
@@ -148,5 +185,5 @@ def test_a_chain_checks_each_layers_shapes(lcnn_ops):
     weights = [mx.nd.zeros((3, 5)), mx.nd.array([0] * 5, dtype="int32"), mx.nd.array([0], dtype="int32"),
                mx.nd.zeros((1,)), mx.nd.zeros((4,))]  # a dictionary of 5 channels for an input of 2
     with pytest.raises(mx.base.MXNetError, match="dictionary must be"):
-        mx.nd.lcnn_lookup_chain(x, *weights, num_layers="1", outputs="0", l0_kernel="(3, 3)",
-                                l0_num_filter="4").wait_to_read()
+        mx.nd.lcnn_lookup_chain(x, *weights, num_layers="1", outputs="0",
+                                layers="kernel=(3, 3)|num_filter=4").wait_to_read()
