@@ -70,6 +70,18 @@ def layer_fields(attrs: Dict[str, str]) -> List[Dict[str, str]]:
             for layer in attrs["layers"].split(LAYER_SEPARATOR)]
 
 
+def lookup_layers(graph: Dict) -> List[Dict[str, str]]:
+    """Every lookup layer's attributes in ``graph`` (an MXNet symbol's JSON, as a dict), in node
+    order: an ``lcnn_lookup_conv`` node's own, a chain's layers' fields."""
+    layers: List[Dict[str, str]] = []
+    for node in graph["nodes"]:
+        if node["op"] == OP_NAME:
+            layers.append(dict(node.get("attrs", {})))
+        elif node["op"] == CHAIN_OP:
+            layers.extend(layer_fields(node["attrs"]))
+    return layers
+
+
 def layers_attribute(layers: List[Dict[str, str]]) -> str:
     """The ``layers`` attribute holding each layer's fields (``name: value``): :func:`layer_fields`'s
     inverse."""
