@@ -10,7 +10,7 @@ group through its layers, so that a group's activations stay in cache between la
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from . import symbol_graph
 from .lookup.packed import INPUTS, PACKED
@@ -55,15 +55,6 @@ def find_runs(nodes: List[dict]) -> List[List[int]]:
     return runs
 
 
-def _fields(fields: List[Tuple[str, str]], layer: str) -> str:
-    """``fields`` as one layer of the ``layers`` attribute: ``name=value`` joined by FIELD_SEPARATOR."""
-    for name, value in fields:
-        if any(sep in name + value for sep in (LAYER_SEPARATOR, FIELD_SEPARATOR)) or "=" in name:
-            raise ValueError(f"{CHAIN_OP}: layer {layer}'s attribute {name}={value!r} holds a separator "
-                             f"({LAYER_SEPARATOR!r}, {FIELD_SEPARATOR!r}, or '=' in its name)")
-    return FIELD_SEPARATOR.join(f"{name}={value}" for name, value in fields)
-
-
 def layer_fields(attrs: Dict[str, str]) -> List[Dict[str, str]]:
     """Each layer's fields (``name: value``) of a ``lcnn_lookup_chain`` node's ``attrs``."""
     return [dict(field.split("=", 1) for field in layer.split(FIELD_SEPARATOR))
@@ -82,10 +73,16 @@ def lookup_layers(graph: Dict) -> List[Dict[str, str]]:
     return layers
 
 
-def layers_attribute(layers: List[Dict[str, str]]) -> str:
-    """The ``layers`` attribute holding each layer's fields (``name: value``): :func:`layer_fields`'s
-    inverse."""
-    return LAYER_SEPARATOR.join(_fields(list(fields.items()), str(i)) for i, fields in enumerate(layers))
+def layers_attribute(layers: List[Dict[str, str]], names: Optional[List[str]] = None) -> str:
+    """The ``layers`` attribute holding each layer's fields (``name: value``), :func:`layer_fields`'s
+    inverse; ``names`` (default: their positions) name the layers in its error."""
+    for layer, fields in zip(names or map(str, range(len(layers))), layers):
+        for name, value in fields.items():
+            if any(sep in name + value for sep in (LAYER_SEPARATOR, FIELD_SEPARATOR)) or "=" in name:
+                raise ValueError(f"{CHAIN_OP}: layer {layer}'s attribute {name}={value!r} holds a separator "
+                                 f"({LAYER_SEPARATOR!r}, {FIELD_SEPARATOR!r}, or '=' in its name)")
+    return LAYER_SEPARATOR.join(FIELD_SEPARATOR.join(f"{name}={value}" for name, value in fields.items())
+                                for fields in layers)
 
 
 def _chain_node(nodes: List[dict], run: List[int], read_outside: List[int], flat: List[int]) -> dict:
@@ -96,15 +93,15 @@ def _chain_node(nodes: List[dict], run: List[int], read_outside: List[int], flat
     layers, inputs = [], [first_input]
     for k, i in enumerate(run):
         node = nodes[i]
-        fields = [(key, value) for key, value in node.get("attrs", {}).items() if not key.startswith("__")]
+        fields = {key: value for key, value in node.get("attrs", {}).items() if not key.startswith("__")}
         sources = [("data", node["inputs"][0])]
         if _residual(node):
             sources.append(("shortcut", node["inputs"][RESIDUAL_INPUT]))
         for field, entry in sources:
-            fields.append((field, "-1" if entry[:2] == first_input[:2] else str(position[entry[0]])))
-        layers.append(_fields(fields, node["name"]))
+            fields[field] = "-1" if entry[:2] == first_input[:2] else str(position[entry[0]])
+        layers.append(fields)
         inputs.extend(node["inputs"][1:1 + len(PACKED)])
-    attrs = {"num_layers": str(len(run)), "layers": LAYER_SEPARATOR.join(layers),
+    attrs = {"num_layers": str(len(run)), "layers": layers_attribute(layers, [nodes[i]["name"] for i in run]),
              "outputs": ",".join(str(position[m]) for m in read_outside)}
     if flat:
         attrs["flat_outputs"] = ",".join(map(str, flat))
