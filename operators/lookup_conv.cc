@@ -88,6 +88,7 @@ class LookupConv : public LookupConvState {
     const bool same_content = prep_ && (same_content_next_ || (checked_ && packed == checked_arrays_));
     same_content_next_ = checked_ = false;
     if (Prepare(*inputs, threads, same_content) != MX_SUCCESS) return MX_FAIL;
+    const CallScratch<I> scratch(prep_.get());  // S and partial sums, shared with other layers' calls
     // (indptr from the plan's copy: what was checked when the plan was built is what is read)
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(), prep_->indptr.data(),
               (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),
@@ -201,7 +202,7 @@ class LookupConv : public LookupConvState {
       Product product{t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w,
                       ws->s + params_.ph * g.wq + params_.pw, g.cols, g.w, g.wq};
       if (plan().split_depth) product.depth_partials = ws->depth_partials.data();
-      DictionaryProduct<I>(product, threads, ws->packed.data());
+      DictionaryProduct<I>(product, threads, ws->packed);
     } else if (plan().row_product) {  // a few input channels: product and split row by row
       ProductSplitRows<I>(params_, g, t.dictionary, plan().rows, x, ws->s, threads);
     } else if (plan().gathered_input) {  // a 1x1 layer at a stride: X's pixels at that stride, gathered
@@ -209,11 +210,11 @@ class LookupConv : public LookupConvState {
       Product product{t.dictionary, &plan().rows, g.m, x, g.ho * g.wq, g.h * g.w,
                       t.product_is_output ? y : ws->s, t.product_is_output ? out_plane : g.cols};
       product.x_columns = plan().x_columns.data();
-      DictionaryProduct<I>(product, threads, ws->packed.data());
+      DictionaryProduct<I>(product, threads, ws->packed);
       if (t.product_is_output) return;
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
       DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
-                           threads, ws->packed.data());
+                           threads, ws->packed);
       SplitPhases(params_, g, ws->product.data(), rows, ws->s, threads);
     } else {
       SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
@@ -221,7 +222,7 @@ class LookupConv : public LookupConvState {
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
         const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
                               ws->s + begin, g.cols};
-        DictionaryProduct<I>(product, threads, ws->packed.data());
+        DictionaryProduct<I>(product, threads, ws->packed);
       }
     }
     const float* residual = t.residual ? t.residual + b * params_.num_filter * out_plane : nullptr;

@@ -65,7 +65,7 @@ static inline void InterleavedGroup(const Params& p, Prepared* prep, const Tenso
   Product product{t.dictionary, &plan.rows, g.m, prep->group_x, pixels * L, pixels * L,
                   prep->group_s + (p.ph * g.wq + p.pw) * L, g.cols * L, g.w * L, g.wq * L};
   product.deep = true;  // (the plan interleaves only layers with dictionary rows)
-  DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
+  DictionaryProduct<I>(product, threads, prep->spaces[0].packed);
   InterleavedLookups<I>(plan, p.num_filter, t.indptr, t.coefs, t.bias, prep->group_s, prep->group_y, threads);
   DeinterleaveOutputs(p, plan, t.indptr, t.bias, prep->group_y, t.residual, b0, n, t.y, threads);
 }
@@ -88,7 +88,7 @@ static inline void BatchedProduct(const Params& p, Prepared* prep, const Tensors
                   prep->batch_s + p.ph * g.wq + p.pw, g.cols, g.w, g.wq};
   product.image_cols = pixels, product.image_pitch = plan.s_floats;
   product.deep = true;
-  DictionaryProduct<I>(product, threads, prep->spaces[0].packed.data());
+  DictionaryProduct<I>(product, threads, prep->spaces[0].packed);
 }
 
 // A fully connected layer's input over the batch (plan.batched_few_outputs), as one (m x cols*N)
@@ -182,7 +182,7 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
     if (!panel) {
       Product product{t.x, &prep->images, g.m, t.dictionary, g.k, g.k, xs, g.k};
       product.x_larger = true;
-      DictionaryProduct<I>(product, threads, ws->packed.data());
+      DictionaryProduct<I>(product, threads, ws->packed);
     }
     StaticFor(g.k, threads, [&](int64_t d, int) {
       for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
@@ -190,7 +190,7 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
   } else {
     GatherBatchInput(p, prep, t.x, xs, threads);
     const Product product{t.dictionary, &plan.rows, g.m, xs, g.cols * n, g.cols * n, s, g.cols * n};
-    DictionaryProduct<I>(product, threads, ws->packed.data());
+    DictionaryProduct<I>(product, threads, ws->packed);
   }
   if (plan.one_output) return OneOutputImages<I>(p, prep, t, threads);
   const int64_t out_plane = g.yo * g.xo;

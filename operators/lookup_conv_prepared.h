@@ -9,6 +9,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "lookup_conv_attrs.h"
@@ -16,6 +18,7 @@
 #include "lookup_conv_kernels.h"
 #include "lookup_conv_plan.h"
 #include "lookup_conv_pooled.h"
+#include "lookup_conv_scratch.h"
 #include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 #include "lookup_conv_transposed.h"
@@ -48,14 +51,15 @@ static inline bool SameFloats(const float* a, const float* b, size_t n, int thre
 struct Workspace {
   std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
   std::vector<float> product;     // D x X on the unpadded input (rows x h*w), before the split
-  std::vector<float> s_buffer;    // S (rows x cols) from `s`, a 64-byte boundary in it, with
-  float* s = nullptr;             // room for tiles reading past the end
+  // S (rows x cols, with room for tiles reading past the end) and every channel's extended plane
+  // (tile-major accumulation, channel_stride apart): lent for each call (CallScratch), from
+  // 64-byte boundaries
+  float* s = nullptr;
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
-  std::vector<float> all_channels_buffer;  // every channel's extended plane (tile-major accumulation):
-  float* all_channels = nullptr;           // from a line boundary in the buffer, channel_stride apart
+  float* all_channels = nullptr;
   std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
-  std::vector<float> packed;      // the dictionary product's packed strips of x
+  float* packed = nullptr;        // the dictionary product's packed strips of x (lent, as s)
   std::vector<float> depth_partials;  // plan.split_depth: threads - 1 partial S (rows x cols each)
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
@@ -73,6 +77,10 @@ struct Prepared {
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   int64_t channel_stride = 0;                // floats between channels' planes in all_channels
+  // What each workspace borrows for a call (lookup_conv_scratch.h): S of this layout key, and the
+  // partial sums (0 floats: none)
+  std::string s_layout;
+  int64_t s_alloc = 0, channels_alloc = 0, packed_alloc = 0;
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
   std::vector<float> batch_input;            // batched_few_outputs, batched_product: X of the whole batch ...
   float* batch_s = nullptr;                  // ... and its S, from a cache line (an image's entry reads whole lines)
@@ -108,6 +116,51 @@ static inline float* AlignedZeros(std::vector<float>* v, int64_t floats) {
   return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
 }
 
+// The floats of S a call writes, as a key of the buffers it may borrow (ScratchPool): calls of
+// one key write the same floats, so the others stay zero. Which are written follows from the
+// path of the product (the plan's flags), the layer's window and padding, the geometry and S's
+// rows; the key holds all of them and the buffer's size.
+static inline std::string SLayoutKey(const Params& p, const Plan& plan, int64_t floats) {
+  const Geometry& g = plan.geometry;
+  std::ostringstream key;
+  key << "S";
+  for (int64_t v : {int64_t(plan.product_into_s), int64_t(plan.transposed_product), int64_t(plan.split_depth),
+                    int64_t(plan.row_product), int64_t(plan.gathered_input), int64_t(plan.product_then_split),
+                    int64_t(plan.few_outputs), int64_t(plan.sparse_input), int64_t(plan.only_needed),
+                    int64_t(p.kh), int64_t(p.kw), int64_t(p.sh), int64_t(p.sw), int64_t(p.ph), int64_t(p.pw), g.m,
+                    g.h, g.w, g.k, g.hp, g.wp, g.ho, g.wo, g.hq, g.wq, g.ext, g.plane, g.cols,
+                    static_cast<int64_t>(plan.rows.size()), floats})
+    key << ' ' << v;
+  return key.str();
+}
+
+// The scratch of one call (lookup_conv_scratch.h): each workspace of prep borrows its S and
+// partial sums until this object ends, and points at them meanwhile.
+template <class Set>
+class CallScratch {
+ public:
+  explicit CallScratch(Prepared* prep) : prep_(prep) {
+    leases_.reserve(3 * prep->spaces.size());
+    for (Workspace& ws : prep->spaces) {
+      leases_.emplace_back(prep->s_layout, prep->s_alloc);
+      ws.s = leases_.back().data();
+      leases_.emplace_back(kChannelsKey, prep->channels_alloc);
+      ws.all_channels = leases_.back().data();
+      leases_.emplace_back(kPackedKey, prep->packed_alloc);
+      ws.packed = leases_.back().data();
+    }
+  }
+  ~CallScratch() {
+    for (Workspace& ws : prep_->spaces) ws.s = ws.all_channels = ws.packed = nullptr;
+  }
+
+ private:
+  // (written before they are read: any layer's)
+  static constexpr const char *kChannelsKey = "partial sums", *kPackedKey = "packed strips";
+  Prepared* prep_;
+  std::vector<ScratchLease<Set>> leases_;
+};
+
 // prep's buffers, zeroed, for its plan, layer p, `threads` threads and the kernel set I.
 template <class I>
 static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep) {
@@ -131,18 +184,18 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
                                                   !plan.row_product && !plan.gathered_input);
     ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
     ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
-    ws.s = AlignedZeros(&ws.s_buffer, deep ? 0 : plan.s_floats + past_s);
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
     const int64_t sharing = plan.images_in_parallel ? 1 : threads;  // threads sharing an image's workspace
     ws.channel.assign(interleaved || plan.pooled_rows ? 0 : sharing * prep->channel_scratch, 0.f);
     ws.pooled_carry.assign(plan.pooled_rows ? sharing * p.num_filter * PooledCarryFloats<I>(g) : 0, 0.f);
-    ws.all_channels = AlignedZeros(&ws.all_channels_buffer,
-                                   plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0);
-    ws.packed.assign(threads * PackedFloats<I>(g.m, deep), 0.f);  // for every thread
     ws.depth_partials.assign(plan.split_depth ? (threads - 1) * rows * g.cols : 0, 0.f);
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }
+  prep->s_alloc = deep ? 0 : plan.s_floats + past_s;
+  prep->s_layout = SLayoutKey(p, plan, prep->s_alloc);
+  prep->channels_alloc = plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0;
+  prep->packed_alloc = threads * PackedFloats<I>(g.m, deep);  // for every thread
   prep->transposed_dictionary = AlignedZeros(
       &prep->transposed_dictionary_buffer,
       plan.transposed_product ? TransposedDictionaryFloats<I>(static_cast<int64_t>(plan.rows.size()), g.m) : 0);
