@@ -193,7 +193,7 @@ class LookupConv : public LookupConvState {
     } else if (plan().sparse_input) {  // fully connected: the rows of non-zero inputs
       SparseInputProduct<I>(t.dictionary, g.m, g.k, x, ws->input_rows.data(), ws->input_values.data(), ws->s, threads);
     } else if (plan().only_needed) {  // few outputs: only the S values read below
-      SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
+      SplitPhases(params_, g, x, g.m, ws->split, threads);
       NeededValues(t.dictionary, ws, threads);
     } else if (plan().transposed_product) {  // stride 1, a few columns a row: the product transposed
       TransposedProduct<I>(prep_->transposed_dictionary, rows, g.m, x, g.h, g.w,
@@ -213,14 +213,14 @@ class LookupConv : public LookupConvState {
       DictionaryProduct<I>(product, threads, ws->packed);
       if (t.product_is_output) return;
     } else if (plan().product_then_split && !plan().few_outputs) {  // split S, not X
-      DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product.data(), g.h * g.w},
+      DictionaryProduct<I>({t.dictionary, &plan().rows, g.m, x, g.h * g.w, g.h * g.w, ws->product, g.h * g.w},
                            threads, ws->packed);
-      SplitPhases(params_, g, ws->product.data(), rows, ws->s, threads);
+      SplitPhases(params_, g, ws->product, rows, ws->s, threads);
     } else {
-      SplitPhases(params_, g, x, g.m, ws->split.data(), threads);
+      SplitPhases(params_, g, x, g.m, ws->split, threads);
       for (const auto& [first, phases] : plan().phase_runs) {  // the phases the kernel reaches
         const int64_t begin = first * g.plane, end = std::min(g.cols, (first + phases) * g.plane);
-        const Product product{t.dictionary, &plan().rows, g.m, ws->split.data() + begin, end - begin, g.cols,
+        const Product product{t.dictionary, &plan().rows, g.m, ws->split + begin, end - begin, g.cols,
                               ws->s + begin, g.cols};
         DictionaryProduct<I>(product, threads, ws->packed);
       }
@@ -270,7 +270,7 @@ class LookupConv : public LookupConvState {
   // The S values in plan.needed only: S[i, pos] = D[rows[i]] . Xp[:, pos], over Xp transposed.
   void NeededValues(const float* d, Workspace* ws, int threads) {
     const Geometry& g = plan().geometry;
-    const float* xt = ws->split.data();
+    const float* xt = ws->split;
     if (g.cols > 1) {
       for (int64_t c = 0; c < g.m; ++c)
         for (int64_t pos = 0; pos < g.cols; ++pos) ws->transposed[pos * g.m + c] = ws->split[c * g.cols + pos];

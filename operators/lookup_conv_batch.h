@@ -114,7 +114,7 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
     return;
   }
   for (int64_t b = 0; b < n; ++b) {
-    SplitPhases(p, g, x + b * g.m * g.h * g.w, g.m, ws->split.data(), threads);
+    SplitPhases(p, g, x + b * g.m * g.h * g.w, g.m, ws->split, threads);
     StaticFor(g.m, threads, [&](int64_t c, int) {
       for (int64_t pos = 0; pos < g.cols; ++pos) xs[(c * g.cols + pos) * n + b] = ws->split[c * g.cols + pos];
     });

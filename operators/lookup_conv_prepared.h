@@ -49,17 +49,15 @@ static inline bool SameFloats(const float* a, const float* b, size_t n, int thre
 
 // Buffers of one thread working on one image.
 struct Workspace {
-  std::vector<float> split;       // pad(X) split into phases (m x cols); its padding stays zero
-  std::vector<float> product;     // D x X on the unpadded input (rows x h*w), before the split
-  // S (rows x cols, with room for tiles reading past the end) and every channel's extended plane
-  // (tile-major accumulation, channel_stride apart): lent for each call (CallScratch), from
-  // 64-byte boundaries
-  float* s = nullptr;
+  // Lent for each call (CallScratch), from 64-byte boundaries:
+  float* split = nullptr;         // pad(X) split into phases (m x cols); its padding stays zero
+  float* product = nullptr;       // D x X on the unpadded input (rows x h*w), before the split
+  float* s = nullptr;             // S (rows x cols), with room for tiles reading past the end
   std::vector<float> transposed;  // the split input transposed (cols x m), for needed values
   std::vector<float> channel;     // one channel's extended plane and pooling rows, per thread
-  float* all_channels = nullptr;
+  float* all_channels = nullptr;  // every channel's extended plane (tile-major), channel_stride apart
   std::vector<float> pooled_carry;  // plan.pooled_rows: every channel's kept column maxima, per thread
-  float* packed = nullptr;        // the dictionary product's packed strips of x (lent, as s)
+  float* packed = nullptr;        // the dictionary product's packed strips of x (lent)
   std::vector<float> depth_partials;  // plan.split_depth: threads - 1 partial S (rows x cols each)
   std::vector<int> input_rows;    // plan.sparse_input: the non-zero inputs (SparseInputProduct)
   std::vector<float> input_values;
@@ -77,10 +75,10 @@ struct Prepared {
   int64_t ext_alloc = 0;                     // an extended plane rounded up to whole tiles
   int64_t channel_scratch = 0;               // Workspace::channel's floats per thread
   int64_t channel_stride = 0;                // floats between channels' planes in all_channels
-  // What each workspace borrows for a call (lookup_conv_scratch.h): S of this layout key, and the
-  // partial sums (0 floats: none)
-  std::string s_layout;
-  int64_t s_alloc = 0, channels_alloc = 0, packed_alloc = 0;
+  // What each workspace borrows for a call (lookup_conv_scratch.h): the split input and S of their
+  // layout keys, the other buffers of any layer's (0 floats: none)
+  std::string split_layout, s_layout;
+  int64_t split_alloc = 0, product_alloc = 0, s_alloc = 0, channels_alloc = 0, packed_alloc = 0;
   std::vector<Workspace> spaces;             // one per thread running whole images, else one
   std::vector<float> batch_input;            // batched_few_outputs, batched_product: X of the whole batch ...
   float* batch_s = nullptr;                  // ... and its S, from a cache line (an image's entry reads whole lines)
@@ -116,14 +114,14 @@ static inline float* AlignedZeros(std::vector<float>* v, int64_t floats) {
   return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
 }
 
-// The floats of S a call writes, as a key of the buffers it may borrow (ScratchPool): calls of
-// one key write the same floats, so the others stay zero. Which are written follows from the
-// path of the product (the plan's flags), the layer's window and padding, the geometry and S's
-// rows; the key holds all of them and the buffer's size.
-static inline std::string SLayoutKey(const Params& p, const Plan& plan, int64_t floats) {
+// The floats of S (or of the split input) a call writes, as a key of the buffers it may borrow
+// (ScratchPool): calls of one key write the same floats, so the others stay zero. Which are
+// written follows from the path of the product (the plan's flags), the layer's window and
+// padding, the geometry and S's rows; the key holds all of them and the buffer's size.
+static inline std::string LayoutKey(const char* buffer, const Params& p, const Plan& plan, int64_t floats) {
   const Geometry& g = plan.geometry;
   std::ostringstream key;
-  key << "S";
+  key << buffer;
   for (int64_t v : {int64_t(plan.product_into_s), int64_t(plan.transposed_product), int64_t(plan.split_depth),
                     int64_t(plan.row_product), int64_t(plan.gathered_input), int64_t(plan.product_then_split),
                     int64_t(plan.few_outputs), int64_t(plan.sparse_input), int64_t(plan.only_needed),
@@ -140,23 +138,25 @@ template <class Set>
 class CallScratch {
  public:
   explicit CallScratch(Prepared* prep) : prep_(prep) {
-    leases_.reserve(3 * prep->spaces.size());
+    leases_.reserve(kBuffers * prep->spaces.size());
     for (Workspace& ws : prep->spaces) {
-      leases_.emplace_back(prep->s_layout, prep->s_alloc);
-      ws.s = leases_.back().data();
-      leases_.emplace_back(kChannelsKey, prep->channels_alloc);
-      ws.all_channels = leases_.back().data();
-      leases_.emplace_back(kPackedKey, prep->packed_alloc);
-      ws.packed = leases_.back().data();
+      Lend(prep->split_layout, prep->split_alloc, &ws.split);
+      Lend("product", prep->product_alloc, &ws.product);  // (written before they are read: any layer's)
+      Lend(prep->s_layout, prep->s_alloc, &ws.s);
+      Lend("partial sums", prep->channels_alloc, &ws.all_channels);
+      Lend("packed strips", prep->packed_alloc, &ws.packed);
     }
   }
   ~CallScratch() {
-    for (Workspace& ws : prep_->spaces) ws.s = ws.all_channels = ws.packed = nullptr;
+    for (Workspace& ws : prep_->spaces) ws.split = ws.product = ws.s = ws.all_channels = ws.packed = nullptr;
   }
 
  private:
-  // (written before they are read: any layer's)
-  static constexpr const char *kChannelsKey = "partial sums", *kPackedKey = "packed strips";
+  static const int kBuffers = 5;  // lent to each workspace
+  void Lend(const std::string& key, int64_t floats, float** to) {
+    leases_.emplace_back(key, floats);
+    *to = leases_.back().data();
+  }
   Prepared* prep_;
   std::vector<ScratchLease<Set>> leases_;
 };
@@ -180,10 +180,6 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
   const bool interleaved = plan.interleave > 1, deep = plan.batched_product || interleaved;
   prep->spaces.assign(plan.images_in_parallel ? threads : 1, Workspace());
   for (Workspace& ws : prep->spaces) {
-    const bool split_input = plan.few_outputs || (!plan.product_then_split && !plan.product_into_s &&
-                                                  !plan.row_product && !plan.gathered_input);
-    ws.split.assign(split_input ? g.m * g.cols : 0, 0.f);
-    ws.product.assign(plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0, 0.f);
     ws.transposed.assign(plan.only_needed && g.cols > 1 ? g.cols * g.m : 0, 0.f);
     const int64_t sharing = plan.images_in_parallel ? 1 : threads;  // threads sharing an image's workspace
     ws.channel.assign(interleaved || plan.pooled_rows ? 0 : sharing * prep->channel_scratch, 0.f);
@@ -192,8 +188,13 @@ static inline void AllocateBuffers(const Params& p, int threads, Prepared* prep)
     ws.input_rows.assign(plan.sparse_input ? g.m : 0, 0);
     ws.input_values.assign(plan.sparse_input ? g.m : 0, 0.f);
   }
+  const bool split_input = plan.few_outputs || (!plan.product_then_split && !plan.product_into_s &&
+                                                !plan.row_product && !plan.gathered_input);
+  prep->split_alloc = split_input ? g.m * g.cols : 0;
+  prep->split_layout = LayoutKey("split X", p, plan, prep->split_alloc);
+  prep->product_alloc = plan.product_then_split && !plan.few_outputs ? rows * g.h * g.w : 0;
   prep->s_alloc = deep ? 0 : plan.s_floats + past_s;
-  prep->s_layout = SLayoutKey(p, plan, prep->s_alloc);
+  prep->s_layout = LayoutKey("S", p, plan, prep->s_alloc);
   prep->channels_alloc = plan.tile_major && !interleaved ? p.num_filter * prep->channel_stride : 0;
   prep->packed_alloc = threads * PackedFloats<I>(g.m, deep);  // for every thread
   prep->transposed_dictionary = AlignedZeros(

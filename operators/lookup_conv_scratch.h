@@ -1,6 +1,7 @@
 // Scratch buffers of lcnn_lookup_conv shared by the states of every layer in the process: S, the
-// tile-major partial sums and the product's packed strips, which a call fills before it reads
-// them and which are dead once the call returns.
+// split input of strided layers, the product before its split, the tile-major partial sums and
+// the product's packed strips, which a call fills before it reads them and which are dead once
+// the call returns.
 //
 // Why: with buffers of its own in every layer's state, each call wrote its S (up to 1.7 MB) and
 // partial sums (up to 0.6 MB) into lines last touched a whole network earlier, long out of L2;
@@ -10,12 +11,12 @@
 // at two; ResNet-18-fast 0.05 at one thread, batch 16, 0.93, at two threads, batch 1, 0.98;
 // AlexNet-fast at batch 16 0.985 (one thread) and 0.97 (two), at batch 1 0.99.
 //
-// A buffer is lent for one call (ScratchLease) and given back when the call ends. S must keep
-// zeros where its call does not write (the padding its lookups read): its buffers are lent only
-// to calls of the same layout key (SLayoutKey, lookup_conv_prepared.h: layers that write the same
-// floats), from buffers zeroed when they were made, so the floats no such call writes stay zero.
-// Partial sums are written before they are read: one key for all layers, each buffer grown to
-// the largest asked. Calls that run at the same time (MXNet's threaded engine) get buffers of
+// A buffer is lent for one call (ScratchLease) and given back when the call ends. S and the split
+// input must keep zeros where their call does not write (the padding read after): their buffers
+// are lent only to calls of the same layout key (LayoutKey, lookup_conv_prepared.h: layers that
+// write the same floats), from buffers zeroed when they were made, so the floats no such call
+// writes stay zero. The others are written before they are read: one key each for all layers,
+// each buffer grown to the largest asked. Calls that run at the same time (MXNet's threaded engine) get buffers of
 // their own.
 #ifndef LCNN_LOOKUP_CONV_SCRATCH_H_
 #define LCNN_LOOKUP_CONV_SCRATCH_H_

@@ -5,12 +5,16 @@ import mxnet as mx
 import pytest
 from test_ops import compare, random_layer
 
-# (m, n, k, kernel, stride, pad, size): pairs of layers whose S has the same number of floats
-# (10x10 padded planes of 8 rows, 1 spare row), where the first writes the floats that are the
-# second's zero padding. A buffer lent by size alone would hand the second the first's values.
+# (m, n, k, kernel, stride, pad, size): pairs of layers whose S (and split input) have the same
+# number of floats, where the first writes the floats that are the second's zero padding. A
+# buffer lent by size alone would hand the second the first's values.
 SAME_SIZE_OTHER_PADDING = [
+    # stride 1: S of 10x10 padded planes
     ((6, 7, 8, 3, 1, 0, 10), (6, 7, 8, 3, 1, 1, 8)),
     ((6, 7, 8, 3, 1, 1, 8), (6, 7, 8, 3, 1, 0, 10)),
+    # stride 2, k > m: the input split into phases of 9x9 first (its padding read by the product)
+    ((4, 6, 40, 3, 2, 0, 18), (4, 6, 40, 3, 2, 1, 16)),
+    ((4, 6, 40, 3, 2, 1, 16), (4, 6, 40, 3, 2, 0, 18)),
 ]
 # Tile-major layers (S over 256 KB, 16+ entries a channel) of different sizes, alternating: the
 # partial sums of every channel are one buffer for all layers, written before they are read.
