@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -55,15 +56,16 @@ class ScratchPool {
     static ScratchPool* pool = new ScratchPool;  // never destroyed: states may outlive exit()
     return *pool;
   }
-  // A free buffer of `key` of at least `floats` floats (zeroed if made or grown now).
+  // A free buffer of `key` of at least `floats` floats (zeroed if made or grown now): the one
+  // given back last, whose lines are the likeliest still in cache.
   std::unique_ptr<ScratchBuffer> Take(const std::string& key, int64_t floats) {
     std::unique_ptr<ScratchBuffer> found;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = free_.begin(); it != free_.end(); ++it) {
+      for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
         if (it->first == key) {
           found = std::move(it->second);
-          free_.erase(it);
+          free_.erase(std::next(it).base());
           break;
         }
       }
