@@ -88,7 +88,7 @@ class LookupConv : public LookupConvState {
     const bool same_content = prep_ && (same_content_next_ || (checked_ && packed == checked_arrays_));
     same_content_next_ = checked_ = false;
     if (Prepare(*inputs, threads, same_content) != MX_SUCCESS) return MX_FAIL;
-    const CallScratch<I> scratch(prep_.get());  // S and partial sums, shared with other layers' calls
+    const CallScratch<I> scratch(prep_.get());  // S and the other scratch, shared with other layers' calls
     // (indptr from the plan's copy: what was checked when the plan was built is what is read)
     Tensors t{(*inputs)[kData].data<float>(), (*inputs)[kDictionary].data<float>(), prep_->indptr.data(),
               (*inputs)[kCoefs].data<float>(), (*inputs)[kBias].data<float>(),

@@ -132,8 +132,9 @@ static inline std::string LayoutKey(const char* buffer, const Params& p, const P
   return key.str();
 }
 
-// The scratch of one call (lookup_conv_scratch.h): each workspace of prep borrows its S and
-// partial sums until this object ends, and points at them meanwhile.
+// The scratch of one call (lookup_conv_scratch.h): each workspace of prep borrows its split
+// input, product, S, partial sums and packed strips until this object ends, and points at them
+// meanwhile.
 template <class Set>
 class CallScratch {
  public:
