@@ -43,7 +43,7 @@ test: lint sshd
 # --capture=sys: docs/platform.md, "AddressSanitizer".
 ASAN_TESTS := tests/test_ops.py tests/test_op_parallel.py tests/test_export.py tests/test_inference_forms.py \
               tests/test_train_kernels.py tests/test_packed_format.py tests/test_chain.py tests/test_weight_versions.py \
-              tests/test_scratch.py
+              tests/test_scratch.py tests/test_core_caches.py
 test-asan: install
 	$(MAKE) -C operators asan $(JOBS) PYTHON=$(abspath $(PY))
 	LD_PRELOAD="$$($(CXX) -print-file-name=libasan.so) $$($(CXX) -print-file-name=libstdc++.so.6)" \

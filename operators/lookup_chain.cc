@@ -9,10 +9,8 @@
 // Each layer runs on a state of lcnn_lookup_conv of its own; the chain hands it views of the
 // activations. Every error (attributes, shapes, wiring) is an MX_FAIL with a message.
 #include <omp.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdlib>
 #include <memory>
 #include <sstream>
@@ -21,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "core_caches.h"
 #include "lookup_chain_attrs.h"
 #include "lookup_conv_clocks.h"
 #include "lookup_conv_attrs.h"
@@ -41,34 +40,13 @@ static const int64_t kChainGroupImages = 2;
 // that fit L2 take as many images as fit, up to kChainGroupImages. Single images also take
 // the 14x14 stage (below): ResNet-18-fast 0.03 at batch 16 medians 0.947 at two threads (10
 // rounds) and 0.976 at one (16), ResNet-18-accurate 0.05 0.99 at two (16) and 1.01 at one (6).
-// The L2 of a core is what the CPU reports (glibc's sysconf), unless kL2BytesEnv sets it (a VM
-// may report its host's caches wrongly; the tests set it to cover both kinds of group).
-static const char* const kL2BytesEnv = "LCNN_L2_BYTES";
+// The L2 of a core: core_caches.h (the tests set LCNN_L2_BYTES to cover both kinds of group).
 // ... for the layers whose output of the whole batch is larger than this: the share of L3 a
 // core of a 2-core Zen 4 VM kept (4-8 MB). ResNet-18's first two stages at batch 16 (12.8 and
 // 6.4 MB a tensor) are; AlexNet's layers (3 MB at most), grouped all the same, were 1.02 (one
 // thread) and 1.04-1.05 (two) times as slow as the batch whole.
 static const int64_t kChainMinBatchBytes = 4 << 20;
 namespace {
-
-// One core's L2 in bytes (0: unknown), or an error for a kL2BytesEnv that is not a byte count.
-MXReturnValue CoreL2Bytes(int64_t* bytes) {
-  const char* set = std::getenv(kL2BytesEnv);
-  if (!set) {
-    *bytes = std::max<long>(0, sysconf(_SC_LEVEL2_CACHE_SIZE));
-    return MX_SUCCESS;
-  }
-  char* end = nullptr;
-  errno = 0;
-  const long long value = std::strtoll(set, &end, 10);
-  if (end == set || *end != '\0' || value < 0 || errno == ERANGE) {
-    MX_ERROR_MSG << "lcnn_lookup_chain: " << kL2BytesEnv << "='" << set
-                 << "' is not a number of bytes (a non-negative integer)";
-    return MX_FAIL;
-  }
-  *bytes = value;
-  return MX_SUCCESS;
-}
 
 // How a call runs (built when the input shape or the threads change): the layers in order, in
 // groups of `group` images where `grouped[i]`; consecutive grouped layers form one segment that
@@ -211,7 +189,7 @@ MXReturnValue LookupChain::Plan(const std::vector<MXTensor>& inputs, int threads
     if (groupable[i]) largest = std::max(largest, image_bytes[i]);
   }
   int64_t l2 = 0;
-  if (CoreL2Bytes(&l2) != MX_SUCCESS) return MX_FAIL;
+  if (CoreCacheBytes(kCoreL2, "lcnn_lookup_chain", &l2) != MX_SUCCESS) return MX_FAIL;
   const int64_t most = largest > 0 && largest <= l2 ? std::min(kChainGroupImages, l2 / largest) : kChainGroupImages;
   // Single images stay in L2 from layer to layer: then also the layers whose batch outgrows L2,
   // not only the share of L3, go image by image (ResNet-18's 14x14 stage at batch 16, 3.2 MB).

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "core_caches.h"
 #include "lookup_conv_attrs.h"
 #include "lookup_conv_batch.h"
 #include "lookup_conv_clocks.h"
@@ -144,12 +145,14 @@ class LookupConv : public LookupConvState {
     transposed_.valid = strips_.valid = false;
     const TileRegisters regs{I::kLanes, I::kTileVectors, I::kRowTileVectors, I::kClassTileVectors,
                              I::kImagesPanelRows, I::kTransposedPixels};
-    if (BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
+    int64_t l1 = 0;
+    if (CoreCacheBytes(kCoreL1, "lcnn_lookup_conv", &l1) != MX_SUCCESS) return MX_FAIL;
+    if (BuildPlan(params_, g, batch, threads, regs, l1, ptr, n1, idx, nnz, 0, &prep_->plan) != MX_SUCCESS)
       return MX_FAIL;
     const RowAlignment a = AlignmentFor(params_, g, regs, plan());
     if (a.aligned) {  // again, on aligned rows
       if (MakeGeometry(params_, xs[1], xs[2], xs[3], k, &g, I::kLanes) != MX_SUCCESS ||
-          BuildPlan(params_, g, batch, threads, regs, ptr, n1, idx, nnz, a.classes, &prep_->plan) != MX_SUCCESS)
+          BuildPlan(params_, g, batch, threads, regs, l1, ptr, n1, idx, nnz, a.classes, &prep_->plan) != MX_SUCCESS)
         return MX_FAIL;
     }
     prep_->indptr.assign(ptr, ptr + n1);

@@ -90,8 +90,10 @@ struct Plan {
   // A fused 3x3, stride-2 max pooling taken in registers, the lookups pooled row by pooled row
   // (PooledRows, lookup_conv_pooled.h; PooledRowsFit says which layers)
   bool pooled_rows = false;
-  // tile_major, or one_output over a batch: blocks of S rows, accumulated one after another
+  // tile_major, or one_output over a batch: blocks of S rows, accumulated one after another,
+  // each within tile_footprint bytes of tile segments (TileFootprintBytes)
   int row_blocks = 1;
+  int64_t tile_footprint = kTileFootprintMinBytes;
   // row blocks: each block's entries of a channel in BlockRuns runs (one per class, or one), the
   // runs in (block, channel, class) order; channel f's run r of block b starts at
   // RunStarts(plan, f, b)[r] and ends where the next starts (absolute entry indices)
@@ -209,8 +211,14 @@ static inline RowTile RowTileAt(const Plan& plan, int64_t ti) {
 // A fully connected layer over a batch (OneOutputImages): its row blocks hold S's lines of all images.
 static inline bool GatheredBatch(const Plan& plan) { return plan.batched_few_outputs && plan.one_output; }
 
+// The bytes of tile segments one row block may span, for a core of l1_bytes of L1 data cache
+// (0: unknown).
+static inline int64_t TileFootprintBytes(int64_t l1_bytes) {
+  return std::max(kTileFootprintMinBytes, l1_bytes / kTileFootprintL1Divisor);
+}
+
 // How a plan's S rows fall into row blocks (PlanRowBlocks): as many blocks as keep one block's
-// segments within kTileFootprintBytes (kGatherBlockBytes for a fully connected layer over a
+// segments within plan.tile_footprint (kGatherBlockBytes for a fully connected layer over a
 // batch), but no more than leave each channel kMinBlockEntries entries in a block on average.
 struct RowBlocking {
   int64_t blocks = 1;
@@ -220,13 +228,14 @@ struct RowBlocking {
 static inline RowBlocking RowBlockingOf(const Params& p, const Geometry& g, const Plan& plan, int64_t entries) {
   const bool gathered_batch = GatheredBatch(plan);
   const int64_t shift = (p.kh - 1) / p.sh * g.wq + (p.kw - 1) / p.sw;
+  const int64_t covered = std::min(plan.tile_span, (g.ext + plan.lanes - 1) / plan.lanes * plan.lanes);
   const int64_t row_floats =
       gathered_batch ? g.cols * plan.batch
-                     : static_cast<int64_t>(p.sh) * p.sw * (plan.tile_span + shift) * plan.interleave;
+                     : static_cast<int64_t>(p.sh) * p.sw * (covered + shift) * plan.interleave;
   RowBlocking b;
   b.row_bytes = row_floats * static_cast<int64_t>(sizeof(float));
   const int64_t rows = plan.rows.size();
-  const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : kTileFootprintBytes) / b.row_bytes);
+  const int64_t fitting = std::max<int64_t>(1, (gathered_batch ? kGatherBlockBytes : plan.tile_footprint) / b.row_bytes);
   const int64_t affordable = entries / (static_cast<int64_t>(kMinBlockEntries) * p.num_filter);
   b.blocks = std::max<int64_t>(1, std::min((rows + fitting - 1) / fitting, affordable));
   b.per_block = static_cast<int>((rows + b.blocks - 1) / b.blocks);
@@ -324,11 +333,11 @@ static inline bool IdentityLookups(const int* indptr, const int* indices, int fi
 }
 
 // The plan for input shape (batch, m, h, w) with k dictionary vectors, `threads` threads, the
-// kernel set's registers and the packed rows (indptr, indices); an MX_FAIL with a message for
-// malformed packing.
+// kernel set's registers, a core's L1 data cache (l1_bytes, 0: unknown) and the packed rows
+// (indptr, indices); an MX_FAIL with a message for malformed packing.
 // `classes`: class tiles of that many classes (AlignmentFor; g's rows then aligned), or 0.
 static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_t batch, int threads,
-                                      const TileRegisters& regs, const int* indptr, size_t rows_plus_one,
+                                      const TileRegisters& regs, int64_t l1_bytes, const int* indptr, size_t rows_plus_one,
                                       const int* indices, size_t nnz, int classes, Plan* plan) {
   if (indptr[0] != 0 || indptr[rows_plus_one - 1] != static_cast<int64_t>(nnz)) {
     MX_ERROR_MSG << "lcnn_lookup_conv: indptr must start at 0 and end at len(indices) = " << nnz
@@ -353,6 +362,7 @@ static inline MXReturnValue BuildPlan(const Params& p, const Geometry& g, int64_
     used[indices[j] / taps] = 1;
   }
   plan->geometry = g, plan->batch = batch, plan->threads = threads;
+  plan->tile_footprint = TileFootprintBytes(l1_bytes);
   const int64_t used_count = std::count(used.begin(), used.end(), 1);
   // (a transposed dictionary's rows are its columns: all of them, not compacted)
   const bool all_rows = p.transposed_dictionary || used_count * kCompactDenominator > g.k * kCompactNumerator;

@@ -93,13 +93,21 @@ static const int kTileMajorMinEntries = 16;
 // batch 1 took 1.09 of the time with them tile-major.
 static const int64_t kTileMajorSeveralTilesMinFloats = 24 << 10;
 // Tile by tile, the S values one output tile reads span, per S row, its stride phases' segments
-// of (tile + largest tap shift) floats. When all rows' segments exceed 16 KB (half of the 32 KB
-// L1 data cache of Zen 3; on Zen 5, with 48 KB, 24 KB measured the same), the rows are taken
-// in blocks whose segments fit, and each channel's tile is accumulated block by block (partial
-// sums stored in between): every entry then reads S from L1 instead of L2. A channel's entries
-// are split into consecutive runs, one per block: in row order (the packer's) each run reads its
-// block's rows only; in any other order the result is the same and only the locality is lost.
-static const int64_t kTileFootprintBytes = 16 << 10;
+// of (tile + largest tap shift) floats (the tile: as much of the extended plane as it covers).
+// When all rows' segments exceed half the core's L1 data cache (core_caches.h), or 16 KB where
+// the CPU reports none, the rows are taken in blocks whose segments fit, and each channel's tile
+// is accumulated block by block (partial sums stored in between): every entry then reads S from
+// L1 instead of L2. A channel's entries are split into consecutive runs, one per block: in row
+// order (the packer's) each run reads its block's rows only; in any other order the result is
+// the same and only the locality is lost. Measured: 16 KB on Zen 3 (a 32 KB L1; on Zen 5, with
+// 48 KB, 24 KB measured the same). On the Intel Xeon (48 KB), half of L1 against 16 KB, with the
+// tile's segment counted as what it covers (ResNet-18-accurate's 7x7 layer: 84 floats a row, not
+// the 276 of a whole flat tile; 28 blocks -> 14), lcnn-predict, alternating processes, medians
+// of 4 rounds: ResNet-18-accurate 0.05 at batch 1 0.962 of the time at one thread and 0.969 at
+// two, at batch 16 0.983 (3). (The segment counted alone: 0.992.) AlexNet's and ResNet-18-fast's
+// plans do not change (one block, or not tile-major).
+static const int64_t kTileFootprintMinBytes = 16 << 10;
+static const int kTileFootprintL1Divisor = 2;
 // ... but no more blocks than leave a channel 16 entries in each on average: every block costs a
 // load and a store of the tile's partial sums (AlexNet's conv1, 30 entries a channel in 3 blocks,
 // was 5-10% slower blocked).
