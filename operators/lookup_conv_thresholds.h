@@ -102,7 +102,7 @@ static const int64_t kTileMajorSeveralTilesMinFloats = 24 << 10;
 // the same and only the locality is lost. Measured: 16 KB on Zen 3 (a 32 KB L1; on Zen 5, with
 // 48 KB, 24 KB measured the same). On the Intel Xeon (48 KB), half of L1 against 16 KB, with the
 // tile's segment counted as what it covers (ResNet-18-accurate's 7x7 layer: 84 floats a row, not
-// the 276 of a whole flat tile; 28 blocks -> 14), lcnn-predict, alternating processes, medians
+// the 276 of a whole flat tile; 28 blocks -> 15), lcnn-predict, alternating processes, medians
 // of 4 rounds: ResNet-18-accurate 0.05 at batch 1 0.962 of the time at one thread and 0.969 at
 // two, at batch 16 0.983 (3). (The segment counted alone: 0.992.) AlexNet's and ResNet-18-fast's
 // plans do not change (one block, or not tile-major).
