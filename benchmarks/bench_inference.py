@@ -11,9 +11,10 @@ Models and densities of P (never calibrated to a goal):
 Each cell is one process with ``OMP_NUM_THREADS`` threads and MXNet's NaiveEngine (all
 parallelism inside the operators): the dense network (same architecture, plain
 convolutions, oneDNN at the host's full instruction set) and the exported LCNN network
-(``export.sparsify`` + ``export.export``), each timed in three forms: hybridized with static
-memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's symbolic executor
-(``export.Predictor``, the batch copied in each call); the fastest counts (column "forms":
+(``export.sparsify`` + ``export.export``), each timed in four forms (``lcnn_gluon.speed.forms``):
+hybridized with static memory, plainly and after MXNet's oneDNN graph passes, and bound by
+MXNet's symbolic executor (``export.Predictor``, the batch copied in each call), after those
+passes and plainly; the fastest counts (column "forms":
 the dense network's, then the LCNN network's), all the forms in turns
 (``lcnn_gluon.speed.in_turns``). Counted
 speedup: ``lcnn_gluon.flops`` for the whole network. The operator runs the kernel set its
@@ -248,7 +249,7 @@ def main() -> None:
     if args.scaling:
         return scaling(args.models, cores, args.runs, args.rounds)
     print(f"machine: {cores} cores; NaiveEngine; {SHAPE[1]}x{SHAPE[2]} input; median of {args.runs} runs "
-          f"in {TURNS} turns; the fastest of plain, oneDNN graph and executor for each network")
+          f"in {TURNS} turns; the fastest of plain, oneDNN graph, executor and plain executor for each network")
     results = []
     for threads in ([args.threads] if args.threads else sorted({1, cores})):
         before = machine.memory_bandwidth(threads)  # the machine's state around the cells

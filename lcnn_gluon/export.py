@@ -300,6 +300,7 @@ class Predictor:
                                          aux_states={n: aux[n] for n in symbol.list_auxiliary_states()})
             try:
                 trial(lambda: self._executor.forward(is_train=False)[0])
+                self.graph = symbol is not plain  # (whether it runs the graph after the passes)
                 return
             except mx.base.MXNetError as e:
                 failure = str(e).strip().splitlines()[-1]

@@ -1,9 +1,10 @@
 """Measured inference speed: an exported LCNN network (the C++ operator) against the same
 network with dense layers, timed in the same process on the same input.
 
-Both networks are exported and timed in three forms (:func:`forms`): hybridized with static
-memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's executor; the
-fastest counts (each network at its best). Times are medians, so a noisy shared machine moves
+Both networks are exported and timed in four forms (:func:`forms`): hybridized with static
+memory, plainly and after MXNet's oneDNN graph passes, and bound by MXNet's executor, after
+those passes and plainly (as MXNet's C predict API binds it); the fastest counts (each network
+at its best). Times are medians, so a noisy shared machine moves
 them less than means, and all the forms are timed in turns (:func:`in_turns`), so that a slow
 minute of a shared machine falls on all of them alike.
 """
@@ -45,9 +46,12 @@ def median_ms(fn: Callable[[], None], runs: int, warmup: int = WARMUP_RUNS) -> f
 def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray]]:
     """Each form of the export at ``prefix`` that runs on ``x``, by name, as a call on ``x`` that
     returns the output, computed: ``plain`` (the ``SymbolBlock`` hybridized with static memory),
-    ``oneDNN graph`` (the same after MXNet's oneDNN graph passes) and ``executor`` (MXNet's
-    symbolic executor, ``export.Predictor``: the batch copied in). The last two are left out where
-    MXNet cannot run them on ``x`` (``export.trial``); the plain form stands."""
+    ``oneDNN graph`` (the same after MXNet's oneDNN graph passes), ``executor`` (MXNet's
+    symbolic executor on the graph after those passes, ``export.Predictor``: the batch copied in)
+    and ``plain executor`` (the executor on the plain symbol, as MXNet's C predict API and
+    ``lcnn-predict`` bind it; ResNet-18-accurate 0.05 at two threads, batch 1: 9.3-10.4 ms against
+    10.1-10.7). Forms MXNet cannot run on ``x`` are left out (``export.trial``), and so is the
+    plain executor where the executor already binds the plain symbol; the plain form stands."""
     from . import export  # export imports the model code; keep this module light
 
     def computed(out: mx.nd.NDArray) -> mx.nd.NDArray:
@@ -67,6 +71,9 @@ def forms(prefix: str, x: mx.nd.NDArray) -> Dict[str, Callable[[], mx.nd.NDArray
     try:
         predictor = export.Predictor(prefix, x.shape)
         calls["executor"] = lambda: computed(predictor(x))
+        if predictor.graph:
+            plain_predictor = export.Predictor(prefix, x.shape, graph=False)
+            calls["plain executor"] = lambda: computed(plain_predictor(x))
     except ValueError:  # (the executor cannot run the export on x)
         pass
     return calls
