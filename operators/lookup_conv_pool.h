@@ -8,17 +8,20 @@
 // call, against 1.0 ms with a kept state). A state gives its prepared value back here when
 // MXNet destroys it; the next state of the same key takes it (one state at a time: buffers are
 // not shared). The key never decides alone: the taker still compares the packed content.
+// lookup_conv_scratch.h keeps the calls' scratch buffers in a pool of this kind too.
 #ifndef LCNN_LOOKUP_CONV_POOL_H_
 #define LCNN_LOOKUP_CONV_POOL_H_
 
 #include <cstddef>
+#include <iterator>
 #include <list>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
 
-// Prepared states kept: the lookup layers of about three ResNet-18s; beyond, the oldest goes.
+// Values kept (prepared states, scratch buffers): those of about three ResNet-18s' lookup layers;
+// beyond, the oldest goes.
 static const size_t kPooledStates = 64;
 
 // One pool per type T and kernel set Set (each set's plans are its own: tiles of its registers).
@@ -29,13 +32,14 @@ class StatePool {
     static StatePool* pool = new StatePool;  // never destroyed: states may outlive exit()
     return *pool;
   }
-  // The value kept under `key` (removed from the pool), or null.
+  // The value kept under `key` (removed from the pool), or null: of several, the one given back
+  // last, whose memory is the likeliest still in cache.
   std::unique_ptr<T> Take(const std::string& key) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+    for (auto it = entries_.rbegin(); it != entries_.rend(); ++it) {
       if (it->first == key) {
         std::unique_ptr<T> found = std::move(it->second);
-        entries_.erase(it);
+        entries_.erase(std::next(it).base());
         return found;
       }
     }

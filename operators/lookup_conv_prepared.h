@@ -105,17 +105,8 @@ static inline bool Fits(const Prepared& prep, const std::vector<int64_t>& xs, in
           (SameInts(prep.indptr.data(), ptr, n1, threads) && SameInts(prep.indices.data(), idx, nnz, threads)));
 }
 
-// `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
-// aligned register at a time).
-static inline float* AlignedZeros(std::vector<float>* v, int64_t floats) {
-  const int64_t line = 64 / sizeof(float);
-  v->assign(floats + line, 0.f);
-  const uintptr_t at = reinterpret_cast<uintptr_t>(v->data());
-  return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
-}
-
 // The floats of S (or of the split input) a call writes, as a key of the buffers it may borrow
-// (ScratchPool): calls of one key write the same floats, so the others stay zero. Which are
+// (lookup_conv_scratch.h): calls of one key write the same floats, so the others stay zero. Which are
 // written follows from the path of the product (the plan's flags), the layer's window and
 // padding, the geometry and S's rows; the key holds all of them and the buffer's size.
 static inline std::string LayoutKey(const char* buffer, const Params& p, const Plan& plan, int64_t floats) {

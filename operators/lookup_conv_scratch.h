@@ -21,68 +21,33 @@
 #ifndef LCNN_LOOKUP_CONV_SCRATCH_H_
 #define LCNN_LOOKUP_CONV_SCRATCH_H_
 
-#include <cstddef>
 #include <cstdint>
-#include <iterator>
-#include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
-// Buffers kept while no call holds them: a few per layout of about three ResNet-18s; beyond,
-// the oldest goes (a later call of its key makes a new one, zeroed).
-static const size_t kPooledScratch = 64;
+#include "lookup_conv_pool.h"
 
-// Floats from a 64-byte boundary in a zeroed vector.
+// `floats` zeros in *v, from a 64-byte boundary (whole cache lines: the interleaved S is read one
+// aligned register at a time).
+static inline float* AlignedZeros(std::vector<float>* v, int64_t floats) {
+  const int64_t line = 64 / sizeof(float);
+  v->assign(floats + line, 0.f);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(v->data());
+  return reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
+}
+
+// Floats from a 64-byte boundary in a zeroed vector, kept in a StatePool (one per kernel set)
+// while no call holds them; the one given back last is taken first.
 struct ScratchBuffer {
   std::vector<float> storage;
   float* data = nullptr;
   int64_t floats = 0;
   void Grow(int64_t n) {
-    storage.assign(n + 64 / sizeof(float), 0.f);
-    const uintptr_t at = reinterpret_cast<uintptr_t>(storage.data());
-    data = reinterpret_cast<float*>((at + 63) & ~static_cast<uintptr_t>(63));
+    data = AlignedZeros(&storage, n);
     floats = n;
   }
-};
-
-// One pool per kernel set Set (as lookup_conv_pool.h's StatePool).
-template <class Set>
-class ScratchPool {
- public:
-  static ScratchPool& Get() {
-    static ScratchPool* pool = new ScratchPool;  // never destroyed: states may outlive exit()
-    return *pool;
-  }
-  // A free buffer of `key` of at least `floats` floats (zeroed if made or grown now): the one
-  // given back last, whose lines are the likeliest still in cache.
-  std::unique_ptr<ScratchBuffer> Take(const std::string& key, int64_t floats) {
-    std::unique_ptr<ScratchBuffer> found;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = free_.rbegin(); it != free_.rend(); ++it) {
-        if (it->first == key) {
-          found = std::move(it->second);
-          free_.erase(std::next(it).base());
-          break;
-        }
-      }
-    }
-    if (!found) found.reset(new ScratchBuffer());
-    if (found->floats < floats) found->Grow(floats);
-    return found;
-  }
-  void Give(const std::string& key, std::unique_ptr<ScratchBuffer> buffer) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.emplace_back(key, std::move(buffer));
-    if (free_.size() > kPooledScratch) free_.pop_front();  // the oldest
-  }
-
- private:
-  std::mutex mutex_;
-  std::list<std::pair<std::string, std::unique_ptr<ScratchBuffer>>> free_;  // oldest first
 };
 
 // A buffer of the pool for the lifetime of this object (one call); none for 0 floats.
@@ -90,10 +55,13 @@ template <class Set>
 class ScratchLease {
  public:
   ScratchLease(std::string key, int64_t floats) : key_(std::move(key)) {
-    if (floats > 0) buffer_ = ScratchPool<Set>::Get().Take(key_, floats);
+    if (floats <= 0) return;
+    buffer_ = Pool::Get().Take(key_);
+    if (!buffer_) buffer_.reset(new ScratchBuffer());
+    if (buffer_->floats < floats) buffer_->Grow(floats);  // (zeroed: a key of one layout asks one size)
   }
   ~ScratchLease() {
-    if (buffer_) ScratchPool<Set>::Get().Give(key_, std::move(buffer_));
+    if (buffer_) Pool::Get().Give(key_, std::move(buffer_));
   }
   ScratchLease(ScratchLease&&) = default;
   ScratchLease(const ScratchLease&) = delete;
@@ -101,6 +69,7 @@ class ScratchLease {
   float* data() const { return buffer_ ? buffer_->data : nullptr; }
 
  private:
+  using Pool = StatePool<ScratchBuffer, Set>;
   std::string key_;
   std::unique_ptr<ScratchBuffer> buffer_;
 };
