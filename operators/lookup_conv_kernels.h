@@ -360,8 +360,8 @@ static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t
   const int64_t first = (pw + 1) / 2;
   const int64_t limit = std::min(wo - kPool3Columns, readable - kPool3Columns - 1) + pw;  // 2 * last
   const int64_t last = limit >= 0 ? limit / 2 : -1;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   if (rows > 0 && last < first && xo <= kNarrowPoolOutputs) {  // one vector, lanes outside [0, wo) -inf
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256 none = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
     __m256i inside[4];  // lanes whose column is in [0, wo)
     for (int i = 0; i < 4; ++i) {
