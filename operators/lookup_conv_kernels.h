@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 
 #include "lookup_conv_isa.h"
 
@@ -317,79 +316,6 @@ static inline void Deinterleave2(const float* in, int blocks, float* out, int64_
     _mm256_storeu_ps(out, Avx2::EvenLanes(v0, v1));
     _mm256_storeu_ps(out + stride, Avx2::OddLanes(v0, v1));
   }
-}
-
-// One output row of max pooling with a window 3 columns wide at column stride 2 (ResNet-18's
-// and AlexNet's): out[x] = max over rows r < `rows` and columns [2x - pw, 2x - pw + 3) within
-// [0, wo) of in_row(r)[column], for x < xo; rows are readable up to column `readable`. Eight
-// outputs at a time with the window's columns taken apart in registers, no row stored and read
-// back at other offsets as the general MaxPool does (ResNet-18's conv1, 64 channels of 112x112
-// -> 56x56 timed alone in C++: 0.19-0.20 -> 0.14-0.16 ms); the outputs whose window reaches
-// past a border one by one. AVX2 on every path.
-static const int kPool3Columns = 17;  // input columns of 8 outputs: 2 * 7 + 3
-// A row of at most this many outputs whose 17 columns no row can give (AlexNet's conv5: 13 -> 6)
-// is one vector of outputs from masked loads, where one by one each output took 9 scalar maxima:
-// about 20 cycles an output.
-static const int kNarrowPoolOutputs = 8;
-template <class RowAt>
-static inline void MaxPoolRow3Stride2(const RowAt& in_row, int64_t rows, int64_t wo, int64_t readable, int64_t pw,
-                                      int64_t xo, float* out) {
-  const auto one = [&](int64_t x) {
-    const int64_t c0 = std::max<int64_t>(0, 2 * x - pw), c1 = std::min<int64_t>(wo, 2 * x - pw + 3);
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = c0; c < c1; ++c) m = std::max(m, in_row(r)[c]);
-    out[x] = m;
-  };
-  // 8 outputs from the rows' columns base .. base + 16 (base + 17 read too), each register of
-  // columns i (from base + kOffsets[i]) read by load(row, column, i)
-  static constexpr int kOffsets[4] = {0, 8, 2, 10};
-  const auto eight = [&](int64_t base, const auto& load) {
-    __m256 v[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) v[i] = load(in_row(0), base + kOffsets[i], i);
-    for (int64_t r = 1; r < rows; ++r) {
-#pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) v[i] = _mm256_max_ps(v[i], load(in_row(r), base + kOffsets[i], i));
-    }
-    const __m256 pair = _mm256_max_ps(Avx2::EvenLanes(v[0], v[1]), Avx2::OddLanes(v[0], v[1]));
-    return _mm256_max_ps(pair, Avx2::EvenLanes(v[2], v[3]));
-  };
-  // vectors of 8 from the first x whose window starts at column 0 or later to the last whose
-  // columns are all valid and readable; the last one may overlap the one before it
-  const int64_t first = (pw + 1) / 2;
-  const int64_t limit = std::min(wo - kPool3Columns, readable - kPool3Columns - 1) + pw;  // 2 * last
-  const int64_t last = limit >= 0 ? limit / 2 : -1;
-  if (rows > 0 && last < first && xo <= kNarrowPoolOutputs) {  // one vector, lanes outside [0, wo) -inf
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256 none = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
-    __m256i inside[4];  // lanes whose column is in [0, wo)
-    for (int i = 0; i < 4; ++i) {
-      const __m256i column = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(kOffsets[i] - pw)), lane);
-      inside[i] = _mm256_and_si256(_mm256_cmpgt_epi32(column, _mm256_set1_epi32(-1)),
-                                   _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(wo)), column));
-    }
-    const __m256 pooled = eight(-pw, [&](const float* row, int64_t at, int i) {  // masked lanes read nothing
-      return _mm256_blendv_ps(none, _mm256_maskload_ps(row + at, inside[i]), _mm256_castsi256_ps(inside[i]));
-    });
-    _mm256_maskstore_ps(out, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(xo)), lane), pooled);
-    return;
-  }
-  const auto eight_at = [&](int64_t x0) {
-    _mm256_storeu_ps(out + x0, eight(2 * x0 - pw, [](const float* row, int64_t at, int) {
-      return _mm256_loadu_ps(row + at);
-    }));
-  };
-  int64_t done = 0;  // outputs [first, done) written by vectors
-  if (rows > 0 && last >= first) {
-    for (int64_t x0 = first; x0 <= last; x0 += 8) eight_at(x0);
-    if ((last - first) % 8) eight_at(last);
-    done = last + 8;
-  } else {
-    done = first;
-  }
-  for (int64_t x = 0; x < std::min(first, xo); ++x) one(x);
-  for (int64_t x = done; x < xo; ++x) one(x);
 }
 
 // The row src (w floats) after pw zeros, split into its 2 stride phases as SplitRow would split

@@ -421,9 +421,10 @@ def test_valid_call_matches_hand_computation(lcnn_ops):
 
 POOLS = [  # (kernel, stride, pad, map size): every column path of the pooling (strides 1, 2, 4 and
     # others), several 8-wide blocks of the split row, windows that reach into the padding; for
-    # windows 3 wide at stride 2 (taken apart in registers) maps too narrow for a vector of 8
-    # pooled columns (3 to 16: one masked vector), just wide enough for one (17 and 18) or one
-    # and an overlapping one (27, 35, 36, 45, 55), and windows of 1 and 2 rows
+    # windows 3 wide at stride 2 (taken apart in registers, 8 or 16 columns a register): maps whose
+    # last register of columns is whole or cut short (3 to 55 columns), pooled rows shorter than a
+    # register or ending in a part of one, padding of 0, 1 and 2 columns, windows of 1 and 2 rows,
+    # and of 4 (the general pooling)
     ((3, 3), (2, 2), (0, 0), 13), ((3, 3), (2, 2), (1, 1), 13), ((2, 2), (2, 2), (0, 0), 13),
     ((3, 3), (2, 2), (0, 0), 3), ((3, 3), (2, 2), (1, 1), 6), ((3, 3), (2, 2), (0, 0), 16),
     ((3, 3), (2, 2), (1, 1), 15), ((3, 3), (2, 2), (0, 0), 27), ((3, 3), (2, 2), (0, 0), 35),
@@ -432,6 +433,7 @@ POOLS = [  # (kernel, stride, pad, map size): every column path of the pooling (
     ((1, 3), (1, 2), (0, 1), 40), ((2, 3), (2, 2), (1, 0), 35),
     ((3, 3), (1, 1), (1, 1), 21), ((5, 5), (3, 3), (2, 2), 40),
     ((4, 4), (4, 4), (1, 1), 70), ((2, 3), (1, 2), (1, 2), 19), ((3, 1), (2, 1), (1, 0), 12),
+    ((4, 3), (2, 2), (1, 1), 20),
 ]
 
 
