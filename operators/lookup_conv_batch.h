@@ -20,10 +20,6 @@
 #include "lookup_conv_sparse_input.h"
 #include "lookup_conv_stages.h"
 
-// A batched fully connected layer's input is laid out image-innermost in blocks of channels of
-// at most 16 KB (a third of Zen 5's L1, half of Zen 3's), each filled image by image.
-static const int64_t kTransposeBlockFloats = 4096;
-
 // The tensors of one call (lookup_conv_format.h's inputs and output); residual is null without
 // a shortcut.
 struct Tensors {
@@ -93,6 +89,7 @@ static inline void BatchedProduct(const Params& p, Prepared* prep, const Tensors
 
 // A fully connected layer's input over the batch (plan.batched_few_outputs), as one (m x cols*N)
 // matrix of columns image-innermost, into prep's batch_input (`xs`).
+template <class I>
 static inline void GatherBatchInput(const Params& p, Prepared* prep, const float* x, float* xs, int threads) {
   const Geometry& g = prep->plan.geometry;
   const int64_t n = prep->plan.batch;
@@ -100,16 +97,16 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
   if (p.sh == 1 && p.sw == 1) {  // one phase: each input value to its padded position
     // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
     // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
-    const int64_t pixels = g.h * g.w, block = std::max<int64_t>(1, kTransposeBlockFloats / (g.cols * n));
-    StaticFor((g.m + block - 1) / block, threads, [&](int64_t blk, int) {
-      const int64_t c0 = blk * block;
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t c = c0; c < std::min(g.m, c0 + block); ++c) {
-          const float* src = x + (b * g.m + c) * pixels;
-          float* dst = xs + (c * g.cols + p.ph * g.wq + p.pw) * n + b;
-          for (int64_t yi = 0; yi < g.h; ++yi)
-            for (int64_t xi = 0; xi < g.w; ++xi) dst[(yi * g.wq + xi) * n] = src[yi * g.w + xi];
-        }
+    // each channel's images (rows m x pixels apart) transposed into its padded positions: the
+    // whole plane at once where they are consecutive (no padding), else row by row
+    const int64_t pixels = g.h * g.w;
+    const bool whole = p.ph == 0 && p.pw == 0 && g.wq == g.w;
+    StaticFor(g.m, threads, [&](int64_t c, int) {
+      const float* src = x + c * pixels;
+      float* dst = xs + (c * g.cols + p.ph * g.wq + p.pw) * n;
+      if (whole) return TransposeFloats<I>(src, n, pixels, g.m * pixels, dst, n);
+      for (int64_t yi = 0; yi < g.h; ++yi)
+        TransposeFloats<I>(src + yi * g.w, n, g.w, g.m * pixels, dst + yi * g.wq * n, n);
     });
     return;
   }
@@ -121,19 +118,16 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
   }
 }
 
-// Channels whose outputs OneOutputImages gathers before it stores them image by image: a cache
-// line of each image's outputs. Stored as gathered, each channel wrote one float into each
-// image's row of the output, rows 16 KB apart (AlexNet's 4096 channels): lines in one set of L1,
-// evicted before the next channel's store. AlexNet's fc7 alone at batch 16 (hybridized, medians of
-// 200 calls, three processes each way, alternating): one thread 0.566-0.588 -> 0.464-0.500 ms,
-// two threads 0.362-0.375 -> 0.344-0.353; the whole export at batch 16 the same within its noise.
-static const int kOutputBlockChannels = 16;
-
 // The lookups of a fully connected layer over the batch (one output a channel, S image-innermost
 // in batch_s): each channel's outputs for all images gathered into batch_y (channel-major), block
 // of S rows by block (plan.row_blocks, kGatherBlockBytes: each block stays in L2 while every
-// channel of the thread's range reads it), then stored into y (image-major)
-// kOutputBlockChannels channels at a time.
+// channel of the thread's range reads it), then transposed into y (image-major), a register of
+// each image's outputs at a time. Stored as gathered, each channel wrote one float into each
+// image's row of the output, rows 16 KB apart (AlexNet's 4096 channels): lines in one set of L1,
+// evicted before the next channel's store. AlexNet's fc7 alone at batch 16 (hybridized, medians of
+// 200 calls, three processes each way, alternating), gathered first and stored 16 channels at a
+// time by a scalar loop: one thread 0.566-0.588 -> 0.464-0.500 ms, two threads 0.362-0.375 ->
+// 0.344-0.353.
 template <class I>
 static inline void OneOutputImages(const Params& p, Prepared* prep, const Tensors& t, int threads) {
   const Plan& plan = prep->plan;
@@ -150,11 +144,7 @@ static inline void OneOutputImages(const Params& p, Prepared* prep, const Tensor
         GatherImages<I>(s, plan.entry_offsets.data() + run[0], t.coefs + run[0], run[1] - run[0], 0, n,
                         t.bias[f], blk > first, p.relu && blk == last, yt + int64_t{f} * n, 1);
       }
-    for (int first = f0; first < f1; first += kOutputBlockChannels) {
-      const int end = std::min(f1, first + kOutputBlockChannels);
-      for (int b = 0; b < n; ++b)
-        for (int f = first; f < end; ++f) t.y[int64_t{b} * filters + f] = yt[int64_t{f} * n + b];
-    }
+    TransposeFloats<I>(yt + int64_t{f0} * n, f1 - f0, n, n, t.y + f0, filters);
   });
 }
 
@@ -184,11 +174,12 @@ static inline void BatchedFewOutputs(const Params& p, Prepared* prep, const Tens
       product.x_larger = true;
       DictionaryProduct<I>(product, threads, ws->packed);
     }
-    StaticFor(g.k, threads, [&](int64_t d, int) {
-      for (int64_t b = 0; b < n; ++b) s[d * n + b] = xs[b * g.k + d];
+    StaticFor((g.k + I::kLanes - 1) / I::kLanes, threads, [&](int64_t block, int) {  // kLanes rows of S a unit
+      const int64_t d0 = block * I::kLanes;
+      TransposeFloats<I>(xs + d0, n, std::min<int64_t>(I::kLanes, g.k - d0), g.k, s + d0 * n, n);
     });
   } else {
-    GatherBatchInput(p, prep, t.x, xs, threads);
+    GatherBatchInput<I>(p, prep, t.x, xs, threads);
     const Product product{t.dictionary, &plan.rows, g.m, xs, g.cols * n, g.cols * n, s, g.cols * n};
     DictionaryProduct<I>(product, threads, ws->packed);
   }

@@ -294,6 +294,35 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
   }
 }
 
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: a matrix transposed in tiles of
+// kLanes x kLanes floats in registers (those at its edges under masks), where a scalar loop
+// stored one float into each of kLanes cache lines of dst in turn.
+template <class I>
+static inline void TransposeFloats(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
+                                   int64_t ldd) {
+  constexpr int L = I::kLanes;
+  for (int64_t i0 = 0; i0 < rows; i0 += L) {
+    const int n = static_cast<int>(std::min<int64_t>(L, rows - i0));
+    const typename I::Mask first_rows = I::FirstLanes(n);
+    for (int64_t j0 = 0; j0 < cols; j0 += L) {
+      const int w = static_cast<int>(std::min<int64_t>(L, cols - j0));
+      const typename I::Mask first_cols = I::FirstLanes(w);
+      typename I::Vec t[L];
+#pragma GCC unroll 16
+      for (int l = 0; l < L; ++l) {
+        const float* row = src + (i0 + l) * lds + j0;
+        t[l] = l >= n ? I::Zero() : w == L ? I::Load(row) : I::LoadFirst(row, first_cols);
+      }
+      I::Transpose(t);
+      for (int j = 0; j < w; ++j) {
+        float* col = dst + (j0 + j) * ldd + i0;
+        if (n == L) I::Store(col, t[j]);
+        else I::StoreFirst(col, first_rows, t[j]);
+      }
+    }
+  }
+}
+
 // dst[0 .. n) = src[0 .. n) for the few floats of a strip's or a small map's row, inline: whole
 // 8-float blocks with the last one overlapping its predecessor, two 4-float blocks below 8
 // (memcpy calls, and masked stores, which AMD's CPUs microcode, cost more than the copy).
