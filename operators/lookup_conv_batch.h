@@ -95,8 +95,6 @@ static inline void GatherBatchInput(const Params& p, Prepared* prep, const float
   const int64_t n = prep->plan.batch;
   Workspace* ws = &prep->spaces[0];
   if (p.sh == 1 && p.sw == 1) {  // one phase: each input value to its padded position
-    // in blocks of channels whose columns fit L1, image by image: x is read in order, and the
-    // images' inputs are not read at once (4096 channels apart: one set of L1 for all)
     // each channel's images (rows m x pixels apart) transposed into its padded positions: the
     // whole plane at once where they are consecutive (no padding), else row by row
     const int64_t pixels = g.h * g.w;
