@@ -24,22 +24,7 @@ static inline void InterleaveImages(const float* x, int64_t m, int64_t pixels, i
                                     int threads) {
   constexpr int L = I::kLanes;
   StaticFor(m, threads, [&](int64_t c, int) {
-    for (int64_t q0 = 0; q0 < pixels; q0 += L) {
-      const int count = static_cast<int>(std::min<int64_t>(L, pixels - q0));
-      const typename I::Mask first = I::FirstLanes(count);
-      typename I::Vec r[L];
-#pragma GCC unroll 16
-      for (int b = 0; b < L; ++b) {
-        if (b >= n) {  // past the batch
-          r[b] = I::Zero();
-          continue;
-        }
-        const float* src = x + ((b0 + b) * m + c) * pixels + q0;
-        r[b] = count == L ? I::Load(src) : I::LoadFirst(src, first);
-      }
-      I::Transpose(r);
-      for (int i = 0; i < count; ++i) I::Store(out + (c * pixels + q0 + i) * L, r[i]);
-    }
+    TransposeFloats<I>(x + (b0 * m + c) * pixels, n, pixels, m * pixels, out + c * pixels * L, L, L);
   });
 }
 

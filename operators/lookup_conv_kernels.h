@@ -294,16 +294,18 @@ static inline void Deinterleave4(const float* in, int blocks, float* out, int64_
   }
 }
 
-// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols: a matrix transposed in tiles of
-// kLanes x kLanes floats in registers (those at its edges under masks), where a scalar loop
-// stored one float into each of kLanes cache lines of dst in turn.
+// dst[j * ldd + i] = src[i * lds + j] for i < rows, j < cols, and 0 for rows <= i < zero_to: a
+// matrix transposed in tiles of kLanes x kLanes floats in registers (those at its edges under
+// masks), where a scalar loop stored one float into each of kLanes cache lines of dst in turn.
 template <class I>
 static inline void TransposeFloats(const float* src, int64_t rows, int64_t cols, int64_t lds, float* dst,
-                                   int64_t ldd) {
+                                   int64_t ldd, int64_t zero_to = 0) {
   constexpr int L = I::kLanes;
-  for (int64_t i0 = 0; i0 < rows; i0 += L) {
-    const int n = static_cast<int>(std::min<int64_t>(L, rows - i0));
-    const typename I::Mask first_rows = I::FirstLanes(n);
+  const int64_t end = std::max(rows, zero_to);
+  for (int64_t i0 = 0; i0 < end; i0 += L) {
+    const int64_t n = rows - i0;  // rows of this tile read (from L on: all)
+    const int stored = static_cast<int>(std::min<int64_t>(L, end - i0));
+    const typename I::Mask first_rows = I::FirstLanes(stored);
     for (int64_t j0 = 0; j0 < cols; j0 += L) {
       const int w = static_cast<int>(std::min<int64_t>(L, cols - j0));
       const typename I::Mask first_cols = I::FirstLanes(w);
@@ -316,7 +318,7 @@ static inline void TransposeFloats(const float* src, int64_t rows, int64_t cols,
       I::Transpose(t);
       for (int j = 0; j < w; ++j) {
         float* col = dst + (j0 + j) * ldd + i0;
-        if (n == L) I::Store(col, t[j]);
+        if (stored == L) I::Store(col, t[j]);
         else I::StoreFirst(col, first_rows, t[j]);
       }
     }
